@@ -1,0 +1,276 @@
+"""Load a trained adapter onto a base model, and prove it applied.
+
+PEFT loads an adapter whose tensor names match nothing with only a warning (or in silence),
+after which the model generates base-model text. That happens after a transformers upgrade
+renames modules (``model.layers.*`` became ``model.language_model.layers.*``). So every load is
+followed by a check that each tensor in ``adapter_model.safetensors`` landed in the model,
+value for value; anything else is one ``AdapterLoadError`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+class AdapterLoadError(RuntimeError):
+    """The adapter folder is missing, unreadable, foreign to this base, or did not apply."""
+
+
+@dataclass
+class AdapterInfo:
+    """What an adapter folder holds (read from its config; nothing is loaded)."""
+    path: Path
+    type: str                    # "lora" | "dora" | "ia3" | "moelora" | other PEFT type, lower-case
+    base_model: str | None
+    r: int | None
+    targets: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. num_experts for MoE-LoRA
+
+    @property
+    def mergeable(self) -> bool:
+        return self.type in ("lora", "dora", "ia3")
+
+    def summary(self) -> str:
+        parts = [self.type]
+        if self.r is not None:
+            parts.append(f"r={self.r}")
+        parts += [f"{k}={v}" for k, v in self.extra.items()]
+        if self.targets:
+            parts.append("targets=" + ",".join(self.targets))
+        if self.base_model:
+            parts.append(f"base={self.base_model}")
+        return " ".join(parts)
+
+
+# -- inspection -------------------------------------------------------------------------------
+def check_adapter_dir(adapter_dir: str | Path) -> Path:
+    p = Path(adapter_dir)
+    if not p.is_dir():
+        raise AdapterLoadError(f"{p}: adapter folder not found")
+    if not (p / ADAPTER_CONFIG).is_file():
+        raise AdapterLoadError(f"{p}: no {ADAPTER_CONFIG}; not an adapter folder "
+                               "(a merged model goes to --model, not --adapter)")
+    if not any((p / w).is_file() for w in ADAPTER_WEIGHTS):
+        raise AdapterLoadError(f"{p}: no adapter_model.safetensors; the adapter was not saved completely")
+    return p
+
+
+def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
+    p = check_adapter_dir(adapter_dir)
+    try:
+        cfg = json.loads((p / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise AdapterLoadError(f"{p / ADAPTER_CONFIG}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise AdapterLoadError(f"{p / ADAPTER_CONFIG}: top level must be an object")
+    return cfg
+
+
+def is_moelora(adapter_dir: str | Path) -> bool:
+    try:
+        from vlft.tuners.moelora import is_moelora_dir
+    except ImportError:
+        is_moelora_dir = None
+    if is_moelora_dir is not None:
+        return bool(is_moelora_dir(adapter_dir))
+    # Fallback while the tuner is absent: its config names the method somewhere.
+    cfg_path = Path(adapter_dir) / ADAPTER_CONFIG
+    try:
+        return "moelora" in cfg_path.read_text(encoding="utf-8").lower().replace("_", "").replace("-", "")
+    except OSError:
+        return False
+
+
+def describe_adapter(adapter_dir: str | Path) -> AdapterInfo:
+    """Type, base model, rank and target modules of an adapter folder."""
+    p = check_adapter_dir(adapter_dir)
+    cfg = read_adapter_config(p)
+    peft_type = str(cfg.get("peft_type", "")).lower()
+    extra: dict[str, Any] = {}
+    if is_moelora(p):
+        kind = "moelora"
+        for k in ("num_experts", "expert_num", "top_k", "moe_top_k"):
+            if k in cfg:
+                extra[k] = cfg[k]
+    elif peft_type == "lora":
+        kind = "dora" if cfg.get("use_dora") else "lora"
+    elif peft_type:
+        kind = peft_type
+    else:
+        raise AdapterLoadError(f"{p / ADAPTER_CONFIG}: no peft_type; not a PEFT adapter config")
+    targets = cfg.get("target_modules") or []
+    if isinstance(targets, str):
+        targets = [targets]
+    return AdapterInfo(path=p, type=kind, base_model=cfg.get("base_model_name_or_path"),
+                       r=cfg.get("r"), targets=sorted(targets), extra=extra)
+
+
+# -- loading ----------------------------------------------------------------------------------
+def load_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
+    """Wrap ``model`` with the adapter in ``adapter_dir`` (LoRA, DoRA, IA3 or MoE-LoRA).
+
+    Raises ``AdapterLoadError`` (one line) when the folder is missing, the adapter was made for
+    another base (shape mismatch), or its tensors do not map onto this model's modules.
+    """
+    info = describe_adapter(adapter_dir)
+    if info.type == "moelora":
+        model = _load_moelora(model, info.path)
+    else:
+        model = _load_peft(model, info.path, is_trainable)
+    verify_adapter_applied(model, info.path)
+    log.info("adapter %s: %s", info.path, info.summary())
+    return model
+
+
+def _load_peft(model, path: Path, is_trainable: bool):
+    from peft import PeftModel
+
+    try:
+        with warnings.catch_warnings():
+            # Missing/unexpected-key warnings are turned into a hard error by the check below.
+            warnings.simplefilter("ignore")
+            return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise AdapterLoadError(_explain_peft_error(path, e)) from None
+
+
+def _load_moelora(model, path: Path):
+    try:
+        from vlft.tuners.moelora import load_moelora
+    except ImportError as e:
+        raise AdapterLoadError(f"{path}: MoE-LoRA adapter, but vlft.tuners.moelora is unavailable ({e})") from None
+    try:
+        return load_moelora(model, path)
+    except AdapterLoadError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise AdapterLoadError(_explain_peft_error(path, e)) from None
+
+
+_SIZE_RE = re.compile(r"size mismatch for ([^:]+): copying a param with shape (torch\.Size\(\[[^\]]*\]\)) "
+                      r"from checkpoint, the shape in current model is (torch\.Size\(\[[^\]]*\]\))")
+
+
+def _explain_peft_error(path: Path, e: Exception) -> str:
+    msg = str(e)
+    m = _SIZE_RE.search(msg)
+    base = _base_name(path)
+    if m:
+        n = len(_SIZE_RE.findall(msg))
+        return (f"{path}: adapter was made for another base model{base}: {m.group(1)} has shape "
+                f"{_shape(m.group(2))} in the adapter but {_shape(m.group(3))} in this model "
+                f"({n} tensor(s) differ)")
+    if "not found in the base model" in msg or "Target module" in msg:
+        return (f"{path}: adapter targets modules this model does not have{base} "
+                f"({msg.splitlines()[0][:200]})")
+    first = msg.strip().splitlines()[0] if msg.strip() else e.__class__.__name__
+    return f"{path}: cannot load adapter{base}: {first[:300]}"
+
+
+def _shape(s: str) -> str:
+    return "[" + s[len("torch.Size(["):-2] + "]"
+
+
+def _base_name(path: Path) -> str:
+    try:
+        b = read_adapter_config(path).get("base_model_name_or_path")
+    except AdapterLoadError:
+        return ""
+    return f" (trained on {b})" if b else ""
+
+
+# -- verification -----------------------------------------------------------------------------
+def _adapter_file_tensors(path: Path) -> dict[str, Any]:
+    st = path / "adapter_model.safetensors"
+    if st.is_file():
+        from safetensors.torch import load_file
+        return load_file(str(st))
+    import torch
+    return torch.load(path / "adapter_model.bin", map_location="cpu", weights_only=True)
+
+
+def _model_adapter_tensors(model) -> dict[str, Any]:
+    """The model's adapter tensors under the names PEFT saves them with."""
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+
+    if isinstance(model, PeftModel):
+        out: dict[str, Any] = {}
+        for name in model.peft_config:
+            out.update(get_peft_model_state_dict(model, adapter_name=name))
+        return out
+    return dict(model.state_dict())
+
+
+def _converted_names(model, path: Path, tensors: dict[str, Any]) -> dict[str, str]:
+    """file name -> name after PEFT's transformers-v5 renaming, where PEFT applies one."""
+    try:
+        from peft import PeftModel
+        from peft.utils.transformers_weight_conversion import convert_peft_adapter_state_dict_for_transformers
+    except ImportError:
+        return {}
+    if not isinstance(model, PeftModel):
+        return {}
+    try:
+        cfg = model.peft_config[model.active_adapter]
+        tagged = {k: i for i, k in enumerate(tensors)}
+        markers = {k: _Marker(i) for k, i in tagged.items()}
+        conv = convert_peft_adapter_state_dict_for_transformers(model, cfg, markers, adapter_name="default")
+        return {list(tensors)[v.i]: k for k, v in conv.items() if isinstance(v, _Marker)}
+    except Exception:  # noqa: BLE001 - conversion is a best-effort second chance
+        return {}
+
+
+class _Marker:
+    """Stands in for a tensor so the converter's renaming can be traced back."""
+    def __init__(self, i: int):
+        self.i = i
+
+
+def verify_adapter_applied(model, adapter_dir: str | Path) -> None:
+    """Every tensor in the adapter file must sit, with the same value, in the loaded model."""
+    import torch
+
+    path = Path(adapter_dir)
+    saved = _adapter_file_tensors(path)
+    if not saved:
+        raise AdapterLoadError(f"{path}: adapter_model.safetensors holds no tensors")
+    loaded = _model_adapter_tensors(model)
+    renamed = None
+    missing, differ = [], []
+    for key, value in saved.items():
+        target = key if key in loaded else None
+        if target is None:
+            renamed = renamed if renamed is not None else _converted_names(model, path, saved)
+            target = renamed.get(key) if renamed.get(key) in loaded else None
+        if target is None:
+            missing.append(key)
+            continue
+        have = loaded[target]
+        if tuple(have.shape) != tuple(value.shape):
+            differ.append(f"{key} shape {list(value.shape)} vs {list(have.shape)}")
+        elif not torch.allclose(have.detach().float().cpu(), value.float(), atol=1e-3, rtol=1e-3):
+            differ.append(f"{key} values")
+    if missing:
+        hint = ""
+        if any(".model.layers." in k for k in missing) and any(".language_model.layers." in k for k in loaded):
+            hint = (" - it names modules 'model.layers.*' but this transformers calls them "
+                    "'model.language_model.layers.*' (saved with an older transformers; rename the keys "
+                    "in adapter_model.safetensors or retrain)")
+        raise AdapterLoadError(
+            f"{path}: adapter did not apply: {len(missing)} of {len(saved)} tensors match no module of "
+            f"this model, e.g. {missing[0]}{hint}")
+    if differ:
+        raise AdapterLoadError(f"{path}: adapter was made for another base model{_base_name(path)}: "
+                               f"{len(differ)} tensor(s) do not fit, e.g. {differ[0]}")

@@ -1,0 +1,251 @@
+"""Caption / answer with a Qwen-VL model (base, merged, or base + adapter).
+
+``VLGenerator`` is the one inference component: test.py, evaluation, the benchmark and the
+desktop assistant's chat model all call it. Messages use the normalized sample format::
+
+    [{"role": "user", "content": [{"type": "image", "image": "/abs/a.jpg"},
+                                  {"type": "text", "text": "COCO Yes:"}]}]
+
+Images may be paths, ``file://`` / ``http(s)://`` URLs or PIL images. Only one generation
+runs at a time per generator (a lock), so a GUI thread and a worker can share it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from vlft.models.loading import (DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Precision, load_model,
+                                 load_processor, resolve_precision)
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+Conversation = list[Message]
+
+URL_TIMEOUT_S = 30
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+class ImageLoadError(ValueError):
+    """An image could not be read; the message names it and says why."""
+
+
+# -- images ---------------------------------------------------------------------------------
+def load_image(src: Any):
+    """PIL RGB image from a PIL image, a path, or a file:// / http(s):// URL. One-line errors."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(src, Image.Image):
+        return src.convert("RGB")
+    s = str(src)
+    try:
+        if s.startswith(("http://", "https://")):
+            with urllib.request.urlopen(s, timeout=URL_TIMEOUT_S) as r:  # noqa: S310 (user-given URL)
+                data = r.read()
+            img = Image.open(io.BytesIO(data))
+        else:
+            path = Path(s[len("file://"):] if s.startswith("file://") else s)
+            if not path.is_file():
+                raise ImageLoadError(f"{s}: image file not found")
+            img = Image.open(path)
+        img.load()
+        return img.convert("RGB")
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{s}: not a readable image (unknown or corrupt format)") from None
+    except OSError as e:  # truncated files, network errors (URLError is an OSError)
+        raise ImageLoadError(f"{s}: cannot read image ({e.__class__.__name__}: {e})") from None
+
+
+def load_conversation_images(messages: Conversation) -> tuple[Conversation, list]:
+    """Copy of ``messages`` with each image part replaced by a placeholder, plus the PIL images in order.
+
+    The chat template only needs ``{"type": "image"}`` to emit the vision tokens; the pixels go
+    to the processor separately so each image is opened exactly once, with a clear error.
+    """
+    out: Conversation = []
+    images = []
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        parts = []
+        for part in content or []:
+            if part.get("type") == "image" or ("image" in part and part.get("type") is None):
+                images.append(load_image(part.get("image", part.get("url", part.get("path")))))
+                parts.append({"type": "image"})
+            elif part.get("type") == "text":
+                parts.append({"type": "text", "text": part.get("text", "")})
+            else:
+                raise ValueError(f"message part of type {part.get('type')!r} is not supported "
+                                 "(use 'image' or 'text')")
+        out.append({"role": msg["role"], "content": parts})
+    return out, images
+
+
+def caption_messages(images: Sequence[Any], prompt: str) -> Conversation:
+    """One user turn: the images, then the prompt (the layout the training data uses)."""
+    content = [{"type": "image", "image": im} for im in images]
+    content.append({"type": "text", "text": prompt})
+    return [{"role": "user", "content": content}]
+
+
+def strip_answers(messages: Conversation) -> Conversation:
+    """Drop trailing assistant turns (a validation sample carries its reference answer)."""
+    msgs = list(messages)
+    while msgs and msgs[-1].get("role") == "assistant":
+        msgs.pop()
+    return msgs
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+# -- streaming and cancellation ----------------------------------------------------------------
+def _make_streamer(tokenizer, on_token: Callable[[str], None]):
+    from transformers import TextStreamer
+
+    class _CallbackStreamer(TextStreamer):
+        # TextStreamer already holds back partial words / multi-byte characters until they decode.
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                on_token(text)
+
+    return _CallbackStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def _make_stop_criteria(stop_event: threading.Event):
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _EventStop(StoppingCriteria):
+        # Checked after every decoding step: cancellation costs at most one forward pass.
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), stop_event.is_set(), dtype=torch.bool,
+                              device=input_ids.device)
+
+    return StoppingCriteriaList([_EventStop()])
+
+
+# -- generator --------------------------------------------------------------------------------
+class VLGenerator:
+    """A loaded model + processor that turns conversations into text.
+
+    ``precision``: a ``Precision``, ``None`` (device default: 4-bit on CUDA, fp32 on CPU), or one
+    of ``"4bit" | "8bit" | "none"`` (quantization; dtype from the device).
+    """
+
+    def __init__(self, model_dir: str | Path, adapter: str | Path | None = None,
+                 precision: Precision | str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 min_pixels: int | None = DEFAULT_MIN_PIXELS):
+        if precision is None or isinstance(precision, str):
+            precision = resolve_precision(quant=precision)
+        self.model_dir = Path(model_dir)
+        self.adapter = Path(adapter) if adapter else None
+        self.precision = precision
+        model = load_model(model_dir, precision)
+        if adapter:
+            from vlft.adapters.loading import load_adapter
+            model = load_adapter(model, adapter)
+        self._setup(model, load_processor(model_dir, max_pixels=max_pixels, min_pixels=min_pixels))
+
+    @classmethod
+    def from_model(cls, model, processor) -> "VLGenerator":
+        """Wrap an already loaded model (e.g. during training or in tests)."""
+        self = cls.__new__(cls)
+        self.model_dir = Path(getattr(model, "name_or_path", "") or ".")
+        self.adapter = None
+        self.precision = None
+        self._setup(model, processor)
+        return self
+
+    def _setup(self, model, processor) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self._lock = threading.Lock()
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    # -- public API ---------------------------------------------------------------------------
+    def generate(self, messages: Conversation, max_new_tokens: int = 128, temperature: float = 0.0,
+                 top_p: float = 1.0, on_token: Callable[[str], None] | None = None,
+                 stop_event: threading.Event | None = None) -> str:
+        """Answer one conversation. ``on_token`` receives text pieces as they are decoded;
+        setting ``stop_event`` ends generation after the current step (returns the text so far)."""
+        streamer = _make_streamer(self.tokenizer, on_token) if on_token else None
+        stops = _make_stop_criteria(stop_event) if stop_event is not None else None
+        return self._run([messages], max_new_tokens, temperature, top_p, streamer, stops)[0]
+
+    def generate_batch(self, conversations: Sequence[Conversation], max_new_tokens: int = 128,
+                       temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8) -> list[str]:
+        """Answer many conversations, ``batch_size`` at a time (left-padded)."""
+        out: list[str] = []
+        for chunk in batched(conversations, batch_size):
+            out.extend(self._run(chunk, max_new_tokens, temperature, top_p, None, None))
+        return out
+
+    def build_inputs(self, conversations: Sequence[Conversation]):
+        """Tokenized, padded model inputs for a batch (images loaded and resized here)."""
+        texts, images = [], []
+        for conv in conversations:
+            conv, imgs = load_conversation_images(conv)
+            texts.append(self.processor.apply_chat_template(conv, tokenize=False,
+                                                            add_generation_prompt=True))
+            images.extend(imgs)
+        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        return inputs.to(self.device)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _generation_kwargs(self, max_new_tokens: int, temperature: float, top_p: float) -> dict:
+        from transformers import GenerationConfig
+
+        base = getattr(self.model, "generation_config", None)
+        ids = {k: getattr(base, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        if ids["pad_token_id"] is None:
+            ids["pad_token_id"] = self.tokenizer.pad_token_id
+        # A fresh config: the model card's sampling defaults (top_k=20, T=0.7) must not leak into greedy.
+        cfg = GenerationConfig(max_new_tokens=int(max_new_tokens), **ids)
+        if temperature and temperature > 0:
+            cfg.do_sample, cfg.temperature, cfg.top_p = True, float(temperature), float(top_p)
+        else:
+            # Neutral values, else generate() fills the model card's T=0.7/top_k=20 back in and warns.
+            cfg.do_sample, cfg.temperature, cfg.top_p, cfg.top_k = False, 1.0, 1.0, 50
+        return {"generation_config": cfg}
+
+    def _run(self, conversations, max_new_tokens, temperature, top_p, streamer, stops) -> list[str]:
+        import torch
+
+        inputs = self.build_inputs(conversations)
+        kwargs = self._generation_kwargs(max_new_tokens, temperature, top_p)
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        if stops is not None:
+            kwargs["stopping_criteria"] = stops
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        new_tokens = out[:, inputs["input_ids"].shape[1]:]  # left padding: prompts end together
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def batched(items: Sequence[Any] | Iterable[Any], n: int) -> Iterable[list[Any]]:
+    if n < 1:
+        raise ValueError("batch_size: must be at least 1")
+    chunk: list[Any] = []
+    for it in items:
+        chunk.append(it)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
