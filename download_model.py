@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""Download Qwen3-VL-4B-Instruct (or any Qwen-VL id) from ModelScope / Hugging Face, or build the tiny
+offline model.
+
+    python download_model.py --target ./qwen3-vl-4b-instruct            # ModelScope (default)
+    python download_model.py --source hf --model Qwen/Qwen2.5-VL-3B-Instruct --target ./qwen2.5-vl-3b
+    python download_model.py --tiny --target output/tiny-qwen3-vl       # offline, seconds
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vlft.config import parse_config
+    from vlft.hub import DownloadModelConfig, HubError, fetch_model
+    from vlft.utils.logging import setup_logging
+
+    cfg = parse_config(DownloadModelConfig, argv)
+    setup_logging(cfg.verbose)
+    try:
+        path = fetch_model(cfg)
+    except HubError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"model ready: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
