@@ -44,7 +44,8 @@ def hub_host(source: Source) -> tuple[str, int]:
     return u.hostname or "", u.port or (443 if u.scheme != "http" else 80)
 
 
-def probe(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> None:
+def probe(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S,
+          hint: str = "check the network or proxy, or use --tiny for the offline model") -> None:
     """Raise HubError unless a TCP connection to host:port opens within ``timeout`` seconds.
 
     DNS lookup is not covered by socket timeouts, so the whole connect runs in a thread.
@@ -57,12 +58,10 @@ def probe(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> None:
     try:
         pool.submit(connect).result(timeout=timeout + 0.5)
     except concurrent.futures.TimeoutError:
-        raise HubError(f"cannot reach {host}:{port} (no answer in {timeout:.0f} s); "
-                       "check the network or proxy, or use --tiny for the offline model") from None
+        raise HubError(f"cannot reach {host}:{port} (no answer in {timeout:g} s); {hint}") from None
     except OSError as e:
         reason = e.strerror or e.__class__.__name__
-        raise HubError(f"cannot reach {host}:{port} ({reason}); check the network or proxy, "
-                       "or use --tiny for the offline model") from None
+        raise HubError(f"cannot reach {host}:{port} ({reason}); {hint}") from None
     finally:
         pool.shutdown(wait=False)
 

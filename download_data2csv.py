@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""Collect image/caption pairs into an image_path,caption CSV (+ images folder + rejects CSV).
+
+    python download_data2csv.py --output ./coco_2014_caption/train.csv                 # ModelScope (default)
+    python download_data2csv.py --coco-json captions_val2017.json --images val2017/ --output data/captions.csv
+    python download_data2csv.py --folder my_photos/ --output data/captions.csv      # sidecar .txt or captions.csv
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vlft.config import parse_config
+    from vlft.data.collect import CollectError, DownloadDataConfig, collect
+    from vlft.data.convert import CsvError
+    from vlft.data.encoding import EncodingError
+    from vlft.utils.logging import setup_logging
+
+    cfg = parse_config(DownloadDataConfig, argv)
+    setup_logging(cfg.verbose)
+    try:
+        result = collect(cfg)
+    except (CollectError, CsvError, EncodingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0 if result.written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
