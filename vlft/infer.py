@@ -13,14 +13,19 @@ runs at a time per generator (a lock), so a GUI thread and a worker can share it
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from vlft.config import BaseConfig, require
+from vlft.config import field as cfield
 from vlft.models.loading import (DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Precision, load_model,
                                  load_processor, resolve_precision)
+from vlft.paths import DEFAULT_CAPTION_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +254,192 @@ def batched(items: Sequence[Any] | Iterable[Any], n: int) -> Iterable[list[Any]]
             chunk = []
     if chunk:
         yield chunk
+
+
+# -- captioning many items (test.py --data_path, evaluation) ---------------------------------------
+@dataclass
+class PredictResult:
+    """Predictions for the items that could be read, plus one line per skipped item."""
+    rows: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.errors)
+
+
+def _with_loaded_images(conv: Conversation) -> Conversation:
+    """The conversation with every image opened (PIL), so a bad file fails here, alone."""
+    out = []
+    for msg in conv:
+        content = msg.get("content")
+        if isinstance(content, list):
+            content = [dict(p, image=load_image(p["image"])) if p.get("type") == "image" else p
+                       for p in content]
+        out.append(dict(msg, content=content))
+    return out
+
+
+def predict(generator: "VLGenerator", items: Sequence[dict], batch_size: int = 8, max_new_tokens: int = 128,
+            temperature: float = 0.0, top_p: float = 1.0, progress: bool = True,
+            desc: str = "captioning") -> PredictResult:
+    """Generate for ``items`` ({"id", "messages", ...}) in batches; an unreadable image skips its item.
+
+    Each output row is the item without ``messages`` plus ``prediction``.
+    """
+    from tqdm.auto import tqdm
+
+    res = PredictResult()
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, leave=False)
+    for chunk in batched(items, batch_size):
+        ready, convs = [], []
+        for it in chunk:
+            try:
+                convs.append(_with_loaded_images(strip_answers(it["messages"])))
+                ready.append(it)
+            except ImageLoadError as e:
+                res.errors.append(f"{it.get('id', '?')}: {e}")
+                log.warning("skipped %s: %s", it.get("id", "?"), e)
+        if convs:
+            outs = generator.generate_batch(convs, max_new_tokens=max_new_tokens, temperature=temperature,
+                                            top_p=top_p, batch_size=len(convs))
+            for it, text in zip(ready, outs):
+                row = {k: v for k, v in it.items() if k != "messages"}
+                row["prediction"] = text.strip()
+                res.rows.append(row)
+        bar.update(len(chunk))
+    bar.close()
+    return res
+
+
+def items_from_folder(folder: str | Path, prompt: str) -> list[dict]:
+    """One caption item per image file in ``folder`` (sorted by name)."""
+    imgs = list_images(folder)
+    if not imgs:
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTS)})")
+    return [{"id": p.stem, "image": str(p), "messages": caption_messages([str(p.resolve())], prompt)}
+            for p in imgs]
+
+
+def items_from_split(path: str | Path, image_folder: str | Path | None = None,
+                     prompt: str | None = None) -> tuple[list[dict], list[str]]:
+    """Samples of a JSON/JSONL split as prediction items, with their references; plus skip lines.
+
+    References: the sample's ``references`` list when present, else its assistant answers. With
+    ``prompt`` set, the user text is replaced by it (images kept).
+    """
+    from vlft.data.dataset import load_samples
+
+    loaded = load_samples(path, image_folder=image_folder)
+    items = []
+    for s in loaded.samples:
+        msgs = s["messages"]
+        answers = [_text_of(m) for m in msgs if m["role"] == "assistant"]
+        refs = [r for r in (s.get("references") or answers[-1:]) if r.strip()]
+        conv = strip_answers(msgs)
+        images = [p["image"] for m in conv for p in m["content"] if p.get("type") == "image"]
+        if prompt is not None:
+            conv = [m for m in conv if m["role"] == "system"] + caption_messages(images, prompt)
+        items.append({"id": s["id"], "image": images[0] if len(images) == 1 else images,
+                      "references": refs, "messages": conv})
+    return items, list(loaded.errors)
+
+
+def _text_of(msg: Message) -> str:
+    c = msg.get("content")
+    if isinstance(c, str):
+        return c
+    return "".join(p.get("text", "") for p in c or [] if p.get("type") == "text")
+
+
+# -- test.py -----------------------------------------------------------------------------------
+@dataclass
+class InferConfig(BaseConfig):
+    """Caption or question images with a Qwen-VL model (base, merged, or base + adapter)."""
+
+    model: str = cfield("./qwen3-vl-4b-instruct", "base or merged model folder",
+                        aliases=("model_name_or_path", "model_dir"))
+    adapter: str | None = cfield(None, "LoRA / DoRA / IA3 / MoE-LoRA adapter folder (none: the model as is)")
+    image: list[str] = cfield(default_factory=list, doc=(
+        "image file or URL; repeat for several images in one question; a folder captions each image in it"))
+    prompt: str = cfield(DEFAULT_CAPTION_PROMPT, "question / instruction after the image(s) "
+                         "(default: the caption prompt used in training)")
+    system: str | None = cfield(None, "optional system message")
+    max_new_tokens: int = cfield(128, "most tokens to generate per answer")
+    temperature: float = cfield(0.0, "sampling temperature; 0 = greedy")
+    top_p: float = cfield(1.0, "nucleus sampling mass (with temperature > 0)")
+    stream: bool = cfield(False, "print tokens as they are generated (one question)")
+    data_path: str | None = cfield(None, "JSON/JSONL split or image folder to caption in batches")
+    image_folder: str | None = cfield(None, "folder that relative image paths in --data_path are under")
+    use_data_prompt: bool = cfield(False, "with --data_path: keep each sample's own user text "
+                                   "instead of --prompt")
+    batch_size: int = cfield(8, "images per generate() call with --data_path")
+    output: str | None = cfield(None, "write predictions here as JSONL (batch mode)")
+    max_pixels: int = cfield(DEFAULT_MAX_PIXELS, "largest image area in pixels (same as training)")
+    min_pixels: int = cfield(DEFAULT_MIN_PIXELS, "smallest image area in pixels")
+    load_in_4bit: bool | None = cfield(None, "4-bit NF4 weights (default: on with CUDA, off on CPU)")
+    verbose: bool = cfield(False, "debug logging")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
+        require(self.temperature >= 0, "temperature", "must be >= 0")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.batch_size > 0, "batch_size", "must be positive")
+        require(self.max_pixels > 0 and self.min_pixels > 0, "max_pixels", "pixel bounds must be positive")
+        require(self.min_pixels <= self.max_pixels, "min_pixels", "must not exceed max_pixels")
+        require(bool(self.image) or self.data_path is not None, "image",
+                "give --image (file, folder or URL) or --data_path")
+        require(not (self.image and self.data_path), "data_path", "use either --image or --data_path")
+
+    @property
+    def quant(self) -> str | None:
+        return None if self.load_in_4bit is None else ("4bit" if self.load_in_4bit else "none")
+
+
+def run_inference(cfg: InferConfig, out=None) -> int:
+    """test.py: one question (printed, optionally streamed) or a batch captioning run."""
+    import sys
+
+    out = out or sys.stdout
+    for src in cfg.image:  # fail before the (slow) model load
+        if not src.startswith(("http://", "https://")) and not Path(src.removeprefix("file://")).exists():
+            raise ImageLoadError(f"{src}: image file not found")
+    gen = VLGenerator(cfg.model, adapter=cfg.adapter, precision=cfg.quant, max_pixels=cfg.max_pixels,
+                      min_pixels=cfg.min_pixels)
+    sampling = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    folder = cfg.image[0] if len(cfg.image) == 1 and Path(cfg.image[0]).is_dir() else None
+    if cfg.data_path is None and folder is None:
+        msgs = caption_messages(cfg.image, cfg.prompt)
+        if cfg.system:
+            msgs.insert(0, {"role": "system", "content": [{"type": "text", "text": cfg.system}]})
+        if cfg.stream:
+            gen.generate(msgs, on_token=lambda t: (out.write(t), out.flush()), **sampling)
+            out.write("\n")
+        else:
+            out.write(gen.generate(msgs, **sampling).strip() + "\n")
+        return 0
+
+    src = folder or cfg.data_path
+    if Path(src).is_dir():
+        items, errors = items_from_folder(src, cfg.prompt), []
+    else:
+        items, errors = items_from_split(src, cfg.image_folder,
+                                         prompt=None if cfg.use_data_prompt else cfg.prompt)
+    res = predict(gen, items, batch_size=cfg.batch_size, **sampling)
+    errors += res.errors
+    if cfg.output:
+        from vlft.utils.io import write_jsonl
+        write_jsonl(cfg.output, res.rows)
+    else:
+        for row in res.rows:
+            out.write(json.dumps({"id": row["id"], "prediction": row["prediction"]}, ensure_ascii=False) + "\n")
+    for line in errors:
+        print(f"skipped: {line}", file=sys.stderr)
+    summary = f"captioned {len(res.rows)} of {len(items) + len(errors) - len(res.errors)} items"
+    if errors:
+        summary += f", skipped {len(errors)}"
+    if cfg.output:
+        summary += f" -> {cfg.output}"
+    print(summary, file=sys.stderr)
+    return 0 if res.rows else 1
