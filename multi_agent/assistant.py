@@ -1,0 +1,186 @@
+"""The assistant facade: one object the Qt app and the MCP server share.
+
+    from multi_agent.assistant import Assistant, AssistantConfig
+    a = Assistant(AssistantConfig(model_dir="qwen3-vl-4b-instruct", adapter="output/lora"))
+    trace = a.ask("What does the report say about X?", images=["photo.jpg"], on_token=print)
+    trace.answer, trace.citations, trace.steps
+    a.save_summary()
+
+The model and the knowledge base load lazily (first ``ask``/``kb`` access, or ``warm_up()``), so
+constructing an Assistant is instant and a GUI can do the loading in a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+from multi_agent.agents.graph import Chain, ChainSettings
+from multi_agent.agents.trace import StepTrace, TurnTrace
+from multi_agent.tools import make_summary_tool, save_session_summary
+from vlft.config import BaseConfig, field, require
+from vlft.models.loading import DEFAULT_MAX_PIXELS
+from vlft.paths import REPO_DIR
+
+DEFAULT_KB_DIR = REPO_DIR / "multi_agent" / "knowledge_base"
+DEFAULT_REPORTS_DIR = REPO_DIR / "multi_agent" / "output" / "reports"
+SCRIPTED_NOTICE = "Scripted backend: canned answers for tests and demos, no model loaded."
+
+
+@dataclass
+class AssistantConfig(BaseConfig):
+    """Desktop assistant / MCP server: model backend, knowledge base, generation settings."""
+
+    model_dir: Path | None = field(None, "Qwen-VL model folder (base or merged); none: the embedded "
+                                   "tiny random-weight model", aliases=("model",))
+    adapter: Path | None = field(None, "adapter folder from training (LoRA/DoRA/IA3/MoE-LoRA)")
+    backend: Literal["local", "openai", "scripted"] = field(
+        "local", "local: Qwen-VL in this process; openai: an OpenAI-compatible server (vLLM, Ollama, "
+        "LM Studio); scripted: canned answers (tests)")
+    quant: Literal["auto", "4bit", "8bit", "none"] = field(
+        "auto", "local backend: auto = 4-bit NF4 on CUDA, fp32 on CPU")
+    openai_url: str = field("http://localhost:8000/v1", "OpenAI-compatible base URL (vLLM :8000, "
+                            "Ollama :11434/v1, LM Studio :1234/v1)")
+    openai_model: str = field("", "model name on that server (empty: the first one it lists)")
+    kb_dir: Path = field(DEFAULT_KB_DIR, "knowledge-base folder (.txt/.md/.pdf ...)", aliases=("kb",))
+    reports_dir: Path = field(DEFAULT_REPORTS_DIR, "where session summaries are written")
+    max_new_tokens: int = field(512, "longest answer in tokens")
+    temperature: float = field(0.0, "0 = greedy (deterministic)")
+    k: int = field(5, "passages retrieved per question")
+    use_rerank: bool = field(True, "rerank fused BM25+vector hits with the cross-encoder")
+    history_turns: int = field(6, "earlier turns the Responder sees")
+    max_pixels: int = field(DEFAULT_MAX_PIXELS, "image resolution bound (same as training)")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("model_dir", "adapter"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, Path(getattr(self, name)))
+        self.kb_dir, self.reports_dir = Path(self.kb_dir), Path(self.reports_dir)
+        require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        require(0.0 <= self.temperature <= 2.0, "temperature", f"must be in [0, 2], got {self.temperature}")
+        require(1 <= self.k <= 50, "k", f"must be in 1..50, got {self.k}")
+        require(self.history_turns >= 0, "history_turns", "must be >= 0")
+        require(self.backend != "openai" or self.openai_url.startswith(("http://", "https://")),
+                "openai_url", f"must start with http:// or https://, got {self.openai_url!r}")
+
+
+class Assistant:
+    """A chat session over the agent chain. Thread-safe: one turn at a time."""
+
+    def __init__(self, config: AssistantConfig | None = None, chat_model: Any = None, kb: Any = None):
+        self.config = config or AssistantConfig()
+        self._chat_model = chat_model
+        self._kb = kb
+        self._chain: Chain | None = None
+        self._turn_lock = threading.Lock()
+        self._init_lock = threading.Lock()
+        self.history: list[TurnTrace] = []
+
+    # -- parts (lazy) ------------------------------------------------------------------------
+    @property
+    def notice(self) -> str | None:
+        """One line for the status bar about the model in use (tiny/scripted), else None."""
+        if self._chat_model is not None:
+            return getattr(self._chat_model, "notice", None)
+        if self.config.backend == "scripted":
+            return SCRIPTED_NOTICE
+        if self.config.backend == "local":
+            from multi_agent.llm.local import model_notice
+            return model_notice(self.config.model_dir)
+        return None
+
+    @property
+    def chat_model(self):
+        with self._init_lock:
+            if self._chat_model is None:
+                from multi_agent.llm.base import make_chat_model
+                c = self.config
+                if c.backend == "local":
+                    self._chat_model = make_chat_model(
+                        "local", model_dir=str(c.model_dir) if c.model_dir else None,
+                        adapter=str(c.adapter) if c.adapter else None, quant=c.quant,
+                        max_pixels=c.max_pixels, max_new_tokens=c.max_new_tokens, temperature=c.temperature)
+                elif c.backend == "openai":
+                    self._chat_model = make_chat_model(
+                        "openai", base_url=c.openai_url, model=c.openai_model,
+                        max_new_tokens=c.max_new_tokens, temperature=c.temperature)
+                else:
+                    self._chat_model = make_chat_model("scripted")
+            return self._chat_model
+
+    @property
+    def kb(self):
+        """The knowledge base (``multi_agent.rag.KnowledgeBase``), created on first use."""
+        with self._init_lock:
+            if self._kb is None:
+                from multi_agent.rag import KnowledgeBase, RagConfig
+                self._kb = KnowledgeBase(RagConfig(kb_dir=self.config.kb_dir))
+            return self._kb
+
+    @property
+    def chain(self) -> Chain:
+        if self._chain is None:
+            c = self.config
+            settings = ChainSettings(max_new_tokens=c.max_new_tokens, temperature=c.temperature, k=c.k,
+                                     use_rerank=c.use_rerank, history_turns=c.history_turns)
+            self._chain = Chain(self.chat_model, lambda: self.kb, tools=[self.summary_tool()],
+                                settings=settings)
+        return self._chain
+
+    def warm_up(self) -> None:
+        """Load the model now (call from a worker thread; ``ask`` does it otherwise)."""
+        gen = getattr(self.chat_model, "generator", None)
+        if callable(gen):
+            gen()
+
+    def summary_tool(self):
+        """``save_session_summary`` as a LangChain tool over this session's history."""
+        return make_summary_tool(lambda: list(self.history), self.config.reports_dir, meta=self._meta())
+
+    # -- turns --------------------------------------------------------------------------------
+    def ask(self, question: str, images: Sequence[str | Path | Any] = (), use_kb: bool = True,
+            on_token: Callable[[str], None] | None = None,
+            on_step: Callable[[StepTrace], None] | None = None,
+            cancel: threading.Event | None = None) -> TurnTrace:
+        """Run one turn. Never raises for model/retrieval trouble: see ``trace.error``."""
+        question = (question or "").strip()
+        if not question:
+            return TurnTrace(question="", error="question: empty; type a question")
+        missing = [str(p) for p in images if isinstance(p, (str, Path)) and not Path(p).is_file()]
+        if missing:
+            return TurnTrace(question=question, images=[str(p) for p in images],
+                             error=f"{missing[0]}: image file not found")
+        images = [str(Path(p).resolve()) if isinstance(p, (str, Path)) else p for p in images]
+        with self._turn_lock:
+            try:
+                chain = self.chain
+            except Exception as e:  # model folder missing, server unreachable, ...
+                return TurnTrace(question=question, images=[str(p) for p in images if isinstance(p, str)],
+                                 error=f"{type(e).__name__}: {e}")
+            history = [(t.question, t.answer) for t in self.history
+                       if t.answer and not t.error and not t.cancelled]
+            return chain.run(question, images, use_kb=use_kb, history=history, on_token=on_token,
+                             on_step=on_step, cancel=cancel, commit=self.history.append)
+
+    def reset(self) -> None:
+        """Forget the dialogue (the model and the knowledge base stay loaded)."""
+        with self._turn_lock:
+            self.history.clear()
+
+    def save_summary(self, title: str | None = None) -> Path:
+        """Write the session as Markdown under ``reports_dir``; returns the file."""
+        return save_session_summary(list(self.history), self.config.reports_dir, title=title,
+                                    meta=self._meta())
+
+    def _meta(self) -> dict[str, str]:
+        c = self.config
+        if c.backend == "openai":
+            model = f"{c.openai_model or '(server default)'} @ {c.openai_url}"
+        elif c.backend == "scripted":
+            model = "scripted"
+        else:
+            model = str(c.model_dir or "embedded tiny Qwen3-VL") + (f" + {c.adapter}" if c.adapter else "")
+        return {"model": model}
