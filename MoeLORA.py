@@ -1,0 +1,17 @@
+"""Fine-tune Qwen-VL with Mixture-of-Experts LoRA (top-k routed LoRA experts per Linear).
+
+    python MoeLORA.py --model ./qwen3-vl-4b-instruct --train_json ./coco_2014_caption/train.json \
+        --output_dir ./output/Qwen3-VL-4Bmoelora [--num_experts 4 --top_k 2 --router_aux_loss_coef 0.01]
+"""
+
+import sys
+
+
+def main(argv=None) -> int:
+    from vlft.train import MoeTrainConfig
+    from vlft.train.cli import main as run
+    return run(MoeTrainConfig, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

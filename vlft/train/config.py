@@ -1,0 +1,130 @@
+"""Typed training config shared by ``lora.py`` and ``MoeLORA.py``.
+
+Flag names follow the Qwen-VL recipes users already know (``--model_name_or_path``,
+``--data_path``, ``--lora_target_modules all`` ...) plus the seed's ``--model`` and
+``--train_json`` aliases. Every field can also live in a ``--config`` YAML recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from vlft.config import BaseConfig, field, require
+from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+
+AdapterName = Literal["lora", "dora", "ia3", "moelora"]
+DEFAULT_TARGETS = "q_proj,k_proj,v_proj,o_proj"
+
+
+@dataclass
+class TrainConfig(BaseConfig):
+    """Fine-tune a Qwen-VL model with LoRA / QLoRA / DoRA / IA3 / MoE-LoRA."""
+
+    # -- model and data -----------------------------------------------------------------
+    model_name_or_path: str = field("./qwen3-vl-4b-instruct", "base model folder", aliases=("model",))
+    data_path: str = field("./coco_2014_caption/train.json",
+                           "training data (JSON/JSONL: messages, conversations or seed format)",
+                           aliases=("train_json",))
+    image_folder: Optional[str] = field(None, "folder that relative image paths resolve against "
+                                              "(default: the data file's folder)")
+    eval_data_path: Optional[str] = field(None, "held-out data: eval loss at every save, and the "
+                                                "sample-prediction table uses it")
+    output_dir: str = field("./output/Qwen3-VL-4Blora", "where checkpoints and the final adapter go")
+    model_max_length: int = field(2048, "samples longer than this (image tokens included) are skipped")
+    max_pixels: int = field(DEFAULT_MAX_PIXELS, "image resolution upper bound (pixels), same in eval/inference")
+    min_pixels: int = field(DEFAULT_MIN_PIXELS, "image resolution lower bound (pixels)")
+    strict_data: bool = field(False, "stop at the first bad data record instead of skipping it")
+
+    # -- adapter --------------------------------------------------------------------------
+    adapter: AdapterName = field("lora", "adapter type")
+    lora_target_modules: str = field(DEFAULT_TARGETS,
+                                     "'all' (every Linear of the language model) | comma list of module "
+                                     "names (suffix match, e.g. q_proj,attn.qkv) | regex on full names")
+    lora_r: int = field(8, "LoRA rank (per expert for MoE-LoRA)")
+    lora_alpha: int = field(16, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = field(0.05, "dropout on the adapter input")
+    num_experts: int = field(4, "MoE-LoRA: experts per targeted Linear", cli=False)
+    top_k: int = field(2, "MoE-LoRA: experts used per token", cli=False)
+    router_aux_loss_coef: float = field(0.01, "MoE-LoRA: weight of the load-balancing loss", cli=False)
+
+    # -- optimisation -----------------------------------------------------------------------
+    per_device_train_batch_size: int = field(1, "samples per device per step")
+    gradient_accumulation_steps: int = field(8, "micro-batches per optimizer step")
+    num_train_epochs: float = field(3.0, "epochs (ignored when max_steps > 0)")
+    max_steps: int = field(-1, "total optimizer steps; -1 = from num_train_epochs")
+    learning_rate: float = field(1e-4, "peak learning rate")
+    lr_scheduler_type: str = field("cosine", "transformers scheduler name (linear, cosine, constant, ...)")
+    warmup_ratio: float = field(0.03, "fraction of steps spent warming up")
+    weight_decay: float = field(0.0, "AdamW weight decay")
+    max_grad_norm: float = field(1.0, "gradient clipping")
+    seed: int = field(42, "seed for weights init, dropout and data order")
+
+    # -- precision and memory ----------------------------------------------------------------
+    bf16: Optional[bool] = field(None, "bf16 compute (default: on CUDA when supported)")
+    fp16: Optional[bool] = field(None, "fp16 compute (default: on CUDA without bf16)")
+    load_in_4bit: Optional[bool] = field(None, "4-bit NF4 double-quant base (default: on CUDA; "
+                                               "works on CPU through bitsandbytes)")
+    load_in_8bit: bool = field(False, "8-bit base instead of 4-bit")
+    gradient_checkpointing: bool = field(True, "recompute activations in backward (saves memory)")
+    attn_implementation: Optional[str] = field(None, "sdpa | eager | flash_attention_2 (default: sdpa)")
+    dataloader_num_workers: int = field(0, "background workers decoding images")
+
+    # -- logging and checkpoints -------------------------------------------------------------
+    logging_steps: int = field(10, "log every N optimizer steps")
+    save_strategy: Literal["steps", "epoch", "no"] = field("steps", "when to write checkpoints")
+    save_steps: int = field(100, "checkpoint every N steps (save_strategy=steps)")
+    save_total_limit: Optional[int] = field(2, "keep at most N checkpoints (oldest by step removed)")
+    resume_from_checkpoint: Optional[str] = field(None, "'auto' (latest checkpoint-N in output_dir "
+                                                        "by step) or a checkpoint folder")
+    report_to: Literal["swanlab", "none"] = field("swanlab", "experiment tracker")
+    swanlab_project: str = field("Qwen3-VL-finetune", "SwanLab project name")
+    swanlab_mode: Optional[Literal["online", "offline", "local", "disabled"]] = field(
+        None, "SwanLab mode (default: $SWANLAB_MODE, else online when logged in, offline otherwise)")
+    run_name: Optional[str] = field(None, "experiment name (default: output folder name)")
+    num_sample_predictions: int = field(4, "samples generated at the end for the prediction table")
+    max_new_tokens: int = field(64, "generation length for the prediction table")
+    verbose: bool = field(False, "debug logging")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("model_max_length", "max_pixels", "min_pixels", "lora_r", "lora_alpha",
+                     "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "save_steps", "num_experts", "top_k"):
+            require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        require(self.min_pixels <= self.max_pixels, "min_pixels", "must not exceed max_pixels")
+        require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
+        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
+        require(self.learning_rate > 0, "learning_rate", "must be positive")
+        require(self.max_steps > 0 or self.num_train_epochs > 0, "num_train_epochs",
+                "must be positive when max_steps is not set")
+        require(not (self.bf16 and self.fp16), "fp16", "choose at most one of --bf16 / --fp16")
+        require(not (self.load_in_4bit and self.load_in_8bit), "load_in_8bit",
+                "choose at most one of --load_in_4bit / --load_in_8bit")
+        require(self.top_k <= self.num_experts, "top_k",
+                f"must be <= num_experts ({self.num_experts}), got {self.top_k}")
+        require(self.router_aux_loss_coef >= 0, "router_aux_loss_coef", "must be >= 0")
+        require(self.save_total_limit is None or self.save_total_limit > 0, "save_total_limit",
+                "must be positive (or null for no limit)")
+        require(bool(self.lora_target_modules.strip()), "lora_target_modules", "must not be empty")
+        require(self.num_sample_predictions >= 0, "num_sample_predictions", "must be >= 0")
+
+    @property
+    def quant(self) -> Optional[str]:
+        """'4bit' | '8bit' | 'none' when chosen explicitly, None = device default."""
+        if self.load_in_8bit:
+            return "8bit"
+        if self.load_in_4bit is None:
+            return None
+        return "4bit" if self.load_in_4bit else "none"
+
+
+@dataclass
+class MoeTrainConfig(TrainConfig):
+    """Fine-tune a Qwen-VL model with Mixture-of-Experts LoRA (top-k routed LoRA experts)."""
+
+    adapter: AdapterName = field("moelora", "adapter type")
+    output_dir: str = field("./output/Qwen3-VL-4Bmoelora", "where checkpoints and the final adapter go")
+    num_experts: int = field(4, "MoE-LoRA: experts per targeted Linear")
+    top_k: int = field(2, "MoE-LoRA: experts used per token")
+    router_aux_loss_coef: float = field(0.01, "MoE-LoRA: weight of the Switch load-balancing loss")
