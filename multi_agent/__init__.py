@@ -1,0 +1,1 @@
+"""Local multi-agent desktop assistant: RAG knowledge base, agents, Qt GUI, MCP tools."""

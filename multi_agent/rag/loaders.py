@@ -1,0 +1,138 @@
+"""File loaders: text in any common encoding (detected, not guessed) and PDFs page by page.
+
+A loader returns a :class:`LoadedDoc` (pages of text) or raises :class:`SkipFile` whose
+message is the one-line reason shown to the user; one bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .config import PDF_SUFFIXES, TEXT_SUFFIXES
+
+# (byte order mark, codec) longest first: UTF-32 LE's BOM starts with UTF-16 LE's.
+_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
+_HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
+_CHINESE_CODECS = {"gb18030", "gbk", "gb2312", "big5", "big5hkscs", "cp950", "hz"}
+
+
+class SkipFile(Exception):
+    """This file cannot be indexed; ``str(e)`` is the reason."""
+
+
+@dataclass
+class LoadedDoc:
+    pages: list[tuple[int | None, str]]  # (1-based page or None for text files, text)
+    encoding: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def detect_encoding(data: bytes) -> str:
+    """BOM, then strict UTF-8, then charset-normalizer; ties between East-Asian codecs go to
+    GB18030 (a superset of GBK/GB2312) when that decodes cleanly into Chinese characters."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return codec
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise SkipFile("could not detect a text encoding (binary file?)")
+    enc = best.encoding.lower()
+    if enc not in _CHINESE_CODECS and _looks_chinese(data):
+        # Short GBK text is often scored as cp949/shift_jis; users here mostly write Chinese.
+        return "gb18030"
+    return enc
+
+
+def _looks_chinese(data: bytes) -> bool:
+    try:
+        text = data.decode("gb18030")
+    except UnicodeDecodeError:
+        return False
+    non_ascii = [c for c in text if ord(c) > 127 and not c.isspace()]
+    return bool(non_ascii) and sum(bool(_HAN.match(c)) for c in non_ascii) >= 0.8 * len(non_ascii)
+
+
+def load_text(path: Path) -> LoadedDoc:
+    data = path.read_bytes()
+    if not data.strip():
+        raise SkipFile("empty file")
+    enc = detect_encoding(data)
+    try:
+        text = data.decode(enc)
+    except (UnicodeDecodeError, LookupError) as e:
+        raise SkipFile(f"cannot decode as detected encoding {enc}: {e}") from None
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        raise SkipFile(f"binary content (NUL bytes after decoding as {enc})")
+    if not text.strip():
+        raise SkipFile("no text (only whitespace)")
+    return LoadedDoc(pages=[(None, text)], encoding=enc)
+
+
+def load_pdf(path: Path) -> LoadedDoc:
+    import pypdf
+    from pypdf.errors import PdfReadError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # per-object warnings on odd PDFs
+    try:
+        reader = pypdf.PdfReader(path)
+        if reader.is_encrypted:
+            # Owner-password-only PDFs (print/copy restrictions) open with an empty password.
+            try:
+                ok = reader.decrypt("")
+            except Exception as e:  # missing AES backend etc.
+                raise SkipFile(f"encrypted PDF, cannot decrypt ({e.__class__.__name__}: {e})") from None
+            if not ok:
+                raise SkipFile("encrypted PDF (a password is required)")
+        pages = []
+        for i, page in enumerate(reader.pages, start=1):
+            try:
+                text = page.extract_text() or ""
+            except Exception as e:  # one broken page: keep the rest
+                text = ""
+                logging.getLogger(__name__).warning("%s: page %d unreadable (%s)", path.name, i, e)
+            text = text.replace("\r\n", "\n").replace("\x00", "")
+            if text.strip():
+                pages.append((i, text))
+        n_pages = len(reader.pages)
+    except SkipFile:
+        raise
+    except (PdfReadError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SkipFile(f"corrupt or unreadable PDF ({e.__class__.__name__}: {e})") from None
+    if not pages:
+        raise SkipFile(f"no extractable text in {n_pages} page(s) (scanned PDF? run OCR first)")
+    return LoadedDoc(pages=pages)
+
+
+LOADERS: dict[str, Callable[[Path], LoadedDoc]] = {
+    **{s: load_text for s in TEXT_SUFFIXES},
+    **{s: load_pdf for s in PDF_SUFFIXES},
+}
+
+
+def supported(path: Path) -> bool:
+    return path.suffix.lower() in LOADERS
+
+
+def load_file(path: Path) -> LoadedDoc:
+    """Load one file or raise SkipFile with the reason."""
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise SkipFile(f"unsupported file type '{path.suffix}' (supported: {', '.join(sorted(LOADERS))})")
+    try:
+        return loader(path)
+    except OSError as e:
+        raise SkipFile(f"cannot read file ({e.strerror or e})") from None
