@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Merge a LoRA / DoRA / IA3 adapter into its base (16-bit) and save a folder transformers and vLLM load.
+
+    python export.py --model ./qwen3-vl-4b-instruct --adapter output/Qwen3-VL-4Blora --output output/merged
+    python test.py --model output/merged --image ./image/demo.jpg        # no --adapter needed any more
+    vllm serve output/merged
+
+MoE-LoRA adapters are refused (their routing depends on each token): keep using them with --adapter.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vlft.adapters.loading import AdapterLoadError
+    from vlft.config import parse_config
+    from vlft.export import ExportConfig, ExportError, export_merged
+    from vlft.models.loading import ModelLoadError
+    from vlft.utils.logging import setup_logging
+
+    cfg = parse_config(ExportConfig, argv)
+    setup_logging(cfg.verbose)
+    try:
+        out = export_merged(cfg)
+    except (ExportError, AdapterLoadError, ModelLoadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"merged model written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
