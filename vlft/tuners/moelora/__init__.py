@@ -1,0 +1,37 @@
+"""Mixture-of-Experts LoRA: E LoRA experts per Linear mixed by a token-level top-k router.
+
+    from vlft.tuners.moelora import MoeLoraConfig, apply_moelora, moelora_aux_loss, save_moelora
+    model = apply_moelora(model, MoeLoraConfig(r=8, num_experts=4, top_k=2, target_modules=["q_proj", "v_proj"]))
+    loss = out.loss + cfg.router_aux_loss_coef * moelora_aux_loss(model)
+    save_moelora(model, "output/run"); load_moelora(fresh_model, "output/run")
+"""
+
+from vlft.tuners.moelora.config import MOELORA_VERSION, PEFT_TYPE, MoeLoraConfig, is_moelora_dir
+from vlft.tuners.moelora.layer import MoeLoraLinear, RoutingContext
+from vlft.tuners.moelora.model import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    AdapterLoadError,
+    apply_moelora,
+    count_trainable,
+    expected_trainable_params,
+    find_target_modules,
+    get_moelora_config,
+    load_moelora,
+    moelora_aux_loss,
+    moelora_disabled,
+    moelora_layers,
+    moelora_state_dict,
+    moelora_stats,
+    moelora_summary,
+    save_moelora,
+    set_moelora_stats,
+)
+
+__all__ = [
+    "MoeLoraConfig", "MoeLoraLinear", "RoutingContext", "apply_moelora", "save_moelora", "load_moelora",
+    "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "is_moelora_dir",
+    "moelora_summary", "moelora_layers", "find_target_modules", "set_moelora_stats", "moelora_disabled",
+    "moelora_state_dict", "get_moelora_config", "AdapterLoadError", "PEFT_TYPE", "MOELORA_VERSION",
+    "CONFIG_NAME", "WEIGHTS_NAME",
+]
