@@ -30,38 +30,41 @@ class HubError(RuntimeError):
     """The hub is unreachable, the download failed, or the folder is incomplete (one-line message)."""
 
 
-def hub_host(source: Source) -> tuple[str, int]:
-    """(host, port) the download will talk to first; a configured HTTPS proxy wins."""
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    if proxy:
-        u = urlparse(proxy if "://" in proxy else f"http://{proxy}")
-        return u.hostname or proxy, u.port or 80
+def hub_url(source: Source) -> str:
+    """Base URL the download talks to first (HF_ENDPOINT / MODELSCOPE_DOMAIN respected)."""
     if source == "hf":
-        u = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    else:
-        domain = os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn"
-        u = urlparse(domain if "://" in domain else f"https://{domain}")
-    return u.hostname or "", u.port or (443 if u.scheme != "http" else 80)
+        return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    domain = os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn"
+    return (domain if "://" in domain else f"https://{domain}").rstrip("/")
 
 
-def probe(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S,
+def probe(url: str, timeout: float = PROBE_TIMEOUT_S,
           hint: str = "check the network or proxy, or use --tiny for the offline model") -> None:
-    """Raise HubError unless a TCP connection to host:port opens within ``timeout`` seconds.
+    """Raise HubError unless ``url`` answers an HTTP HEAD (any status) within ``timeout`` seconds.
 
-    DNS lookup is not covered by socket timeouts, so the whole connect runs in a thread.
+    An HTTP answer, not just an open TCP port: transparent proxies accept every connection.
+    Proxies from the environment are used, as the hubs' clients do. DNS lookups ignore socket
+    timeouts, so the request runs in a thread that we stop waiting for.
     """
-    def connect() -> None:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+    import urllib.error
+    import urllib.request
 
+    def head() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url + "/", method="HEAD"), timeout=timeout).close()
+        except urllib.error.HTTPError:
+            pass  # the server answered (401/404/...): reachable
+
+    host = urlparse(url).netloc or url
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
-        pool.submit(connect).result(timeout=timeout + 0.5)
-    except concurrent.futures.TimeoutError:
-        raise HubError(f"cannot reach {host}:{port} (no answer in {timeout:g} s); {hint}") from None
-    except OSError as e:
-        reason = e.strerror or e.__class__.__name__
-        raise HubError(f"cannot reach {host}:{port} ({reason}); {hint}") from None
+        pool.submit(head).result(timeout=timeout + 0.5)
+    except (concurrent.futures.TimeoutError, socket.timeout, TimeoutError):
+        raise HubError(f"cannot reach {host} (no answer in {timeout:g} s); {hint}") from None
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        reason = getattr(reason, "strerror", None) or str(reason) or e.__class__.__name__
+        raise HubError(f"cannot reach {host} ({reason}); {hint}") from None
     finally:
         pool.shutdown(wait=False)
 
@@ -110,8 +113,7 @@ def download_model(model: str = DEFAULT_MODEL, target: str | Path = "./qwen3-vl-
     target = Path(target)
     if source == "hf" and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         raise HubError("HF_HUB_OFFLINE is set: unset it to download from Hugging Face")
-    host, port = hub_host(source)
-    probe(host, port, probe_timeout)
+    probe(hub_url(source), probe_timeout)
     target.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s from %s into %s", model, source, target)
     try:

@@ -113,10 +113,10 @@ def modelscope_source(dataset: str = MS_DATASET, split: str = "train", subset: s
     Streaming reads only the rows used (the full split is many GB); the ``datasets`` package is
     needed by ``MsDataset``.
     """
-    from vlft.hub import HubError, hub_host, probe
+    from vlft.hub import HubError, hub_url, probe
 
     try:
-        probe(*hub_host("modelscope"), timeout=probe_timeout,
+        probe(hub_url("modelscope"), timeout=probe_timeout,
               hint="check the network or proxy, or use an offline source: --coco-json or --folder")
     except HubError as e:
         raise CollectError(f"ModelScope dataset {dataset}: {e}") from None
