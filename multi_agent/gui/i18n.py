@@ -1,0 +1,145 @@
+"""Interface text in English and Chinese; one table, looked up by key.
+
+Only the interface is translated: answers, file names and the Assistant's own notices are shown
+as they come.
+"""
+
+from __future__ import annotations
+
+LANGUAGES = {"en": "English", "zh": "中文"}
+
+# key -> (English, Chinese). Placeholders use str.format names.
+TEXT: dict[str, tuple[str, str]] = {
+    "app.title": ("Qwen-VL Assistant", "Qwen-VL 多智能体助手"),
+    # chat
+    "chat.you": ("You", "你"),
+    "chat.assistant": ("Assistant", "助手"),
+    "chat.error": ("Error", "错误"),
+    "chat.info": ("Note", "提示"),
+    "chat.cancelled": ("(stopped)", "（已停止）"),
+    "chat.thinking": ("Thinking…", "思考中…"),
+    "chat.welcome": (
+        "Ask a question, attach images (button, drag-and-drop or paste), and tick "
+        "**Use knowledge base (RAG)** to answer from your documents.",
+        "输入问题，可附加图片（按钮、拖放或粘贴），勾选 **启用知识库检索 (RAG)** 即可基于你的文档回答。",
+    ),
+    "chat.exported": ("Session saved to `{path}`", "会话已保存到 `{path}`"),
+    "chat.indexed": (
+        "Knowledge base updated: {added} added, {changed} changed, {deleted} removed, "
+        "{skipped} skipped, {chunks} chunks.",
+        "知识库已更新：新增 {added}，修改 {changed}，删除 {deleted}，跳过 {skipped}，共 {chunks} 个片段。",
+    ),
+    "chat.skipped_files": ("Not added (only PDF, TXT, MD): {names}", "未添加（仅支持 PDF、TXT、MD）：{names}"),
+    "chat.model_ready": ("Model ready: {name}", "模型已就绪：{name}"),
+    # input row
+    "input.placeholder": (
+        "Type a question — Enter sends, Shift+Enter adds a line",
+        "输入问题 — Enter 发送，Shift+Enter 换行",
+    ),
+    "input.send": ("Send", "发送"),
+    "input.cancel": ("Stop", "停止"),
+    "input.attach": ("Attach image…", "添加图片…"),
+    "input.use_kb": ("Use knowledge base (RAG)", "启用知识库检索 (RAG)"),
+    "input.clear": ("New chat", "新对话"),
+    "input.remove": ("Remove", "移除"),
+    "input.empty": ("Type a question first (images alone are not a question).", "请先输入问题（仅有图片不能作为问题）。"),
+    "input.busy": ("A request is running: wait or press Stop.", "正在处理上一个请求：请等待或点击停止。"),
+    # side panels
+    "panel.plan": ("Plan && decision", "计划与调度"),
+    "panel.evidence": ("Evidence", "检索证据"),
+    "panel.review": ("Review", "审核"),
+    "panel.kb": ("Knowledge base", "知识库"),
+    "plan.steps": ("Planner", "规划"),
+    "plan.needs_kb": ("needs knowledge base: {v}", "需要知识库：{v}"),
+    "plan.decision": ("Manager", "调度"),
+    "plan.retrieve": ("retrieve: {v}", "检索：{v}"),
+    "plan.query": ("query: {v}", "检索词：{v}"),
+    "plan.reason": ("reason: {v}", "理由：{v}"),
+    "plan.timeline": ("Steps", "步骤"),
+    "plan.empty": ("No request yet.", "暂无请求。"),
+    "yes": ("yes", "是"),
+    "no": ("no", "否"),
+    "evidence.col.n": ("#", "#"),
+    "evidence.col.file": ("File", "文件"),
+    "evidence.col.page": ("Page", "页"),
+    "evidence.col.score": ("Score", "得分"),
+    "evidence.hint": ("Double-click a row to open the file.", "双击一行打开文件。"),
+    "review.verdict": ("Verdict: {v}", "结论：{v}"),
+    "review.rewrites": ("Rewrites: {n}", "重写次数：{n}"),
+    "review.feedback": ("Feedback", "意见"),
+    "kb.drop": ("Drop PDF / TXT / MD files here", "将 PDF / TXT / MD 文件拖放到此处"),
+    "kb.add": ("Add files…", "添加文件…"),
+    "kb.reindex": ("Re-index", "重建索引"),
+    "kb.col.file": ("File", "文件"),
+    "kb.col.chunks": ("Chunks", "片段"),
+    "kb.col.pages": ("Pages", "页数"),
+    "kb.folder": ("Folder: {path}", "目录：{path}"),
+    "kb.indexing": ("Indexing {done}/{total}: {name}", "正在索引 {done}/{total}：{name}"),
+    "kb.idle": ("{n} files indexed", "已索引 {n} 个文件"),
+    "kb.queued": ("Queued: indexing starts when the current request ends.", "已排队：当前请求结束后开始索引。"),
+    # menus / actions
+    "menu.file": ("&File", "文件(&F)"),
+    "menu.model": ("&Model", "模型(&M)"),
+    "menu.view": ("&View", "视图(&V)"),
+    "menu.language": ("&Language", "语言(&L)"),
+    "act.export": ("Export session", "导出会话"),
+    "act.save_as": ("Save session as…", "会话另存为…"),
+    "act.quit": ("Quit", "退出"),
+    "act.settings": ("Model && settings…", "模型与设置…"),
+    "act.reload": ("Reload model", "重新加载模型"),
+    "act.embedded": ("Use embedded tiny model", "使用内置微型模型"),
+    "dlg.save_title": ("Save session as Markdown", "保存会话为 Markdown"),
+    "dlg.attach_title": ("Attach images", "添加图片"),
+    "dlg.add_title": ("Add documents to the knowledge base", "向知识库添加文档"),
+    "dlg.images": ("Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp)", "图片 (*.png *.jpg *.jpeg *.bmp *.gif *.webp)"),
+    "dlg.docs": ("Documents (*.pdf *.txt *.md)", "文档 (*.pdf *.txt *.md)"),
+    "dlg.markdown": ("Markdown (*.md)", "Markdown (*.md)"),
+    # settings dialog
+    "set.title": ("Model and settings", "模型与设置"),
+    "set.backend": ("Backend", "后端"),
+    "set.model_dir": ("Model folder", "模型目录"),
+    "set.model_hint": ("empty = embedded tiny model", "留空 = 内置微型模型"),
+    "set.adapter": ("LoRA adapter folder", "LoRA 适配器目录"),
+    "set.adapter_hint": ("optional", "可选"),
+    "set.openai_url": ("OpenAI-compatible URL", "OpenAI 兼容地址"),
+    "set.openai_model": ("Served model name", "服务端模型名"),
+    "set.kb_dir": ("Knowledge base folder", "知识库目录"),
+    "set.max_new_tokens": ("Max new tokens", "最大生成长度"),
+    "set.temperature": ("Temperature", "温度"),
+    "set.k": ("Evidence passages (k)", "证据条数 (k)"),
+    "set.rerank": ("Cross-encoder rerank", "交叉编码器重排序"),
+    "set.browse": ("Browse…", "浏览…"),
+    "set.language": ("Interface language", "界面语言"),
+    # status bar
+    "status.loading": ("Loading model…", "正在加载模型…"),
+    "status.ready": ("Ready", "就绪"),
+    "status.running": ("Answering…", "正在回答…"),
+    "status.cancelling": ("Stopping…", "正在停止…"),
+    "status.indexing": ("Indexing…", "正在索引…"),
+    "status.load_failed": ("Model failed to load: {err}", "模型加载失败：{err}"),
+    "status.no_assistant": ("No model loaded: open Model → Model && settings.", "未加载模型：请打开 模型 → 模型与设置。"),
+}
+
+
+class Translator:
+    """``tr(key, **fmt)`` in the current language; unknown keys come back as the key itself."""
+
+    def __init__(self, language: str = "en"):
+        self.language = language if language in LANGUAGES else "en"
+
+    def set_language(self, language: str) -> None:
+        self.language = language if language in LANGUAGES else "en"
+
+    def __call__(self, key: str, **fmt) -> str:
+        pair = TEXT.get(key)
+        if pair is None:
+            return key
+        text = pair[1] if self.language == "zh" else pair[0]
+        return text.format(**fmt) if fmt else text
+
+
+def system_language() -> str:
+    """'zh' for a Chinese system locale, 'en' otherwise."""
+    from PyQt5.QtCore import QLocale
+
+    return "zh" if QLocale.system().name().lower().startswith("zh") else "en"

@@ -1,0 +1,629 @@
+"""The window's parts: chat view, input box, attachment strip, agent panels, knowledge-base panel.
+
+Widgets only display and emit signals; the window wires them to the Assistant via workers.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import markdown
+from markdown.inlinepatterns import InlineProcessor
+from PyQt5.QtCore import QMimeData, QSize, Qt, QTimer, QUrl, pyqtSignal
+from PyQt5.QtGui import QColor, QImage, QPixmap, QTextDocument
+from PyQt5.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QLabel,
+                             QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSizePolicy,
+                             QSplitter, QTextBrowser, QToolButton, QTreeWidget, QTreeWidgetItem,
+                             QVBoxLayout, QWidget)
+
+from multi_agent.gui.i18n import Translator
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+DOC_EXTS = (".pdf", ".txt", ".md")
+THUMB = 64  # px, attachment thumbnails
+CHAT_THUMB = 120  # px, images shown inside a user turn
+
+ROLE_COLORS = {"user": "#1a73e8", "assistant": "#188038", "error": "#c5221f", "info": "#5f6368"}
+ROLE_BG = {"user": "#eef3fd", "assistant": "#ffffff", "error": "#fce8e6", "info": "#f1f3f4"}
+
+
+def split_paths(paths: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    """(images, documents, other) by file extension."""
+    images, docs, other = [], [], []
+    for p in paths:
+        ext = Path(p).suffix.lower()
+        (images if ext in IMAGE_EXTS else docs if ext in DOC_EXTS else other).append(p)
+    return images, docs, other
+
+
+def local_paths(mime: QMimeData) -> list[str]:
+    return [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
+
+
+# -- Markdown ------------------------------------------------------------------------------
+class _Citation(InlineProcessor):
+    """``[3]`` -> a ``cite:3`` link, so clicking a citation selects that evidence row."""
+
+    def handleMatch(self, m, data):  # noqa: N802 (markdown API)
+        import xml.etree.ElementTree as etree
+
+        a = etree.Element("a")
+        a.set("href", f"cite:{m.group(1)}")
+        a.text = f"[{m.group(1)}]"
+        return a, m.start(0), m.end(0)
+
+
+def make_markdown() -> markdown.Markdown:
+    """Markdown for model output: raw HTML and images are shown as text, not rendered."""
+    md = markdown.Markdown(extensions=["fenced_code", "tables", "sane_lists", "nl2br"])
+    md.preprocessors.deregister("html_block")
+    for name in ("html", "image_link", "image_reference", "short_image_ref"):
+        if name in md.inlinePatterns:
+            md.inlinePatterns.deregister(name)
+    md.inlinePatterns.register(_Citation(r"\[(\d{1,3})\](?![(\[])"), "citation", 175)
+    return md
+
+
+# -- chat ----------------------------------------------------------------------------------
+@dataclass
+class ChatMessage:
+    role: str                    # user | assistant | error | info
+    text: str
+    images: list[str] = field(default_factory=list)
+    note: str = ""               # small grey line under the message (timing, "stopped")
+
+
+class ChatView(QTextBrowser):
+    """The conversation as Markdown; the last assistant message can grow token by token."""
+
+    citation_clicked = pyqtSignal(int)
+    link_clicked = pyqtSignal(QUrl)
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.messages: list[ChatMessage] = []
+        self._md = make_markdown()
+        self._thumbs: dict[str, QImage] = {}   # id -> scaled image
+        self._thumb_ids: dict[str, str] = {}   # path -> id
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(self._on_anchor)
+        self.document().setDefaultStyleSheet(
+            "p { margin: 2px 0; } pre { background: #f6f8fa; } code { background: #f6f8fa; }"
+            " table { border-collapse: collapse; } th, td { border: 1px solid #d0d7de; padding: 3px; }")
+        self._render_timer = QTimer(self, singleShot=True, interval=40)  # coalesce token bursts
+        self._render_timer.timeout.connect(self.render)
+
+    # model
+    def add(self, role: str, text: str, images: Iterable[str] = (), note: str = "") -> int:
+        self.messages.append(ChatMessage(role, text, list(images), note))
+        self.render()
+        return len(self.messages) - 1
+
+    def append_text(self, index: int, text: str) -> None:
+        self.messages[index].text += text
+        self.schedule_render()
+
+    def set_text(self, index: int, text: str, note: str | None = None) -> None:
+        self.messages[index].text = text
+        if note is not None:
+            self.messages[index].note = note
+        self.render()
+
+    def clear_messages(self) -> None:
+        self.messages.clear()
+        self.render()
+
+    def plain_text(self) -> str:
+        return self.toPlainText()
+
+    # view
+    def schedule_render(self) -> None:
+        if not self._render_timer.isActive():
+            self._render_timer.start()
+
+    def render(self) -> None:
+        self._render_timer.stop()
+        bar = self.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 4
+        keep = bar.value()
+        self.setHtml("".join(self._message_html(i, m) for i, m in enumerate(self.messages)))
+        bar.setValue(bar.maximum() if at_bottom else keep)
+
+    def _message_html(self, i: int, m: ChatMessage) -> str:
+        name = {"user": "chat.you", "assistant": "chat.assistant",
+                "error": "chat.error", "info": "chat.info"}.get(m.role, "chat.info")
+        if m.role == "assistant" and not m.text:
+            body = f"<p><i>{html.escape(self.tr_('chat.thinking'))}</i></p>"
+        elif m.role == "error":
+            body = "<p>" + html.escape(m.text).replace("\n", "<br>") + "</p>"
+        else:
+            self._md.reset()
+            body = self._md.convert(m.text)
+        imgs = "".join(f'<img src="thumb:{html.escape(self._thumb_key(p))}"> ' for p in m.images)
+        note = f'<p style="color:#80868b; font-size:small;">{html.escape(m.note)}</p>' if m.note else ""
+        return (f'<table width="100%" cellpadding="8" cellspacing="0" style="margin-bottom:6px;"'
+                f' bgcolor="{ROLE_BG.get(m.role, "#ffffff")}"><tr><td>'
+                f'<p style="color:{ROLE_COLORS.get(m.role, "#000")};"><b>{html.escape(self.tr_(name))}</b></p>'
+                f'{"<p>" + imgs + "</p>" if imgs else ""}{body}{note}</td></tr></table>')
+
+    def _thumb_key(self, path: str) -> str:
+        if path not in self._thumb_ids:
+            img = QImage(path)
+            if not img.isNull():
+                img = img.scaled(CHAT_THUMB, CHAT_THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+            self._thumb_ids[path] = str(len(self._thumbs))
+            self._thumbs[self._thumb_ids[path]] = img
+        return self._thumb_ids[path]
+
+    def loadResource(self, kind: int, url: QUrl):  # noqa: N802 (Qt API)
+        # Only our own thumbnails load; anything else a model writes stays unloaded.
+        if url.scheme() == "thumb":
+            img = self._thumbs.get(url.path())
+            return img if img is not None and not img.isNull() else None
+        return None
+
+    def _on_anchor(self, url: QUrl) -> None:
+        if url.scheme() == "cite":
+            try:
+                self.citation_clicked.emit(int(url.path()))
+            except ValueError:
+                pass
+        elif url.scheme() in ("http", "https", "file"):
+            self.link_clicked.emit(url)
+
+
+class InputBox(QPlainTextEdit):
+    """Enter sends, Shift+Enter adds a line; pasted or dropped images become attachments."""
+
+    submitted = pyqtSignal()
+    images_added = pyqtSignal(list)   # list[str] paths
+    files_dropped = pyqtSignal(list)  # non-image files, for the window to route
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setTabChangesFocus(True)
+        self.setMaximumHeight(110)
+        self._paste_dir: Path | None = None
+
+    def keyPressEvent(self, event):  # noqa: N802 (Qt API)
+        if event.key() in (Qt.Key_Return, Qt.Key_Enter) and not (event.modifiers() & Qt.ShiftModifier):
+            event.accept()
+            self.submitted.emit()
+            return
+        if event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            self.insertPlainText("\n")
+            return
+        super().keyPressEvent(event)
+
+    # paste
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:  # noqa: N802
+        return source.hasImage() or bool(local_paths(source)) or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:  # noqa: N802
+        paths = local_paths(source)
+        if paths:
+            self._route(paths)
+        elif source.hasImage():
+            saved = self.save_pasted_image(source.imageData())
+            if saved:
+                self.images_added.emit([saved])
+        else:
+            super().insertFromMimeData(source)
+
+    def save_pasted_image(self, image: Any) -> str | None:
+        img = image if isinstance(image, QImage) else QImage(image)
+        if img.isNull():
+            return None
+        if self._paste_dir is None:
+            self._paste_dir = Path(tempfile.mkdtemp(prefix="assistant-paste-"))
+        path = self._paste_dir / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{id(img) % 10000}.png"
+        return str(path) if img.save(str(path), "PNG") else None
+
+    # drag and drop
+    def dragEnterEvent(self, event):  # noqa: N802
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event):  # noqa: N802
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event):  # noqa: N802
+        paths = local_paths(event.mimeData())
+        if paths:
+            event.acceptProposedAction()
+            self._route(paths)
+        else:
+            super().dropEvent(event)
+
+    def _route(self, paths: list[str]) -> None:
+        images, docs, other = split_paths(paths)
+        if images:
+            self.images_added.emit(images)
+        if docs or other:
+            self.files_dropped.emit(docs + other)
+
+
+class AttachmentStrip(QScrollArea):
+    """Thumbnails of the images going with the next question, each with a remove button."""
+
+    changed = pyqtSignal()
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self._paths: list[str] = []
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setFixedHeight(THUMB + 26)
+        self._inner = QWidget()
+        self._row = QHBoxLayout(self._inner)
+        self._row.setContentsMargins(0, 0, 0, 0)
+        self._row.addStretch(1)
+        self.setWidget(self._inner)
+        self.setVisible(False)
+
+    def paths(self) -> list[str]:
+        return list(self._paths)
+
+    def add(self, paths: Iterable[str]) -> None:
+        for p in paths:
+            if p not in self._paths:
+                self._paths.append(p)
+        self._rebuild()
+
+    def remove(self, path: str) -> None:
+        if path in self._paths:
+            self._paths.remove(path)
+            self._rebuild()
+
+    def clear(self) -> None:
+        self._paths.clear()
+        self._rebuild()
+
+    def retranslate(self) -> None:
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        while self._row.count() > 1:
+            item = self._row.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        for p in self._paths:
+            self._row.insertWidget(self._row.count() - 1, self._tile(p))
+        self.setVisible(bool(self._paths))
+        self.changed.emit()
+
+    def _tile(self, path: str) -> QWidget:
+        tile = QFrame()
+        tile.setObjectName("attachment")
+        tile.setFrameShape(QFrame.StyledPanel)
+        tile.setToolTip(path)
+        lay = QHBoxLayout(tile)
+        lay.setContentsMargins(2, 2, 2, 2)
+        thumb = QLabel()
+        pix = QPixmap(path)
+        if pix.isNull():
+            thumb.setText(Path(path).name[:12])
+        else:
+            thumb.setPixmap(pix.scaled(THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+        thumb.setFixedSize(THUMB, THUMB)
+        thumb.setAlignment(Qt.AlignCenter)
+        remove = QToolButton()
+        remove.setObjectName("remove")
+        remove.setText("✕")
+        remove.setToolTip(self.tr_("input.remove"))
+        remove.setAutoRaise(True)
+        remove.clicked.connect(lambda _=False, p=path: self.remove(p))
+        lay.addWidget(thumb)
+        lay.addWidget(remove, 0, Qt.AlignTop)
+        return tile
+
+
+# -- agent panels --------------------------------------------------------------------------
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+class PlanPanel(QTextBrowser):
+    """Planner steps, the Manager's decision and the live step timeline of the current turn."""
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.plan: Any = None
+        self.decision: Any = None
+        self.steps: list[Any] = []
+        self.setOpenLinks(False)
+        self.render()
+
+    def reset(self) -> None:
+        self.plan, self.decision, self.steps = None, None, []
+        self.render()
+
+    def add_step(self, step: Any) -> None:
+        self.steps.append(step)
+        self.render()
+
+    def show_trace(self, trace: Any) -> None:
+        self.steps = list(_get(trace, "steps", None) or self.steps)
+        ran = {_get(s, "name") for s in self.steps}
+        # A turn that failed before an agent ran has default (empty) parts: don't show those.
+        self.plan = _get(trace, "plan") if "planner" in ran else None
+        self.decision = _get(trace, "decision") if "manager" in ran else None
+        self.render()
+
+    def render(self) -> None:
+        t, esc = self.tr_, html.escape
+        yes_no = lambda v: t("yes") if v else t("no")  # noqa: E731
+        parts = []
+        if self.plan is not None:
+            parts.append(f"<h4>{esc(t('plan.steps'))}</h4><ol>")
+            parts += [f"<li>{esc(str(s))}</li>" for s in _get(self.plan, "steps", []) or []]
+            parts.append(f"</ol><p>{esc(t('plan.needs_kb', v=yes_no(_get(self.plan, 'needs_kb'))))}</p>")
+        if self.decision is not None:
+            d = self.decision
+            parts.append(f"<h4>{esc(t('plan.decision'))}</h4>")
+            parts.append(f"<p>{esc(t('plan.retrieve', v=yes_no(_get(d, 'retrieve'))))}</p>")
+            if _get(d, "query"):
+                parts.append(f"<p>{esc(t('plan.query', v=_get(d, 'query')))}</p>")
+            if _get(d, "reason"):
+                parts.append(f"<p>{esc(t('plan.reason', v=_get(d, 'reason')))}</p>")
+        if self.steps:
+            parts.append(f"<h4>{esc(t('plan.timeline'))}</h4><table cellpadding='2'>")
+            for s in self.steps:
+                secs = _get(s, "seconds")
+                secs = f"{secs:.2f} s" if isinstance(secs, (int, float)) else ""
+                parts.append(f"<tr><td>✓ {esc(str(_get(s, 'name', '?')))}</td>"
+                             f"<td style='color:#80868b'>{secs}</td></tr>")
+            parts.append("</table>")
+        self.setHtml("".join(parts) or f"<p style='color:#80868b'>{esc(t('plan.empty'))}</p>")
+
+    def retranslate(self) -> None:
+        self.render()
+
+
+class EvidencePanel(QWidget):
+    """Retrieved passages: file, page, score; selecting shows the text, double-click opens the file."""
+
+    open_requested = pyqtSignal(object)  # the Hit
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.hits: list[Any] = []
+        self.tree = QTreeWidget()
+        self.tree.setRootIsDecorated(False)
+        self.tree.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.header().setStretchLastSection(False)
+        self.preview = QTextBrowser()
+        self.hint = QLabel()
+        self.hint.setStyleSheet("color:#80868b;")
+        split = QSplitter(Qt.Vertical)
+        split.addWidget(self.tree)
+        split.addWidget(self.preview)
+        split.setSizes([160, 100])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
+        lay.addWidget(self.hint)
+        self.tree.currentItemChanged.connect(self._show_current)
+        self.tree.itemDoubleClicked.connect(self._open_item)
+        self.tree.itemActivated.connect(self._open_item)
+        self.retranslate()
+
+    def set_hits(self, hits: Iterable[Any]) -> None:
+        self.hits = list(hits or [])
+        self.tree.clear()
+        for n, h in enumerate(self.hits, 1):
+            page = _get(h, "page")
+            score = _get(h, "score")
+            item = QTreeWidgetItem([str(n), str(_get(h, "source", "")),
+                                    "" if page in (None, 0) else str(page),
+                                    f"{score:.3f}" if isinstance(score, (int, float)) else ""])
+            item.setData(0, Qt.UserRole, n - 1)
+            item.setToolTip(1, (_get(h, "text", "") or "")[:400])
+            for col in (0, 2, 3):
+                item.setTextAlignment(col, Qt.AlignRight | Qt.AlignVCenter)
+            self.tree.addTopLevelItem(item)
+        self.preview.clear()
+        if self.hits:
+            self.tree.setCurrentItem(self.tree.topLevelItem(0))
+
+    def select(self, n: int) -> None:
+        """Select citation ``n`` (1-based)."""
+        if 1 <= n <= self.tree.topLevelItemCount():
+            self.tree.setCurrentItem(self.tree.topLevelItem(n - 1))
+
+    def open_row(self, row: int) -> None:
+        if 0 <= row < len(self.hits):
+            self.open_requested.emit(self.hits[row])
+
+    def _open_item(self, item: QTreeWidgetItem, _col: int = 0) -> None:
+        self.open_row(int(item.data(0, Qt.UserRole)))
+
+    def _show_current(self, item: QTreeWidgetItem | None, _prev=None) -> None:
+        if item is None:
+            self.preview.clear()
+            return
+        h = self.hits[int(item.data(0, Qt.UserRole))]
+        self.preview.setPlainText(_get(h, "text", "") or "")
+
+    def retranslate(self) -> None:
+        t = self.tr_
+        self.tree.setHeaderLabels([t("evidence.col.n"), t("evidence.col.file"),
+                                   t("evidence.col.page"), t("evidence.col.score")])
+        header = self.tree.header()
+        header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.Stretch)
+        header.setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeToContents)
+        self.hint.setText(t("evidence.hint"))
+
+
+class ReviewPanel(QTextBrowser):
+    """The Reviewer's verdict, feedback and how many rewrites it asked for."""
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.review: Any = None
+        self.render()
+
+    def set_review(self, review: Any) -> None:
+        self.review = review
+        self.render()
+
+    def render(self) -> None:
+        t, esc = self.tr_, html.escape
+        r = self.review
+        if r is None:
+            self.setHtml(f"<p style='color:#80868b'>{esc(t('plan.empty'))}</p>")
+            return
+        verdict = str(_get(r, "verdict", "") or "?")
+        color = "#188038" if verdict.upper().startswith("PASS") else "#e37400"
+        parts = [f"<p><b style='color:{color}'>{esc(t('review.verdict', v=verdict))}</b></p>",
+                 f"<p>{esc(t('review.rewrites', n=_get(r, 'rewrites', 0)))}</p>"]
+        if _get(r, "feedback"):
+            parts.append(f"<p><b>{esc(t('review.feedback'))}</b></p><p>{esc(str(_get(r, 'feedback')))}</p>")
+        self.setHtml("".join(parts))
+
+    def retranslate(self) -> None:
+        self.render()
+
+
+class KnowledgePanel(QWidget):
+    """Indexed files, a drop zone for new documents, indexing progress."""
+
+    files_dropped = pyqtSignal(list)     # list[str] of dropped/chosen paths
+    add_requested = pyqtSignal()
+    reindex_requested = pyqtSignal()
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.kb_dir = ""
+        self.setAcceptDrops(True)
+        self.folder = QLabel()
+        self.folder.setWordWrap(True)
+        self.folder.setStyleSheet("color:#5f6368;")
+        self.drop_zone = QLabel()
+        self.drop_zone.setAlignment(Qt.AlignCenter)
+        self.drop_zone.setMinimumHeight(56)
+        self.drop_zone.setWordWrap(True)
+        self.drop_zone.setStyleSheet("QLabel { border: 2px dashed #9aa0a6; border-radius: 6px;"
+                                     " color: #5f6368; padding: 6px; }")
+        self.files = QTreeWidget()
+        self.files.setRootIsDecorated(False)
+        self.files.setAlternatingRowColors(True)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setVisible(False)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.add_button = QPushButton()
+        self.reindex_button = QPushButton()
+        self.add_button.clicked.connect(self.add_requested)
+        self.reindex_button.clicked.connect(self.reindex_requested)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.reindex_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.folder)
+        lay.addWidget(self.drop_zone)
+        lay.addWidget(self.files, 1)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addLayout(buttons)
+        self._n_files = 0
+        self.retranslate()
+
+    def set_folder(self, kb_dir: str) -> None:
+        self.kb_dir = str(kb_dir)
+        shown = self.kb_dir.replace(str(Path.home()), "~", 1)
+        if len(shown) > 42:
+            shown = "…" + shown[-41:]
+        self.folder.setText(self.tr_("kb.folder", path=shown))
+        self.folder.setToolTip(self.kb_dir)
+
+    def set_files(self, files: Iterable[dict]) -> None:
+        files = list(files or [])
+        self._n_files = len(files)
+        self.files.clear()
+        for f in files:
+            pages = f.get("pages") if str(f.get("path", "")).lower().endswith(".pdf") else None
+            item = QTreeWidgetItem([str(f.get("path", "")), str(f.get("chunks", "")),
+                                    "" if not pages else str(pages)])
+            item.setToolTip(0, f"{f.get('path', '')}\nsha256 {str(f.get('sha256', ''))[:12]}…")
+            item.setTextAlignment(1, Qt.AlignRight | Qt.AlignVCenter)
+            item.setTextAlignment(2, Qt.AlignRight | Qt.AlignVCenter)
+            self.files.addTopLevelItem(item)
+        self.status.setText(self.tr_("kb.idle", n=self._n_files))
+
+    def file_names(self) -> list[str]:
+        return [self.files.topLevelItem(i).text(0) for i in range(self.files.topLevelItemCount())]
+
+    def set_progress(self, done: int, total: int, path: str) -> None:
+        self.progress.setVisible(True)
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(done, max(total, 1)))
+        self.status.setText(self.tr_("kb.indexing", done=done, total=total, name=Path(path).name if path else ""))
+
+    def set_busy(self, busy: bool, message: str = "") -> None:
+        self.add_button.setEnabled(not busy)
+        self.reindex_button.setEnabled(not busy)
+        if busy:
+            self.progress.setVisible(True)
+            self.progress.setRange(0, 0)  # indeterminate until the first progress report
+            self.status.setText(message or self.tr_("status.indexing"))
+        else:
+            self.progress.setVisible(False)
+            self.status.setText(message or self.tr_("kb.idle", n=self._n_files))
+
+    # drag and drop
+    def dragEnterEvent(self, event):  # noqa: N802 (Qt API)
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event):  # noqa: N802
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):  # noqa: N802
+        paths = local_paths(event.mimeData())
+        if paths:
+            event.acceptProposedAction()
+            self.files_dropped.emit(paths)
+
+    def retranslate(self) -> None:
+        t = self.tr_
+        self.drop_zone.setText(t("kb.drop"))
+        self.files.setHeaderLabels([t("kb.col.file"), t("kb.col.chunks"), t("kb.col.pages")])
+        header = self.files.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        self.add_button.setText(t("kb.add"))
+        self.reindex_button.setText(t("kb.reindex"))
+        if self.kb_dir:
+            self.set_folder(self.kb_dir)
+        if not self.progress.isVisible():
+            self.status.setText(t("kb.idle", n=self._n_files))

@@ -1,0 +1,593 @@
+"""The main window: wires widgets to the Assistant through background workers.
+
+State lives in three places only: ``self.assistant`` (the loaded chain), ``self._job`` (the one
+running background job: load, ask or index) and ``self.prefs`` (saved settings). Everything a
+model, retriever or indexer does runs on a worker thread; slots here only update widgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from PyQt5.QtCore import QEvent, Qt, QUrl
+from PyQt5.QtGui import QDesktopServices, QGuiApplication, QKeySequence
+from PyQt5.QtWidgets import (QAction, QActionGroup, QCheckBox, QFileDialog, QGroupBox,
+                             QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter,
+                             QVBoxLayout, QWidget)
+
+from multi_agent.gui.dialogs import SettingsDialog
+from multi_agent.gui.i18n import LANGUAGES, Translator, system_language
+from multi_agent.gui.settings import AppSettings, Prefs
+from multi_agent.gui.widgets import (AttachmentStrip, ChatView, EvidencePanel, InputBox,
+                                     KnowledgePanel, PlanPanel, ReviewPanel, local_paths,
+                                     split_paths)
+from multi_agent.gui.workers import Runner, Worker, ask_job, index_job, load_job
+
+log = logging.getLogger(__name__)
+
+UrlOpener = Callable[[QUrl], bool]
+
+
+def open_url(url: QUrl) -> bool:
+    """Open with the desktop's default app; a no-op on headless platforms (tests, CI)."""
+    if QGuiApplication.platformName() in ("offscreen", "minimal"):
+        log.info("not opening %s on the %s platform", url.toString(), QGuiApplication.platformName())
+        return False
+    return QDesktopServices.openUrl(url)
+
+
+def assistant_config(prefs: Prefs) -> Any:
+    """``AssistantConfig`` from the saved preferences (empty strings mean the defaults)."""
+    from multi_agent.assistant import AssistantConfig
+
+    wanted = dict(model_dir=prefs.model_dir or None, adapter=prefs.adapter_dir or None,
+                  backend=prefs.backend, openai_url=prefs.openai_url,
+                  openai_model=prefs.openai_model or None, kb_dir=prefs.kb_dir or None,
+                  max_new_tokens=prefs.max_new_tokens, temperature=prefs.temperature,
+                  k=prefs.k, use_rerank=prefs.use_rerank)
+    known = {f.name for f in dataclasses.fields(AssistantConfig)}
+    # None means "the config's own default" (e.g. kb_dir -> multi_agent/knowledge_base).
+    return AssistantConfig(**{k: v for k, v in wanted.items() if k in known and v is not None})
+
+
+class MainWindow(QMainWindow):
+    """Chat in the middle, knowledge base on the left, plan/evidence/review on the right."""
+
+    def __init__(self, settings: AppSettings, assistant: Any = None, *,
+                 opener: UrlOpener = open_url, autoload: bool = True):
+        super().__init__()
+        self.settings = settings
+        self.prefs = settings.load()
+        self.tr_ = Translator(self.prefs.language or system_language())
+        self.opener = opener
+        self.assistant: Any = None
+        self.runner = Runner(self)
+        self._job: Worker | None = None          # the one running background job
+        self._answer_at: int | None = None       # chat index of the streaming answer
+        self._restart_stream = False             # next token starts a rewritten answer
+        self._pending_docs: list[str] = []       # dropped while busy; indexed next
+        self._sync_pending = False               # re-scan the knowledge-base folder when idle
+        self._index_explicit = False             # the running index job was asked for by the user
+        self.setAcceptDrops(True)
+        self._build()
+        self._restore_window()
+        self.retranslate()
+        self.chat.add("info", self.tr_("chat.welcome"))
+        if assistant is not None:
+            self._set_assistant(assistant)
+        elif autoload:
+            self.reload_assistant()
+        self._update_controls()
+
+    # -- layout ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        tr = self.tr_
+        self.chat = ChatView(tr)
+        self.attachments = AttachmentStrip(tr)
+        self.input = InputBox()
+        self.attach_button = QPushButton()
+        self.send_button = QPushButton()
+        self.send_button.setDefault(True)
+        self.cancel_button = QPushButton()
+        self.clear_button = QPushButton()
+        self.use_kb = QCheckBox()
+        self.use_kb.setChecked(self.prefs.use_kb)
+
+        controls = QHBoxLayout()
+        controls.addWidget(self.attach_button)
+        controls.addWidget(self.use_kb)
+        controls.addStretch(1)
+        controls.addWidget(self.clear_button)
+        controls.addWidget(self.cancel_button)
+        controls.addWidget(self.send_button)
+        center = QWidget()
+        col = QVBoxLayout(center)
+        col.setContentsMargins(4, 4, 4, 4)
+        col.addWidget(self.chat, 1)
+        col.addWidget(self.attachments)
+        col.addWidget(self.input)
+        col.addLayout(controls)
+
+        self.kb_panel = KnowledgePanel(tr)
+        self.kb_box = self._boxed(self.kb_panel)
+        self.plan_panel = PlanPanel(tr)
+        self.evidence_panel = EvidencePanel(tr)
+        self.review_panel = ReviewPanel(tr)
+        self.plan_box = self._boxed(self.plan_panel)
+        self.evidence_box = self._boxed(self.evidence_panel)
+        self.review_box = self._boxed(self.review_panel)
+        self.right = QSplitter(Qt.Vertical)
+        for box in (self.plan_box, self.evidence_box, self.review_box):
+            self.right.addWidget(box)
+        self.right.setSizes([300, 330, 150])
+
+        self.split = QSplitter(Qt.Horizontal)
+        self.split.addWidget(self.kb_box)
+        self.split.addWidget(center)
+        self.split.addWidget(self.right)
+        self.split.setStretchFactor(1, 1)
+        self.split.setSizes([270, 640, 370])
+        self.setCentralWidget(self.split)
+
+        self.model_label = QLabel()
+        self.model_label.setStyleSheet("color:#5f6368; padding: 0 6px;")
+        self.statusBar().addPermanentWidget(self.model_label)
+
+        self._build_menus()
+        self.input.submitted.connect(self.send)
+        self.input.images_added.connect(self.attachments.add)
+        self.input.files_dropped.connect(self.add_documents)
+        self.send_button.clicked.connect(self.send)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.clear_button.clicked.connect(self.new_chat)
+        self.attach_button.clicked.connect(self.choose_images)
+        self.use_kb.toggled.connect(self._on_use_kb)
+        self.kb_panel.files_dropped.connect(self.add_documents)
+        self.kb_panel.add_requested.connect(self.choose_documents)
+        self.kb_panel.reindex_requested.connect(self.reindex)
+        self.evidence_panel.open_requested.connect(self.open_hit)
+        self.chat.citation_clicked.connect(self.evidence_panel.select)
+        self.chat.link_clicked.connect(self.opener)
+
+    def _boxed(self, widget: QWidget) -> QGroupBox:
+        box = QGroupBox()
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addWidget(widget)
+        return box
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        self.file_menu = bar.addMenu("")
+        self.act_export = self.file_menu.addAction("", self.export_session, QKeySequence("Ctrl+S"))
+        self.act_save_as = self.file_menu.addAction("", self.save_session_as, QKeySequence("Ctrl+Shift+S"))
+        self.file_menu.addSeparator()
+        self.act_quit = self.file_menu.addAction("", self.close, QKeySequence.Quit)
+        self.model_menu = bar.addMenu("")
+        self.act_settings = self.model_menu.addAction("", self.open_settings)
+        self.act_embedded = self.model_menu.addAction("", self.use_embedded_model)
+        self.act_reload = self.model_menu.addAction("", self.reload_assistant)
+        self.language_menu = bar.addMenu("")
+        group = QActionGroup(self)
+        self.language_actions: dict[str, QAction] = {}
+        for code, name in LANGUAGES.items():
+            act = self.language_menu.addAction(name)
+            act.setCheckable(True)
+            act.setData(code)
+            act.triggered.connect(lambda _=False, c=code: self.set_language(c))
+            group.addAction(act)
+            self.language_actions[code] = act
+
+    def retranslate(self) -> None:
+        t = self.tr_
+        self.setWindowTitle(t("app.title"))
+        self.input.setPlaceholderText(t("input.placeholder"))
+        self.attach_button.setText(t("input.attach"))
+        self.send_button.setText(t("input.send"))
+        self.cancel_button.setText(t("input.cancel"))
+        self.clear_button.setText(t("input.clear"))
+        self.use_kb.setText(t("input.use_kb"))
+        self.kb_box.setTitle(t("panel.kb"))
+        self.plan_box.setTitle(t("panel.plan"))
+        self.evidence_box.setTitle(t("panel.evidence"))
+        self.review_box.setTitle(t("panel.review"))
+        self.file_menu.setTitle(t("menu.file"))
+        self.model_menu.setTitle(t("menu.model"))
+        self.language_menu.setTitle(t("menu.language"))
+        self.act_export.setText(t("act.export"))
+        self.act_save_as.setText(t("act.save_as"))
+        self.act_quit.setText(t("act.quit"))
+        self.act_settings.setText(t("act.settings"))
+        self.act_embedded.setText(t("act.embedded"))
+        self.act_reload.setText(t("act.reload"))
+        self.language_actions[self.tr_.language].setChecked(True)
+        for part in (self.attachments, self.plan_panel, self.evidence_panel, self.review_panel,
+                     self.kb_panel):
+            part.retranslate()
+        self.chat.render()
+        self._update_model_label()
+
+    def set_language(self, code: str) -> None:
+        self.tr_.set_language(code)
+        self.prefs.language = self.tr_.language
+        self.settings.save(self.prefs)
+        self.retranslate()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def _update_controls(self) -> None:
+        kind = self._job.kind if self._job else None
+        ready = self.assistant is not None and kind is None
+        self.send_button.setEnabled(ready)
+        self.cancel_button.setEnabled(kind == "ask" and not self._job.cancel.is_set())
+        self.clear_button.setEnabled(ready)
+        for act in (self.act_export, self.act_save_as):
+            act.setEnabled(ready)
+        for act in (self.act_settings, self.act_embedded, self.act_reload):
+            act.setEnabled(kind is None)
+        if kind is None:
+            self.kb_panel.set_busy(False)
+        self.kb_panel.add_button.setEnabled(self.assistant is not None and kind is None)
+        self.kb_panel.reindex_button.setEnabled(self.assistant is not None and kind is None)
+
+    def _start(self, worker: Worker) -> Worker:
+        self._job = worker
+        worker.failed.connect(self._on_failed)
+        worker.finished.connect(self._on_finished)
+        self.runner.start(worker)
+        self._update_controls()
+        return worker
+
+    def _on_finished(self) -> None:
+        self._job = None
+        self._answer_at = None
+        self._update_controls()
+        if self.assistant is None:
+            return
+        if self._sync_pending:
+            self._sync_pending = False
+            self._start_index(None, explicit=False)
+        elif self._pending_docs:
+            docs, self._pending_docs = self._pending_docs, []
+            self.add_documents(docs)
+        else:
+            self.statusBar().showMessage(self.tr_("status.ready"), 3000)
+
+    def _on_failed(self, message: str) -> None:
+        kind = self._job.kind if self._job else ""
+        if kind == "ask" and self._answer_at is not None:
+            msg = self.chat.messages[self._answer_at]
+            if not msg.text:
+                self.chat.messages.pop(self._answer_at)
+            self._answer_at = None
+        if kind == "load":
+            self.statusBar().showMessage(self.tr_("status.load_failed", err=message))
+            self._update_model_label()
+        if kind == "index":
+            self.kb_panel.set_busy(False, message)
+        self.chat.add("error", message)
+
+    # -- model -----------------------------------------------------------------------------
+    def reload_assistant(self) -> None:
+        """Build a new Assistant from the saved settings on a worker thread."""
+        if self.busy:
+            return
+        try:
+            config = assistant_config(self.prefs)
+        except Exception as e:  # noqa: BLE001 (a bad setting or a missing package: say so)
+            self.chat.add("error", f"{type(e).__name__}: {e}")
+            return
+        self.statusBar().showMessage(self.tr_("status.loading"))
+        self.model_label.setText(self.tr_("status.loading"))
+        worker = load_job(config)
+        worker.done.connect(self._on_loaded)
+        self._start(worker)
+
+    def _on_loaded(self, assistant: Any) -> None:
+        self._set_assistant(assistant)
+
+    def _set_assistant(self, assistant: Any) -> None:
+        self.assistant = assistant
+        kb = getattr(assistant, "kb", None)
+        self.kb_panel.set_folder(str(getattr(kb, "kb_dir", "") or getattr(getattr(kb, "config", None), "kb_dir", "")))
+        self._update_model_label()
+        self.refresh_files()
+        notice = getattr(assistant, "notice", None)
+        self.statusBar().showMessage(notice or self.tr_("status.ready"))
+        self._update_controls()
+        # Bring the index up to date with the folder (incremental: unchanged files are skipped).
+        if kb is not None:
+            if self.busy:
+                self._sync_pending = True
+            else:
+                self._start_index(None, explicit=False)
+
+    def _update_model_label(self) -> None:
+        a = self.assistant
+        if a is None:
+            self.model_label.setText(self.tr_("status.no_assistant"))
+            return
+        notice = getattr(a, "notice", None)
+        cfg = getattr(a, "config", None)
+        name = getattr(cfg, "model_dir", None) or getattr(cfg, "openai_model", None) or ""
+        backend = getattr(cfg, "backend", "")
+        text = notice or f"{backend}: {name}".strip(": ")
+        adapter = getattr(cfg, "adapter", None)
+        if adapter:
+            text += f" + {Path(str(adapter)).name}"
+        self.model_label.setText(text)
+        self.model_label.setToolTip(text)
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.prefs, self.tr_, self)
+        if dialog.exec_():
+            self.apply_prefs(dialog.prefs())
+
+    def apply_prefs(self, prefs: Prefs) -> None:
+        """Save new settings; reload the Assistant if anything it is built from changed."""
+        old = self.prefs
+        self.prefs = prefs
+        self.settings.save(prefs)
+        if prefs.language != self.tr_.language and prefs.language:
+            self.set_language(prefs.language)
+        model_fields = ("backend", "model_dir", "adapter_dir", "openai_url", "openai_model", "kb_dir",
+                        "max_new_tokens", "temperature", "k", "use_rerank")
+        if any(getattr(old, f) != getattr(prefs, f) for f in model_fields) or self.assistant is None:
+            self.reload_assistant()
+
+    def use_embedded_model(self) -> None:
+        self.apply_prefs(dataclasses.replace(self.prefs, backend="local", model_dir="", adapter_dir=""))
+
+    # -- asking ----------------------------------------------------------------------------
+    def send(self) -> None:
+        """Send the input (and attachments) as one request; ignored while another runs."""
+        if self.busy:
+            self.statusBar().showMessage(self.tr_("input.busy"), 3000)
+            return
+        if self.assistant is None:
+            self.statusBar().showMessage(self.tr_("status.no_assistant"), 5000)
+            return
+        question = self.input.toPlainText().strip()
+        images = self.attachments.paths()
+        if not question:
+            if images:
+                self.statusBar().showMessage(self.tr_("input.empty"), 5000)
+            return
+        self.input.clear()
+        self.attachments.clear()
+        self.chat.add("user", question, images)
+        self._answer_at = self.chat.add("assistant", "")
+        self._restart_stream = False
+        self.plan_panel.reset()
+        self.evidence_panel.set_hits([])
+        self.review_panel.set_review(None)
+        self.statusBar().showMessage(self.tr_("status.running"))
+        worker = ask_job(self.assistant, question, images, self.use_kb.isChecked())
+        worker.token.connect(self._on_token)
+        worker.step.connect(self._on_step)
+        worker.done.connect(self._on_answer)
+        self._start(worker)
+
+    def cancel(self) -> None:
+        if self._job is not None and self._job.kind == "ask":
+            self._job.cancel.set()
+            self.statusBar().showMessage(self.tr_("status.cancelling"))
+            self._update_controls()
+
+    def _on_token(self, text: str) -> None:
+        if self._answer_at is None:
+            return
+        if self._restart_stream:  # the Reviewer asked for a rewrite: the new answer replaces the draft
+            self._restart_stream = False
+            self.chat.set_text(self._answer_at, "")
+        self.chat.append_text(self._answer_at, text)
+
+    def _on_step(self, step: Any) -> None:
+        """Fill the side panels as each agent finishes (StepTrace.data holds its structured output)."""
+        self.plan_panel.steps.append(step)
+        name, data = getattr(step, "name", ""), getattr(step, "data", None) or {}
+        if name == "planner":
+            self.plan_panel.plan = data
+        elif name == "manager":
+            self.plan_panel.decision = data
+        elif name == "knowledge":
+            self.evidence_panel.set_hits(data.get("hits") or [])
+        elif name == "reviewer":
+            self.review_panel.set_review(data)
+            self._restart_stream = data.get("verdict") == "RETRY"
+        self.plan_panel.render()
+
+    def _on_answer(self, trace: Any) -> None:
+        if self._answer_at is None:
+            return
+        note = f"{getattr(trace, 'seconds', 0.0):.1f} s"
+        if getattr(trace, "cancelled", False):
+            note = f"{self.tr_('chat.cancelled')} · {note}"
+        streamed = self.chat.messages[self._answer_at].text
+        answer = getattr(trace, "answer", "") or streamed
+        if answer:
+            self.chat.set_text(self._answer_at, answer, note=note)
+        else:
+            self.chat.messages.pop(self._answer_at)
+            self.chat.render()
+            if trace.cancelled:
+                self.chat.add("info", self.tr_("chat.cancelled"))
+        self._answer_at = None
+        self.plan_panel.show_trace(trace)
+        self.evidence_panel.set_hits(getattr(trace, "evidence", []))
+        ran = {getattr(s, "name", "") for s in getattr(trace, "steps", [])}
+        self.review_panel.set_review(getattr(trace, "review", None) if "reviewer" in ran else None)
+        if getattr(trace, "error", None):
+            self.chat.add("error", str(trace.error))
+
+    def new_chat(self) -> None:
+        if self.busy or self.assistant is None:
+            return
+        self.assistant.reset()
+        self.chat.clear_messages()
+        self.chat.add("info", self.tr_("chat.welcome"))
+        self.plan_panel.reset()
+        self.evidence_panel.set_hits([])
+        self.review_panel.set_review(None)
+
+    def _on_use_kb(self, on: bool) -> None:
+        self.prefs.use_kb = on
+        self.settings.save(self.prefs)
+
+    # -- attachments ---------------------------------------------------------------------------
+    def choose_images(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, self.tr_("dlg.attach_title"), self.prefs.last_dir,
+                                                self.tr_("dlg.images"))
+        if paths:
+            self.prefs.last_dir = str(Path(paths[0]).parent)
+            self.attachments.add(paths)
+
+    def dragEnterEvent(self, event):  # noqa: N802 (Qt API)
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):  # noqa: N802
+        """Anywhere on the window: images are attached, documents go to the knowledge base."""
+        images, docs, other = split_paths(local_paths(event.mimeData()))
+        event.acceptProposedAction()
+        if images:
+            self.attachments.add(images)
+        if docs or other:
+            self.add_documents(docs + other)
+
+    # -- knowledge base ------------------------------------------------------------------------
+    def choose_documents(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, self.tr_("dlg.add_title"), self.prefs.last_dir,
+                                                self.tr_("dlg.docs"))
+        if paths:
+            self.prefs.last_dir = str(Path(paths[0]).parent)
+            self.add_documents(paths)
+
+    def add_documents(self, paths: list[str]) -> None:
+        """Index PDF/TXT/MD files into the knowledge base (queued while a request runs)."""
+        images, docs, other = split_paths(paths)
+        rejected = images + other
+        if rejected:
+            self.chat.add("info", self.tr_("chat.skipped_files",
+                                           names=", ".join(Path(p).name for p in rejected)))
+        if not docs:
+            return
+        if self.busy or self.assistant is None:
+            self._pending_docs += [d for d in docs if d not in self._pending_docs]
+            self.kb_panel.status.setText(self.tr_("kb.queued"))
+            return
+        self._start_index(docs)
+
+    def reindex(self) -> None:
+        if not self.busy and self.assistant is not None:
+            self._start_index(None)
+
+    def _start_index(self, docs: list[str] | None, explicit: bool = True) -> None:
+        worker = index_job(self.assistant.kb, docs)
+        worker.progress.connect(self.kb_panel.set_progress)
+        worker.done.connect(self._on_indexed)
+        self.statusBar().showMessage(self.tr_("status.indexing"))
+        self._start(worker)
+        self.kb_panel.set_busy(True)
+        self._index_explicit = explicit
+
+    def _on_indexed(self, report: Any) -> None:
+        self.refresh_files()
+        skipped = list(getattr(report, "skipped", None) or [])  # [(path, reason)]
+        counts = {k: int(getattr(report, k, 0) or 0) for k in ("added", "changed", "deleted", "chunks")}
+        # A start-up sync that found nothing new stays quiet.
+        if self._index_explicit or skipped or any(counts[k] for k in ("added", "changed", "deleted")):
+            self.chat.add("info", self.tr_("chat.indexed", skipped=len(skipped), **counts))
+        if skipped:
+            self.chat.add("error", "\n".join(f"{p}: {why}" for p, why in skipped))
+
+    def refresh_files(self) -> None:
+        kb = getattr(self.assistant, "kb", None)
+        try:
+            files = kb.files() if kb is not None else []
+        except Exception as e:  # noqa: BLE001 (an unreadable index must not take the window down)
+            log.warning("cannot list knowledge-base files: %s", e)
+            files = []
+        self.kb_panel.set_files(files)
+
+    def open_hit(self, hit: Any) -> None:
+        """Open the evidence's source file with the desktop's default app."""
+        kb_dir = Path(self.kb_panel.kb_dir or ".")
+        path = Path(str(getattr(hit, "source", "")))
+        path = path if path.is_absolute() else kb_dir / path
+        if not path.exists():
+            self.chat.add("error", f"{path}: file not found")
+            return
+        self.opener(QUrl.fromLocalFile(str(path.resolve())))
+
+    # -- export ----------------------------------------------------------------------------
+    def export_session(self) -> Path | None:
+        """Write the session report (Assistant.save_summary) and say where."""
+        if self.assistant is None or self.busy:
+            return None
+        try:
+            path = Path(self.assistant.save_summary())
+        except Exception as e:  # noqa: BLE001
+            self.chat.add("error", f"{type(e).__name__}: {e}")
+            return None
+        self.chat.add("info", self.tr_("chat.exported", path=path))
+        self.statusBar().showMessage(str(path), 5000)
+        return path
+
+    def save_session_as(self) -> Path | None:
+        if self.assistant is None or self.busy:
+            return None
+        start = str(Path(self.prefs.last_dir or Path.home()) / "session.md")
+        target, _ = QFileDialog.getSaveFileName(self, self.tr_("dlg.save_title"), start,
+                                                self.tr_("dlg.markdown"))
+        if not target:
+            return None
+        report = self.export_session()
+        if report is None:
+            return None
+        target = Path(target)
+        if target.suffix.lower() != ".md":
+            target = target.with_suffix(".md")
+        try:
+            if target.resolve() != report.resolve():
+                tmp = target.with_name(f".{target.name}.tmp")
+                shutil.copyfile(report, tmp)
+                tmp.replace(target)
+        except OSError as e:
+            self.chat.add("error", f"{target}: cannot write ({e.strerror or e})")
+            return None
+        self.prefs.last_dir = str(target.parent)
+        self.chat.add("info", self.tr_("chat.exported", path=target))
+        return target
+
+    # -- window ----------------------------------------------------------------------------
+    def _restore_window(self) -> None:
+        geometry = self.settings.window_value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 800)
+        for name, splitter in (("split", self.split), ("right", self.right)):
+            state = self.settings.window_value(name)
+            if state is not None:
+                splitter.restoreState(state)
+
+    def closeEvent(self, event):  # noqa: N802 (Qt API)
+        self.runner.cancel_all()
+        self.runner.wait_all(60_000)
+        self.settings.save(self.prefs)
+        self.settings.save_window(self.saveGeometry(), {"split": self.split.saveState(),
+                                                        "right": self.right.saveState()})
+        super().closeEvent(event)
+
+    def changeEvent(self, event):  # noqa: N802
+        if event.type() == QEvent.LanguageChange:
+            self.retranslate()
+        super().changeEvent(event)
