@@ -1,0 +1,195 @@
+"""Peak GPU memory of QLoRA training on the real Qwen3-VL-4B architecture (random weights), issue 3.
+
+The training defaults of lora.py / MoeLORA.py (vlft.train.config.TrainConfig: batch, accumulation,
+LoRA rank/alpha/dropout/targets, gradient checkpointing), 4-bit NF4 double quant with bf16
+compute, the project's adapter registry (LoRA and MoE-LoRA), the project's collator
+(images decoded per batch) and the project's Trainer subclass, for a few optimizer steps on
+synthetic 280x280 caption samples. If a project component is missing or fails, a
+hand-written equivalent is used and the output says so.
+
+  python bench/qlora_memory.py            # CUDA GPU
+  python bench/qlora_memory.py --tiny     # CPU smoke run on the tiny model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+import torch  # noqa: E402
+
+LIMIT_GB = 8.0
+
+
+def train_defaults(adapter: str) -> dict:
+    try:
+        from vlft.train.config import MoeTrainConfig, TrainConfig  # noqa: F401
+        cls = MoeTrainConfig if adapter == "moelora" else TrainConfig
+        cfg = cls()
+        src = f"vlft.train.config.{cls.__name__}"
+        return dict(src=src, batch=cfg.per_device_train_batch_size, accum=cfg.gradient_accumulation_steps,
+                    ckpt=cfg.gradient_checkpointing, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                    targets=cfg.lora_target_modules, max_len=cfg.model_max_length)
+    except Exception as e:  # noqa: BLE001
+        print(f"TrainConfig not usable ({type(e).__name__}: {e}); using the seed's defaults")
+        return dict(src="seed defaults", batch=1, accum=8, ckpt=True, r=8, alpha=16, dropout=0.05,
+                    targets="q_proj,k_proj,v_proj,o_proj", max_len=2048)
+
+
+def synthetic_records(n: int, seed: int = 0) -> list[dict]:
+    """Normalized training samples (the data loader's format) with in-memory 280x280 images."""
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from vlft.paths import DEFAULT_CAPTION_PROMPT
+
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = Image.fromarray(nprng.integers(0, 256, (280, 280, 3), dtype=np.uint8))
+        cap = " ".join(rng.choice(common.WORDS) for _ in range(16)).capitalize() + "."
+        out.append({"id": f"syn-{i}", "messages": [
+            {"role": "user", "content": [{"type": "image", "image": img},
+                                         {"type": "text", "text": DEFAULT_CAPTION_PROMPT}]},
+            {"role": "assistant", "content": [{"type": "text", "text": cap}]}]})
+    return out
+
+
+def attach(model, adapter: str, d: dict):
+    try:
+        from vlft.adapters.registry import AdapterSpec, apply_adapter
+        spec = AdapterSpec(targets=d["targets"], r=d["r"], alpha=d["alpha"], dropout=d["dropout"])
+        return apply_adapter(model, adapter, spec), "vlft.adapters.registry"
+    except ImportError as e:
+        print(f"adapter registry missing ({e}); attaching directly")
+    from bench.train_throughput import attach_lora, attach_moelora
+    return (attach_lora(model) if adapter == "lora" else attach_moelora(model)[0]), "direct"
+
+
+def aux_fn_for(adapter: str):
+    if adapter != "moelora":
+        return None
+    from vlft.tuners.moelora import moelora_aux_loss
+    return moelora_aux_loss
+
+
+def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
+    from transformers import TrainingArguments
+
+    from vlft.train.collator import SftCollator
+    from vlft.train.trainer import VlftTrainer
+
+    bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="qlora_mem_"), per_device_train_batch_size=d["batch"],
+                             gradient_accumulation_steps=d["accum"], max_steps=steps, learning_rate=1e-4,
+                             logging_steps=1, save_strategy="no", report_to="none", bf16=bf16,
+                             gradient_checkpointing=d["ckpt"], remove_unused_columns=False,
+                             gradient_checkpointing_kwargs={"use_reentrant": False},
+                             use_cpu=device == "cpu", dataloader_num_workers=0)
+    aux = aux_fn_for(adapter)
+    trainer = VlftTrainer(model=model, args=args, train_dataset=records,
+                          data_collator=SftCollator(processor, d["max_len"]), aux_loss_fn=aux, aux_coef=0.01)
+    trainer.train()
+    return "vlft.train.trainer.VlftTrainer + SftCollator"
+
+
+def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
+    from bench.train_throughput import IMAGE_TOKEN_ID
+    from vlft.train import fast
+
+    samples = common.make_samples(processor, d["batch"] * d["accum"])
+    if d["ckpt"]:
+        model.enable_input_require_grads()
+        fast.unwrap_causal_lm(model).gradient_checkpointing_enable()
+    aux = aux_fn_for(adapter)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model.train()
+    for _ in range(steps):
+        for i in range(d["accum"]):
+            b = fast.collate_padded(samples[i * d["batch"]:(i + 1) * d["batch"]], processor.tokenizer.pad_token_id)
+            b.pop("position_ids", None)
+            b["mm_token_type_ids"] = (b["input_ids"] == IMAGE_TOKEN_ID).int()
+            b = fast.to_device(b, device)
+            with torch.autocast(device_type=device, dtype=dtype, enabled=device == "cuda"):
+                loss = model(**b, use_cache=False).loss
+                if aux is not None:
+                    loss = loss + 0.01 * aux(model)
+            (loss / d["accum"]).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return "hand loop (HF loss, autocast bf16)"
+
+
+def measure(adapter: str, tiny: bool, steps: int) -> dict:
+    device = "cpu" if tiny else "cuda"
+    d = train_defaults(adapter)
+    processor = common.load_bench_processor()
+    records = synthetic_records(max(16, d["batch"] * d["accum"]))
+    common.reset_memory(device)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = common.build_model(tiny=tiny, device=device, dtype=dtype)
+    common.quantize_4bit_(model, compute_dtype=dtype)
+    model, how_attached = attach(model, adapter, d)
+    if adapter == "moelora":
+        # Trainer refuses a quantized model without PEFT adapters; MoE-LoRA is an adapter too.
+        model._hf_peft_config_loaded = True
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    common.reset_memory(device)
+    try:
+        how = run_trainer(model, processor, records, d, adapter, device, steps)
+    except Exception as e:  # noqa: BLE001 - fall back, say so
+        traceback.print_exc()
+        print(f"[{adapter}] project Trainer path failed ({type(e).__name__}: {e}); hand loop instead")
+        common.reset_memory(device)
+        how = run_hand_loop(model, processor, records, d, adapter, device, steps)
+    alloc, reserved = common.peak_memory_gb(device)
+    ctx = float("nan")
+    if device == "cuda":
+        free, total = torch.cuda.mem_get_info()
+        ctx = ((total - free) - torch.cuda.memory_reserved()) / 2**30  # CUDA context + libraries
+    return dict(adapter=adapter, defaults=d, attached_by=how_attached, trained_by=how, trainable_params=trainable,
+                peak_alloc_gb=alloc, peak_reserved_gb=reserved, cuda_context_gb=ctx,
+                peak_device_gb=reserved + ctx, under_limit=bool(reserved + (ctx if ctx == ctx else 0) < LIMIT_GB))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--adapters", default="lora,moelora")
+    ap.add_argument("--steps", type=int, default=2, help="optimizer steps")
+    ap.add_argument("--out", default="bench/out/qlora_memory.json")
+    args = ap.parse_args(argv)
+    if not args.tiny and not torch.cuda.is_available():
+        print("No CUDA device: use --tiny for the CPU smoke run.")
+        return 2
+    print(json.dumps(common.versions()))
+    results = []
+    for adapter in args.adapters.split(","):
+        r = measure(adapter, args.tiny, args.steps)
+        results.append(r)
+        print(f"[{adapter}] {r['trained_by']}; batch {r['defaults']['batch']} x accum {r['defaults']['accum']}, "
+              f"checkpointing {r['defaults']['ckpt']}: peak allocated {r['peak_alloc_gb']:.2f} GiB, "
+              f"peak reserved {r['peak_reserved_gb']:.2f} GiB, + CUDA context {r['cuda_context_gb']:.2f} GiB "
+              f"= {r['peak_device_gb']:.2f} GiB on the device ({'<' if r['under_limit'] else '>='} {LIMIT_GB} GB)",
+              flush=True)
+        common.reset_memory("cuda" if not args.tiny else "cpu")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"versions": common.versions(), "results": results}, indent=1))
+    return 0 if all(r["under_limit"] for r in results) or args.tiny else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
