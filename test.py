@@ -11,43 +11,17 @@ from __future__ import annotations
 
 import sys
 
-REPEATABLE = ("--image",)
-
-
-def merge_repeated(argv: list[str], flags=REPEATABLE) -> list[str]:
-    """``--image a --image b`` -> ``--image a b`` (argparse keeps only the last of a repeated flag)."""
-    out: list[str] = []
-    values: dict[str, list[str]] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, val = arg.partition("=")
-        if name in flags:
-            vals = values.setdefault(name, [])
-            if eq:
-                vals.append(val)
-            else:
-                while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                    i += 1
-                    vals.append(argv[i])
-        else:
-            out.append(arg)
-        i += 1
-    for name, vals in values.items():
-        out += [name, *vals]
-    return out
-
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.adapters.loading import AdapterLoadError
     from vlft.config import parse_config
     from vlft.data.dataset import DataError
-    from vlft.infer import ImageLoadError, InferConfig, run_inference
+    from vlft.infer import ImageLoadError, InferConfig, merge_repeated, run_inference
     from vlft.models.loading import ModelLoadError
     from vlft.utils.logging import setup_logging
 
     argv = sys.argv[1:] if argv is None else argv
-    cfg = parse_config(InferConfig, merge_repeated(list(argv)))
+    cfg = parse_config(InferConfig, merge_repeated(list(argv), ("--image",)))
     setup_logging(cfg.verbose)
     try:
         return run_inference(cfg)

@@ -299,7 +299,7 @@ def predict(generator: "VLGenerator", items: Sequence[dict], batch_size: int = 8
                 ready.append(it)
             except ImageLoadError as e:
                 res.errors.append(f"{it.get('id', '?')}: {e}")
-                log.warning("skipped %s: %s", it.get("id", "?"), e)
+                log.debug("skipped %s: %s", it.get("id", "?"), e)
         if convs:
             outs = generator.generate_batch(convs, max_new_tokens=max_new_tokens, temperature=temperature,
                                             top_p=top_p, batch_size=len(convs))
@@ -350,6 +350,31 @@ def _text_of(msg: Message) -> str:
     if isinstance(c, str):
         return c
     return "".join(p.get("text", "") for p in c or [] if p.get("type") == "text")
+
+
+def merge_repeated(argv: list[str], flags: Sequence[str]) -> list[str]:
+    """CLI helper: ``--image a --image b`` -> ``--image a b`` (argparse keeps only the last of a repeated
+    flag; list fields take several values after one flag)."""
+    out: list[str] = []
+    values: dict[str, list[str]] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, val = arg.partition("=")
+        if name in flags:
+            vals = values.setdefault(name, [])
+            if eq:
+                vals.append(val)
+            else:
+                while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                    i += 1
+                    vals.append(argv[i])
+        else:
+            out.append(arg)
+        i += 1
+    for name, vals in values.items():
+        out += [name, *vals]
+    return out
 
 
 # -- test.py -----------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Caption the validation split with the base model and adapter(s); BLEU-1..4, ROUGE-L, CIDEr-D side by side.
+
+    python evaluate.py --model ./qwen3-vl-4b-instruct --adapter output/Qwen3-VL-4Blora \
+        --data_path output/data/val.json --output_dir output/eval
+    python evaluate.py ... --judge local                                   # the base model grades 1-5
+    python evaluate.py ... --judge-url http://localhost:8000/v1 --judge-model Qwen2.5-7B-Instruct
+
+Writes report.md, report.json and predictions_<system>.jsonl to --output_dir and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vlft.adapters.loading import AdapterLoadError
+    from vlft.config import parse_config
+    from vlft.data.dataset import DataError
+    from vlft.eval.run import EvalConfig, evaluate
+    from vlft.infer import merge_repeated
+    from vlft.models.loading import ModelLoadError
+    from vlft.utils.logging import setup_logging
+
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = parse_config(EvalConfig, merge_repeated(list(argv), ("--adapter",)))
+    setup_logging(cfg.verbose)
+    try:
+        report = evaluate(cfg)
+    except (ModelLoadError, AdapterLoadError, DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(open(report["paths"]["markdown"], encoding="utf-8").read())
+    print(f"report: {report['paths']['markdown']} (and report.json)")
+    failed = [n for n, s in report["systems"].items() if s.get("error")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
