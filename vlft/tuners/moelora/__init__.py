@@ -18,6 +18,7 @@ from vlft.tuners.moelora.model import (
     find_target_modules,
     get_moelora_config,
     load_moelora,
+    load_moelora_weights,
     moelora_aux_loss,
     moelora_disabled,
     moelora_layers,
@@ -29,7 +30,7 @@ from vlft.tuners.moelora.model import (
 )
 
 __all__ = [
-    "MoeLoraConfig", "MoeLoraLinear", "RoutingContext", "apply_moelora", "save_moelora", "load_moelora",
+    "MoeLoraConfig", "MoeLoraLinear", "RoutingContext", "apply_moelora", "save_moelora", "load_moelora", "load_moelora_weights",
     "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "is_moelora_dir",
     "moelora_summary", "moelora_layers", "find_target_modules", "set_moelora_stats", "moelora_disabled",
     "moelora_state_dict", "get_moelora_config", "AdapterLoadError", "PEFT_TYPE", "MOELORA_VERSION",

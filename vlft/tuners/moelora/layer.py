@@ -46,7 +46,97 @@ class RoutingContext:
         return m
 
 
-class MoeLoraLinear(nn.Module):
+# -- the math, shared by MoeLoraLinear and the PEFT-registered layer (peft_compat.py) --------------
+@torch.no_grad()
+def init_moelora_weights(A: torch.Tensor, B: torch.Tensor, router: nn.Linear, router_init_scale: float,
+                         generator: torch.Generator | None = None) -> None:
+    """A: kaiming-uniform(a=sqrt(5)) like PEFT's lora_A (fan_in = in for every expert alike);
+    B: zeros, so the wrapped model starts exactly equal to the base; router: N(0, (scale/sqrt(in))^2)."""
+    a = torch.empty(A.shape, dtype=torch.float32)
+    nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+    A.copy_(a)
+    B.zero_()
+    w = torch.empty(router.weight.shape, dtype=torch.float32)
+    nn.init.normal_(w, std=router_init_scale / math.sqrt(router.in_features), generator=generator)
+    router.weight.copy_(w)
+    if router.bias is not None:
+        router.bias.zero_()
+
+
+def route(logits: torch.Tensor, top_k: int, scaling: float
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Gates (..., E) with alpha/r folded in, router probs (..., E) fp32, and the 0/1 selection.
+
+    Softmax over all E logits then renormalising the kept top-k equals a softmax over only the
+    top-k logits; we take the first form because the full probabilities feed the balancing loss.
+    """
+    # fp32 softmax (Switch's "selective precision"): bf16 logits make routing flip on near-ties.
+    probs = torch.softmax(logits.float(), dim=-1)
+    if top_k == probs.shape[-1]:  # dense mixture: nothing to select
+        return probs * scaling, probs, None
+    top_p, top_i = probs.topk(top_k, dim=-1)
+    w = top_p * (scaling / top_p.sum(-1, keepdim=True))
+    gates = torch.zeros_like(probs).scatter(-1, top_i, w)
+    selected = torch.zeros_like(probs).scatter(-1, top_i, 1.0)
+    return gates, probs, selected
+
+
+def mix_experts(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Tensor, r: int) -> torch.Tensor:
+    """sum_e gates_e * B_e A_e x for all tokens with two matmuls: (..., in) -> (..., out)."""
+    h = F.linear(x, A)                                            # (..., E*r): every expert's A at once
+    lead, E = h.shape[:-1], gates.shape[-1]
+    h = (h.view(*lead, E, r) * gates.unsqueeze(-1).to(h.dtype)).view(*lead, E * r)
+    return F.linear(h, B)                                         # (..., out): every expert's B at once
+
+
+def balance_loss(probs: torch.Tensor, selected: torch.Tensor | None, top_k: int,
+                 mask: torch.Tensor | None, with_loss: bool, with_stats: bool
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Switch load-balancing loss E * sum_e f_e P_e, load fractions f (E,) and mean router entropy.
+
+    f_e: fraction of the top-k assignments that go to expert e (sums to 1; not differentiable);
+    P_e: mean router probability of e (carries the gradient). The loss is 1.0 at perfectly even
+    routing. ``mask`` (same leading shape as probs, 1 = real token) leaves padding out.
+    """
+    E = probs.shape[-1]
+    p = probs.reshape(-1, E)
+    m = mask.reshape(-1, 1).to(p.dtype) if mask is not None else None
+    denom = m.sum().clamp_min(1.0) if m is not None else None
+
+    def mean0(t: torch.Tensor) -> torch.Tensor:  # mean over real tokens
+        return t.mean(0) if m is None else (t * m).sum(0) / denom
+
+    P = mean0(p)
+    f = mean0(selected.reshape(-1, E)) / top_k if selected is not None else torch.full_like(P, 1.0 / E)
+    loss = E * (f * P).sum() if with_loss else None
+    if not with_stats:
+        return loss, None, None
+    ent = mean0(torch.special.entr(p.detach()).sum(-1, keepdim=True)).squeeze(0)
+    return loss, f.detach(), ent
+
+
+class MoeRouted:
+    """Marker + readouts shared by MoE-LoRA layers: last training forward's aux loss and stats."""
+
+    num_experts: int
+    top_k: int
+    context: RoutingContext
+    aux_loss: torch.Tensor | None = None          # () Switch loss, with grad
+    load_fraction: torch.Tensor | None = None     # (E,) share of top-k assignments per expert
+    router_entropy: torch.Tensor | None = None    # () mean per-token entropy of router probs, nats
+
+    def _record(self, probs: torch.Tensor, selected: torch.Tensor | None) -> None:
+        if not (self.training or self.context.collect_eval_stats):
+            return
+        with_stats = self.context.collect_stats or not self.training
+        loss, f, ent = balance_loss(probs, selected, self.top_k, self.context.mask_for(probs.shape[:-1]),
+                                    with_loss=self.training, with_stats=with_stats)
+        self.aux_loss = loss
+        if with_stats:
+            self.load_fraction, self.router_entropy = f, ent
+
+
+class MoeLoraLinear(nn.Module, MoeRouted):
     """Wraps an ``nn.Linear`` or bitsandbytes ``Linear4bit``/``Linear8bitLt`` (both subclass nn.Linear)."""
 
     def __init__(self, base_layer: nn.Module, r: int, lora_alpha: float, num_experts: int, top_k: int,
@@ -68,94 +158,25 @@ class MoeLoraLinear(nn.Module):
         self.context = context or RoutingContext()
         self.adapter_enabled = True
 
-        weight = base_layer.weight
-        device = weight.device
-        if adapter_dtype is None:  # "base": a quantized weight's storage dtype is uint8, use compute dtype
-            adapter_dtype = getattr(base_layer, "compute_dtype", None) or (
-                weight.dtype if weight.dtype.is_floating_point else torch.float32)
+        kw = dict(device=base_layer.weight.device, dtype=adapter_dtype or base_compute_dtype(base_layer))
         E, fin, fout = num_experts, self.in_features, self.out_features
-        kw = dict(device=device, dtype=adapter_dtype)
         self.lora_expert_A = nn.Parameter(torch.empty(E * r, fin, **kw))
         self.lora_expert_B = nn.Parameter(torch.empty(fout, E * r, **kw))
         self.lora_router = nn.Linear(fin, E, bias=router_bias, **kw)
-        self.reset_adapter_parameters(router_init_scale, generator)
+        init_moelora_weights(self.lora_expert_A, self.lora_expert_B, self.lora_router, router_init_scale,
+                             generator)
 
-        # Last training forward (tensors, detached except aux_loss; no host sync in forward).
-        self.aux_loss: torch.Tensor | None = None
-        self.load_fraction: torch.Tensor | None = None     # (E,) share of top-k assignments per expert
-        self.router_entropy: torch.Tensor | None = None    # () mean per-token entropy of router probs, nats
-
-    @torch.no_grad()
-    def reset_adapter_parameters(self, router_init_scale: float = 0.1,
-                                 generator: torch.Generator | None = None) -> None:
-        # A: kaiming-uniform(a=sqrt(5)) as PEFT's lora_A (fan_in = in for every expert alike); B: zeros,
-        # so the wrapped model starts exactly equal to the base model.
-        A = torch.empty(self.lora_expert_A.shape, dtype=torch.float32)
-        nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=generator)
-        self.lora_expert_A.copy_(A)
-        self.lora_expert_B.zero_()
-        W = torch.empty(self.lora_router.weight.shape, dtype=torch.float32)
-        nn.init.normal_(W, std=router_init_scale / math.sqrt(self.in_features), generator=generator)
-        self.lora_router.weight.copy_(W)
-        if self.lora_router.bias is not None:
-            self.lora_router.bias.zero_()
-
-    # -- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
         if not self.adapter_enabled:
             return result
-        out_dtype = result.dtype
         if not torch.is_autocast_enabled(x.device.type):
             # Same policy as PEFT with 4-bit bases: compute the adapter in its own dtype, cast back.
             x = x.to(self.lora_expert_A.dtype)
-        gates, probs, selected = self.route(x)                         # (..., E) each
-        h = F.linear(self.lora_dropout(x), self.lora_expert_A)          # (..., E*r): all A's at once
-        lead = h.shape[:-1]
-        h = (h.view(*lead, self.num_experts, self.r) * gates.unsqueeze(-1).to(h.dtype)).view(*lead, -1)
-        delta = F.linear(h, self.lora_expert_B)                         # (..., out): all B's at once
-        if self.training or self.context.collect_eval_stats:
-            self._record(probs, selected, lead)
-        return result + delta.to(out_dtype)
-
-    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Gates (..., E) with alpha/r folded in, router probs (..., E) fp32, and the 0/1 selection.
-
-        Softmax over all E logits then renormalising the kept top-k equals a softmax over only the
-        top-k logits; we take the first form because the full probabilities feed the balancing loss.
-        """
-        # fp32 softmax (Switch's "selective precision"): bf16 logits make routing flip on ties.
-        probs = torch.softmax(self.lora_router(x).float(), dim=-1)
-        if self.top_k == self.num_experts:  # dense mixture: nothing to select
-            return probs * self.scaling, probs, None
-        top_p, top_i = probs.topk(self.top_k, dim=-1)
-        w = top_p * (self.scaling / top_p.sum(-1, keepdim=True))
-        gates = torch.zeros_like(probs).scatter(-1, top_i, w)
-        selected = torch.zeros_like(probs).scatter(-1, top_i, 1.0)
-        return gates, probs, selected
-
-    def _record(self, probs: torch.Tensor, selected: torch.Tensor | None, lead: torch.Size) -> None:
-        """Switch load-balancing loss E * sum_e f_e P_e and routing stats, padding left out when known.
-
-        f_e: fraction of the top-k assignments that go to expert e (sums to 1; not differentiable);
-        P_e: mean router probability of e (carries the gradient). Equals 1.0 for perfectly even routing.
-        """
-        E = self.num_experts
-        p = probs.reshape(-1, E)
-        s = selected.reshape(-1, E) if selected is not None else None
-        mask = self.context.mask_for(lead)
-        m = mask.reshape(-1, 1).to(p.dtype) if mask is not None else None
-        denom = m.sum().clamp_min(1.0) if m is not None else None
-
-        def mean0(t: torch.Tensor) -> torch.Tensor:  # mean over real tokens
-            return t.mean(0) if m is None else (t * m).sum(0) / denom
-
-        P = mean0(p)
-        f = mean0(s) / self.top_k if s is not None else torch.full_like(P, 1.0 / E)
-        self.aux_loss = E * (f * P).sum() if self.training else None
-        if self.context.collect_stats or not self.training:
-            self.load_fraction = f.detach()
-            self.router_entropy = mean0(torch.special.entr(p.detach()).sum(-1, keepdim=True)).squeeze(0)
+        gates, probs, selected = route(self.lora_router(x), self.top_k, self.scaling)   # (..., E) each
+        delta = mix_experts(self.lora_dropout(x), self.lora_expert_A, self.lora_expert_B, gates, self.r)
+        self._record(probs, selected)
+        return result + delta.to(result.dtype)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, r={self.r}, experts={self.num_experts}, "
@@ -178,3 +199,9 @@ class MoeLoraLinear(nn.Module):
         """E*r*(in+out) expert weights + in*E router weights (+E with a router bias)."""
         return num_experts * r * (in_features + out_features) + in_features * num_experts + (
             num_experts if router_bias else 0)
+
+
+def base_compute_dtype(base_layer: nn.Module) -> torch.dtype:
+    """dtype the base layer computes in (a 4-bit weight's storage dtype is uint8: use compute_dtype)."""
+    w = base_layer.weight
+    return getattr(base_layer, "compute_dtype", None) or (w.dtype if w.dtype.is_floating_point else torch.float32)

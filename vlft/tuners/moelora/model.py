@@ -24,12 +24,11 @@ from torch import nn
 
 from vlft.config import ConfigError
 from vlft.tuners.moelora.config import CONFIG_NAME, WEIGHTS_NAME, MoeLoraConfig, is_moelora_dir
-from vlft.tuners.moelora.layer import MoeLoraLinear, RoutingContext
+from vlft.tuners.moelora.layer import MoeLoraLinear, MoeRouted, RoutingContext
 
 KEY_PREFIX = "base_model.model."      # PEFT's prefix for adapter keys
 _CONFIG_ATTR = "moelora_config"        # set on the model by apply_moelora
 _CONTEXT_ATTR = "_moelora_context"
-_HOOK_ATTR = "_moelora_mask_hook"
 _ADAPTER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
                    "base": None}
 
@@ -128,7 +127,7 @@ def apply_moelora(model: nn.Module, config: MoeLoraConfig, module_names: list[st
             p.requires_grad_(True)
     setattr(model, _CONFIG_ATTR, config)
     setattr(model, _CONTEXT_ATTR, ctx)
-    setattr(model, _HOOK_ATTR, model.register_forward_pre_hook(_capture_mask(ctx), with_kwargs=True))
+    model.register_forward_pre_hook(_capture_mask(ctx), with_kwargs=True)
     return model
 
 
@@ -155,6 +154,11 @@ def _modules_to_save(model: nn.Module, config: MoeLoraConfig) -> list[str]:
 
 def moelora_layers(model: nn.Module) -> "OrderedDict[str, MoeLoraLinear]":
     return OrderedDict((n, m) for n, m in model.named_modules() if isinstance(m, MoeLoraLinear))
+
+
+def routed_layers(model: nn.Module) -> "OrderedDict[str, MoeRouted]":
+    """Every MoE-LoRA layer, ours or PEFT-registered (peft_compat), for aux loss and stats."""
+    return OrderedDict((n, m) for n, m in model.named_modules() if isinstance(m, MoeRouted))
 
 
 def get_moelora_config(model: nn.Module) -> MoeLoraConfig:
@@ -220,8 +224,44 @@ def load_moelora(model: nn.Module, directory: str | Path, is_trainable: bool = F
                 f"{directory}: module {n} is not a Linear in this {type(model).__name__} "
                 f"(adapter trained on {config.base_model_name_or_path}?); Linear names here look like: "
                 f"{_name_examples(_linear_names(model), 5)}")
+    # Check shapes against the bare Linears before wrapping anything: a failed load leaves the model as is.
+    E, r = config.num_experts, config.r
+    for n in expert_modules:
+        lin = names[n]
+        need = {"lora_expert_A": (E * r, lin.in_features), "lora_expert_B": (lin.out_features, E * r),
+                "lora_router.weight": (E, lin.in_features)}
+        for k, shape in need.items():
+            t = state.get(f"{KEY_PREFIX}{n}.{k}")
+            if t is not None and tuple(t.shape) != shape:
+                raise AdapterLoadError(
+                    f"{directory}: {n}.{k} has shape {tuple(t.shape)} in the adapter but this model needs "
+                    f"{shape} (adapter trained on {config.base_model_name_or_path}?)")
     apply_moelora(model, config, module_names=expert_modules)
+    _copy_checked(model, state, directory, config.base_model_name_or_path)
+    for p in _trainable_refs(model):
+        p.requires_grad_(is_trainable)
+    if not is_trainable:
+        model.eval()
+    return model
 
+
+def load_moelora_weights(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Copy a saved adapter's tensors into a model that already has the same MoE-LoRA (e.g. resume).
+
+    Same validation as load_moelora; requires_grad and train/eval mode are left as they are.
+    """
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    wpath = directory / WEIGHTS_NAME
+    if not wpath.is_file():
+        raise AdapterLoadError(f"{directory}: {WEIGHTS_NAME} is missing; the adapter folder is incomplete")
+    _copy_checked(model, load_file(str(wpath)), directory, get_moelora_config(model).base_model_name_or_path)
+    return model
+
+
+def _copy_checked(model: nn.Module, state: dict[str, torch.Tensor], directory: Path, trained_on: Any) -> None:
+    """Validate every key and shape first (one error naming the folder and module), then copy."""
     expected = moelora_state_dict_refs(model)
     for k in sorted(set(expected) | set(state)):
         if k not in state:
@@ -233,15 +273,10 @@ def load_moelora(model: nn.Module, directory: str | Path, is_trainable: bool = F
             module = k[len(KEY_PREFIX):]
             raise AdapterLoadError(
                 f"{directory}: {module} has shape {tuple(state[k].shape)} in the adapter but this model "
-                f"needs {tuple(expected[k].shape)} (adapter trained on {config.base_model_name_or_path}?)")
+                f"needs {tuple(expected[k].shape)} (adapter trained on {trained_on}?)")
     with torch.no_grad():
         for k, t in expected.items():
             t.copy_(state[k].to(device=t.device, dtype=t.dtype))
-    for p in _trainable_refs(model):
-        p.requires_grad_(is_trainable)
-    if not is_trainable:
-        model.eval()
-    return model
 
 
 def moelora_state_dict_refs(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -269,7 +304,7 @@ def moelora_aux_loss(model: nn.Module) -> torch.Tensor:
     targeted layers, so ``router_aux_loss_coef`` means the same for q,v-only and all-linear runs.
     Zero (no grad) when no training forward has run. Multiply by the coef and add to the LM loss.
     """
-    losses = [m.aux_loss for m in moelora_layers(model).values() if m.aux_loss is not None]
+    losses = [m.aux_loss for m in routed_layers(model).values() if m.aux_loss is not None]
     if not losses:
         p = next(model.parameters())
         return torch.zeros((), device=p.device)
@@ -293,7 +328,7 @@ def moelora_stats(model: nn.Module, by: str = "proj", prefix: str = "moe") -> di
     ``moe/load_max`` (largest expert share in any layer: 1/E is even, k/E.. means collapse) and
     ``moe/entropy``. One host sync for the whole dict; call it every logging step, not every step.
     """
-    layers = [(n, m) for n, m in moelora_layers(model).items() if m.load_fraction is not None]
+    layers = [(n, m) for n, m in routed_layers(model).items() if m.load_fraction is not None]
     if not layers:
         return {}
     loads = torch.stack([m.load_fraction.float() for _, m in layers]).cpu()
@@ -317,10 +352,11 @@ def moelora_stats(model: nn.Module, by: str = "proj", prefix: str = "moe") -> di
 
 def set_moelora_stats(model: nn.Module, enabled: bool = True, in_eval: bool = False) -> None:
     """Turn routing statistics on/off (e.g. on only for logging steps); the aux loss is always computed."""
-    ctx: RoutingContext | None = getattr(model, _CONTEXT_ATTR, None)
-    if ctx is None:
+    contexts = {id(m.context): m.context for m in routed_layers(model).values()}
+    if not contexts:
         raise ValueError("model has no MoE-LoRA adapter")
-    ctx.collect_stats, ctx.collect_eval_stats = enabled, in_eval
+    for ctx in contexts.values():
+        ctx.collect_stats, ctx.collect_eval_stats = enabled, in_eval
 
 
 @contextlib.contextmanager
@@ -386,7 +422,7 @@ def moelora_summary(model: nn.Module) -> str:
 
 
 __all__ = [
-    "AdapterLoadError", "apply_moelora", "save_moelora", "load_moelora", "moelora_aux_loss", "moelora_stats",
+    "AdapterLoadError", "apply_moelora", "save_moelora", "load_moelora", "load_moelora_weights", "moelora_aux_loss", "moelora_stats",
     "count_trainable", "expected_trainable_params", "moelora_summary", "moelora_layers", "find_target_modules",
     "set_moelora_stats", "moelora_disabled", "moelora_state_dict", "get_moelora_config", "is_moelora_dir",
     "CONFIG_NAME", "WEIGHTS_NAME",
