@@ -158,7 +158,11 @@ def _moelora(model, spec: AdapterSpec):
                         lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                         num_experts=spec.num_experts, top_k=spec.top_k,
                         router_aux_loss_coef=spec.router_aux_loss_coef)
-    return apply_moelora(model, cfg)
+    model = apply_moelora(model, cfg)
+    # MoE-LoRA is injected in place (no PeftModel wrapper); this flag tells transformers'
+    # quantized-training guard that the 4-bit base carries trainable adapters.
+    model._hf_peft_config_loaded = True
+    return model
 
 
 AdapterFactory = Callable[[Any, AdapterSpec], Any]

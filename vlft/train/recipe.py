@@ -146,7 +146,8 @@ def _moe_hooks(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.adapter != "moelora":
         return {}
     from vlft.tuners.moelora import moelora_aux_loss, moelora_stats
-    return {"aux_loss_fn": moelora_aux_loss, "aux_coef": cfg.router_aux_loss_coef, "stats_fn": moelora_stats}
+    return {"aux_loss_fn": moelora_aux_loss, "aux_coef": cfg.router_aux_loss_coef, "stats_fn": moelora_stats,
+            "moelora": True}
 
 
 # -- trainer -----------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ class VlftTrainer(Trainer):
     """
 
     def __init__(self, *args, aux_loss_fn: Callable[[Any], Any] | None = None, aux_coef: float = 0.0,
-                 stats_fn: Callable[[Any], dict] | None = None, **kwargs):
+                 stats_fn: Callable[[Any], dict] | None = None, moelora: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.moelora = moelora
         self.aux_loss_fn = aux_loss_fn if aux_coef > 0 else None
         self.aux_coef = aux_coef
         self.stats_fn = stats_fn
@@ -50,14 +51,49 @@ class VlftTrainer(Trainer):
                 loss = loss + term
         return (loss, outputs) if return_outputs else loss
 
+    # -- MoE-LoRA is injected in place (not a PeftModel): save/load only its tensors, so a
+    # checkpoint holds the adapter (MBs), not the whole base model (GBs).
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.moelora:
+            return super()._save(output_dir, state_dict)
+        import os
+
+        import torch
+
+        from vlft.tuners.moelora import save_moelora
+        output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return
+        save_moelora(self.accelerator.unwrap_model(self.model), output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if not self.moelora:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        import torch
+        from safetensors.torch import load_file
+
+        from vlft.tuners.moelora import WEIGHTS_NAME
+        from vlft.tuners.moelora.model import moelora_state_dict_refs
+        state = load_file(f"{resume_from_checkpoint}/{WEIGHTS_NAME}")
+        refs = moelora_state_dict_refs(self.accelerator.unwrap_model(model or self.model))
+        missing = sorted(set(refs) - set(state))
+        if missing:
+            raise ValueError(f"{resume_from_checkpoint}: {missing[0]} missing from {WEIGHTS_NAME}")
+        with torch.no_grad():
+            for k, t in refs.items():
+                t.copy_(state[k].to(device=t.device, dtype=t.dtype))
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (not eval / end-of-training summary)
             logs.update(self.meter.rates(world_size=self.accelerator.num_processes))
             logs.update(memory_metrics())
-            if self._aux_n:
-                logs["moe/aux_loss"] = self._aux_sum / self._aux_n
-                self._aux_sum, self._aux_n = 0.0, 0
-            if self.stats_fn is not None:
+            if self.stats_fn is not None:  # routing of the last training forward
                 stats = self.stats_fn(self.accelerator.unwrap_model(self.model)) or {}
                 logs.update({k if k.startswith("moe/") else f"moe/{k}": float(v) for k, v in stats.items()})
+            if self._aux_n:  # mean over the micro-batches since the last log
+                logs["moe/aux_loss"] = self._aux_sum / self._aux_n
+                self._aux_sum, self._aux_n = 0.0, 0
         super().log(logs, start_time)

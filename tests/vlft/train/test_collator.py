@@ -1,0 +1,119 @@
+"""Labels come from the real chat template and cover exactly the assistant turns."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlft.models.loading import load_processor
+from vlft.train.collator import (IGNORE_INDEX, SampleEncoder, SampleError, SftCollator, TemplateTokens,
+                                 assistant_spans)
+
+from train_helpers import TINY_PIXELS, caption_sample
+
+
+def _msg(role, *parts):
+    content = []
+    for p in parts:
+        content.append({"type": "text", "text": p} if isinstance(p, str) else {"type": "image", "image": str(p)})
+    return {"role": role, "content": content}
+
+
+def _samples(imgs):
+    return {
+        "single": {"id": "a", "messages": [_msg("user", imgs[0], "COCO Yes:"),
+                                           _msg("assistant", "A dog on the grass.")]},
+        "multi_turn": {"id": "b", "messages": [
+            _msg("system", "You describe pictures."),
+            _msg("user", imgs[0], "What is this?"), _msg("assistant", "A kitchen with a stove."),
+            _msg("user", "And the colour?"), _msg("assistant", "Mostly white, 白色的墙。")]},
+        "multi_image": {"id": "c", "messages": [
+            _msg("user", imgs[0], imgs[1], "Compare the two images."),
+            _msg("assistant", "The first is indoors; the second is outside."),
+            _msg("user", imgs[2], "And this one?"), _msg("assistant", "A street.")]},
+        "text_only": {"id": "d", "messages": [_msg("user", "Say hi"), _msg("assistant", "Hi!")]},
+    }
+
+
+@pytest.fixture(scope="module")
+def qwen3_processor(tiny_model_dir):
+    return load_processor(tiny_model_dir, max_pixels=TINY_PIXELS, min_pixels=32 * 32)
+
+
+def _check_labels(processor, sample):
+    enc = SampleEncoder(processor, max_length=4096)
+    out = enc.encode(sample)
+    ids, labels = out["input_ids"].tolist(), out["labels"].tolist()
+    tok = processor.tokenizer
+    expected = [m for m in sample["messages"] if m["role"] == "assistant"]
+    # contiguous labelled runs, one per assistant turn, each decoding to text + <|im_end|>
+    runs, cur = [], []
+    for i, l in enumerate(labels):
+        if l != IGNORE_INDEX:
+            assert l == ids[i]
+            cur.append(l)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    assert [tok.decode(r) for r in runs] == [m["content"][0]["text"] + "<|im_end|>" for m in expected]
+    # nothing else: no image pads, no headers, no trailing newline
+    image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    assert all(l != image_pad for l in labels)
+    # the up-front length estimate (image headers only) equals the real encoded length
+    assert enc.measure(sample) == len(ids)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["single", "multi_turn", "multi_image", "text_only"])
+def test_qwen3_labels_decode_to_assistant_text(qwen3_processor, coco_images, kind):
+    _check_labels(qwen3_processor, _samples(coco_images)[kind])
+
+
+@pytest.mark.parametrize("kind", ["single", "multi_turn", "multi_image"])
+def test_qwen25_labels_decode_to_assistant_text(tiny_qwen25_dir, coco_images, kind):
+    processor = load_processor(tiny_qwen25_dir, max_pixels=TINY_PIXELS, min_pixels=32 * 32)
+    _check_labels(processor, _samples(coco_images)[kind])
+
+
+def test_template_has_no_think_block_and_injected_one_is_masked(qwen3_processor):
+    """The vendored Qwen3-VL-4B-Instruct template renders assistant text verbatim; Qwen3
+    'thinking' templates add an empty <think> block to the last turn, which must stay unlabelled."""
+    tok = qwen3_processor.tokenizer
+    msgs = [_msg("user", "hi"), _msg("assistant", "Hello there.")]
+    text = qwen3_processor.apply_chat_template(msgs, tokenize=False)
+    assert "<think>" not in text and text.endswith("<|im_start|>assistant\nHello there.<|im_end|>\n")
+    injected = text.replace("assistant\nHello", "assistant\n<think>\n\n</think>\n\nHello")
+    ids = tok(injected, add_special_tokens=False)["input_ids"]
+    tt = TemplateTokens.from_tokenizer(tok)
+    (s, e), = assistant_spans(ids, tt, ["Hello there."], tok)
+    assert tok.decode(ids[s:e]) == "Hello there.<|im_end|>"
+    # a message that really contains a think block keeps it labelled
+    (s, e), = assistant_spans(ids, tt, ["<think>\n\n</think>\n\nHello there."], tok)
+    assert tok.decode(ids[s:e]).startswith("<think>")
+
+
+def test_too_long_and_no_assistant_are_skipped_with_reasons(qwen3_processor, coco_images):
+    enc = SampleEncoder(qwen3_processor, max_length=20)
+    with pytest.raises(SampleError) as e:
+        enc.measure(caption_sample(0, coco_images[0], "word " * 50))
+    assert e.value.reason == "too_long"
+    with pytest.raises(SampleError) as e:
+        SampleEncoder(qwen3_processor, 512).measure({"id": "x", "messages": [_msg("user", "hi")]})
+    assert e.value.reason == "no_assistant"
+
+
+def test_batch_is_right_padded_with_images_concatenated(qwen3_processor, coco_images):
+    s = _samples(coco_images)
+    batch = SftCollator(qwen3_processor, 4096)([s["single"], s["multi_image"], s["text_only"]])
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    assert ids.shape == mask.shape == labels.shape and ids.shape[0] == 3
+    pad = qwen3_processor.tokenizer.pad_token_id
+    for row in range(3):
+        n = int(mask[row].sum())
+        assert mask[row, :n].all() and not mask[row, n:].any()      # right padding
+        assert (ids[row, n:] == pad).all() and (labels[row, n:] == IGNORE_INDEX).all()
+    assert batch["image_grid_thw"].shape == (4, 3)                   # 1 + 3 images, text-only adds none
+    assert batch["pixel_values"].shape[0] == int(batch["image_grid_thw"].prod(-1).sum())
+    n_pad_tokens = int((ids == qwen3_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum())
+    assert n_pad_tokens == int(batch["image_grid_thw"].prod(-1).sum()) // 4   # merge 2x2

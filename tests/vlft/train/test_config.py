@@ -1,0 +1,69 @@
+"""CLI flags (seed aliases included), YAML recipes and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vlft.config import ConfigError, parse_config
+from vlft.paths import REPO_DIR
+from vlft.train import MoeTrainConfig, TrainConfig
+
+SEED_ARGS = ["--model", "./qwen3-vl-4b-instruct", "--train_json", "./coco_2014_caption/train.json",
+             "--output_dir", "./output/Qwen3-VL-4Bmoelora"]
+
+
+def test_seed_command_line_parses_for_both_scripts():
+    for cls in (TrainConfig, MoeTrainConfig):
+        cfg = parse_config(cls, SEED_ARGS)
+        assert cfg.model_name_or_path == "./qwen3-vl-4b-instruct"
+        assert cfg.data_path == "./coco_2014_caption/train.json"
+        assert cfg.output_dir == "./output/Qwen3-VL-4Bmoelora"
+    assert parse_config(MoeTrainConfig, SEED_ARGS).adapter == "moelora"
+    assert parse_config(TrainConfig, SEED_ARGS).adapter == "lora"
+
+
+def test_recipe_flags_from_the_qwen_recipe():
+    cfg = parse_config(TrainConfig, [
+        "--model_name_or_path", "m", "--data_path", "d.jsonl", "--image_folder", "imgs", "--output_dir", "o",
+        "--model_max_length", "2048", "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "4",
+        "--num_train_epochs", "3", "--lr_scheduler_type", "cosine", "--learning_rate", "2e-4",
+        "--logging_steps", "10", "--save_strategy", "steps", "--save_steps", "1000", "--save_total_limit", "2",
+        "--lora_target_modules", "all", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.05",
+        "--bf16", "--adapter", "dora", "--load_in_4bit", "--no-gradient_checkpointing", "--max_steps", "5",
+        "--warmup_ratio", "0.1", "--seed", "3", "--resume_from_checkpoint", "auto", "--eval_data_path", "v.json",
+        "--max_pixels", "50176", "--min_pixels", "3136", "--report_to", "none", "--verbose"])
+    assert (cfg.bf16, cfg.quant, cfg.gradient_checkpointing, cfg.adapter) == (True, "4bit", False, "dora")
+    assert cfg.lora_target_modules == "all" and cfg.resume_from_checkpoint == "auto"
+
+
+def test_moe_flags_only_on_moelora_script(capsys):
+    cfg = parse_config(MoeTrainConfig, SEED_ARGS + ["--num_experts", "8", "--top_k", "1",
+                                                    "--router_aux_loss_coef", "0.05"])
+    assert (cfg.num_experts, cfg.top_k, cfg.router_aux_loss_coef) == (8, 1, 0.05)
+    with pytest.raises(SystemExit):
+        parse_config(TrainConfig, SEED_ARGS + ["--num_experts", "8"])
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO_DIR / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(recipe: Path):
+    cls = MoeTrainConfig if "moe" in recipe.name else TrainConfig
+    cfg = cls.from_yaml(recipe)
+    assert cfg.adapter in recipe.stem or (recipe.stem == "qlora" and cfg.quant == "4bit")
+
+
+def test_flags_override_yaml(tmp_path):
+    y = tmp_path / "r.yaml"
+    y.write_text("lora_r: 4\ntrain_json: a.json\n", encoding="utf-8")
+    cfg = parse_config(TrainConfig, ["--config", str(y), "--lora_r", "16"])
+    assert cfg.lora_r == 16 and cfg.data_path == "a.json"
+
+
+@pytest.mark.parametrize("kw,field", [(dict(lora_r=0), "lora_r"), (dict(top_k=5, num_experts=4), "top_k"),
+                                      (dict(bf16=True, fp16=True), "fp16"),
+                                      (dict(load_in_4bit=True, load_in_8bit=True), "load_in_8bit"),
+                                      (dict(lora_dropout=1.0), "lora_dropout")])
+def test_bad_values_name_the_field(kw, field):
+    with pytest.raises(ConfigError, match=f"^{field}:"):
+        TrainConfig(**kw)
