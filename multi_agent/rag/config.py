@@ -41,9 +41,9 @@ class RagConfig(BaseConfig):
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0],
                                  doc="fusion weights for [bm25, dense]")
     cjk_dense_weight: float | None = field(
-        0.2, "dense weight used instead for mostly-Chinese/Japanese/Korean queries: the default English "
-        "embedder is near noise on Chinese, so jieba BM25 must carry them; set 1.0 (or none) with a "
-        "multilingual embedder such as BAAI/bge-m3")
+        None, "dense weight for mostly-Chinese/Japanese/Korean queries. Default (none): 0 with the default "
+        "English all-MiniLM-L6-v2, whose Chinese vectors are near noise (jieba BM25 then decides the order and "
+        "dense hits only fill in after it), else the normal dense weight")
     rerank_top_n: int = field(20, "fused hits passed to the cross-encoder")
     batch_size: int = field(32, "embedding batch size")
 
@@ -68,6 +68,15 @@ class RagConfig(BaseConfig):
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         require(bool(self.milvus_collection.replace("_", "").isalnum()), "milvus_collection",
                 "letters, digits and _ only")
+
+    def dense_weight_for(self, cjk_query: bool) -> float:
+        if not cjk_query:
+            return self.weights[1]
+        if self.cjk_dense_weight is not None:
+            return self.cjk_dense_weight
+        from .embed import is_default_embedder
+
+        return 0.0 if is_default_embedder(self.embedder) else self.weights[1]
 
     @property
     def resolved_milvus_uri(self) -> str:

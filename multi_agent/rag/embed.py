@@ -16,6 +16,10 @@ _CACHE: dict[tuple[str, str | None], "Embedder"] = {}
 _LOCK = threading.Lock()
 
 
+def is_default_embedder(name: str) -> bool:
+    return name.lower() in _ALIASES
+
+
 def resolve_model_path(name: str) -> str:
     """Map the default name to the bundled files; anything else is a hub name or local path."""
     if name.lower() in _ALIASES:

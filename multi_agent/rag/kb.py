@@ -111,9 +111,7 @@ class KnowledgeBase:
                 if row is not None:
                     dense.append((snap.chunks[row], s))
             dense = dense[:n]
-        w_bm25, w_dense = cfg.weights
-        if cfg.cjk_dense_weight is not None and cjk_ratio(query) >= 0.5:
-            w_dense = cfg.cjk_dense_weight
+        w_bm25, w_dense = cfg.weights[0], cfg.dense_weight_for(cjk_ratio(query) >= 0.5)
         fused = rrf({"bm25": [c.chunk_id for c, _ in sparse], "dense": [c.chunk_id for c, _ in dense]},
                     {"bm25": w_bm25, "dense": w_dense}, k=cfg.rrf_k)
         by_id = {c.chunk_id: c for c, _ in sparse + dense}

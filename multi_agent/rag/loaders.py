@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,6 @@ from .config import PDF_SUFFIXES, TEXT_SUFFIXES
 _BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
 _HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
-_CHINESE_CODECS = {"gb18030", "gbk", "gb2312", "big5", "big5hkscs", "cp950", "hz"}
 
 
 class SkipFile(Exception):
@@ -34,8 +34,9 @@ class LoadedDoc:
 
 
 def detect_encoding(data: bytes) -> str:
-    """BOM, then strict UTF-8, then charset-normalizer; ties between East-Asian codecs go to
-    GB18030 (a superset of GBK/GB2312) when that decodes cleanly into Chinese characters."""
+    """BOM, then strict UTF-8, then charset-normalizer. Short East-Asian texts are ambiguous
+    (4 GBK characters also decode as Big5 or cp949), so when any Chinese reading is possible
+    the candidates are ranked by how common their Han characters are in jieba's dictionary."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
             return codec
@@ -50,19 +51,26 @@ def detect_encoding(data: bytes) -> str:
     if best is None:
         raise SkipFile("could not detect a text encoding (binary file?)")
     enc = best.encoding.lower()
-    if enc not in _CHINESE_CODECS and _looks_chinese(data):
-        # Short GBK text is often scored as cp949/shift_jis; users here mostly write Chinese.
-        return "gb18030"
-    return enc
+    scores = {c: _chinese_score(data, c) for c in dict.fromkeys([enc, "gb18030", "big5"])}
+    top = max(scores, key=scores.get)
+    # Override the detector only on a clear margin (mean log-frequency per character).
+    return top if scores[top] > scores[enc] + 1.0 else enc
 
 
-def _looks_chinese(data: bytes) -> bool:
+def _chinese_score(data: bytes, codec: str) -> float:
+    """Mean log jieba frequency of the Han characters, scaled by their share of non-ASCII text."""
     try:
-        text = data.decode("gb18030")
-    except UnicodeDecodeError:
-        return False
+        text = data.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return float("-inf")
     non_ascii = [c for c in text if ord(c) > 127 and not c.isspace()]
-    return bool(non_ascii) and sum(bool(_HAN.match(c)) for c in non_ascii) >= 0.8 * len(non_ascii)
+    han = [c for c in non_ascii if _HAN.match(c)]
+    if not han:
+        return 0.0
+    from .tokenize import _jieba
+
+    freq = _jieba().dt.FREQ
+    return sum(math.log1p(freq.get(c, 0)) for c in han) / len(han) * len(han) / len(non_ascii)
 
 
 def load_text(path: Path) -> LoadedDoc:
