@@ -67,8 +67,8 @@ class TurnContext:
     cancel: threading.Event | None = None
     steps: list[StepTrace] = field(default_factory=list)
 
-    def record(self, name: str, started: float, output: str, **data: Any) -> None:
-        step = StepTrace(name=name, output=output, started=started,
+    def record(self, step: str, started: float, output: str, **data: Any) -> None:
+        step = StepTrace(name=step, output=output, started=started,
                          seconds=round(time.time() - started, 4), data=data)
         self.steps.append(step)
         if self.on_step is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 from multi_agent.agents.trace import cite_label
@@ -15,10 +16,18 @@ def retrieve(kb: Any, query: str, k: int = 5, rerank: bool = True) -> list[Any]:
 
 
 def kb_has_documents(kb: Any) -> bool:
+    """Indexed files, or indexable files in the folder (the first search builds the index)."""
     try:
-        return bool(kb.files())
+        if kb.files():
+            return True
     except Exception:  # an unreadable index is reported by the search itself
         return True
+    folder = getattr(getattr(kb, "config", None), "kb_dir", None)
+    if folder is None or not Path(folder).is_dir():
+        return False
+    from multi_agent.rag.loaders import supported
+    return any(p.is_file() and supported(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+               for p in Path(folder).rglob("*"))
 
 
 def format_evidence(hits: Sequence[Any], limit: int = EVIDENCE_CHARS) -> str:

@@ -31,6 +31,7 @@ _GENERATORS: dict[tuple[str, str | None], Any] = {}
 _LOAD_LOCK = threading.Lock()
 # One GPU: two chats (GUI + MCP, or two tabs) generating at once would only thrash memory.
 GENERATE_LOCK = threading.Lock()
+JOIN_TIMEOUT_S = 60.0   # a stopped generation finishes its current decoding step first
 
 
 def model_notice(model_dir: str | Path | None) -> str | None:
@@ -162,6 +163,8 @@ class LocalVLChatModel(BaseChatModel):
                     halt.set()
         finally:
             halt.set()          # consumer gone (cancel, error, early close): stop after this step
+            # Return only once the model is free again, so "cancelled" means the GPU is idle.
+            worker.join(timeout=JOIN_TIMEOUT_S)
 
     @staticmethod
     def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:

@@ -1,0 +1,204 @@
+"""MCP server: the assistant's chain, knowledge base and session summary as MCP tools.
+
+    python -m multi_agent.mcp_server                         # stdio (for Claude Desktop, VS Code, ...)
+    python -m multi_agent.mcp_server --transport http --port 8765   # streamable HTTP at /mcp
+    python -m multi_agent.mcp_server --model_dir ./qwen3-vl-4b-instruct --adapter output/lora
+
+Tools: ``ask``, ``search_knowledge_base``, ``index_documents``, ``save_session_summary``.
+Every file path a client sends is resolved inside the knowledge-base folder (or a folder given
+with ``--allow-dir``); anything else, ``../../etc/passwd`` included, is refused with one line.
+Built on the official MCP Python SDK 2.x (``mcp.server.mcpserver.MCPServer``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Sequence
+
+from pydantic import Field
+
+from multi_agent.assistant import Assistant, AssistantConfig
+from multi_agent.agents.trace import hit_to_dict
+from vlft.config import ConfigError, build_parser
+
+SERVER_NAME = "qwen-vl-assistant"
+MAX_QUESTION_CHARS = 8000
+MAX_QUERY_CHARS = 2000
+MAX_PATHS = 200
+INSTRUCTIONS = (
+    "A local Qwen-VL assistant over the user's own documents. `ask` runs the Planner -> Manager -> "
+    "Knowledge -> Responder -> Reviewer chain and answers with numbered citations [n] into its "
+    "evidence list; `search_knowledge_base` returns raw passages; `index_documents` (re)indexes files "
+    "inside the knowledge-base folder; `save_session_summary` writes the conversation to a Markdown "
+    "report. File paths are relative to the knowledge-base folder.")
+
+log = logging.getLogger(__name__)
+
+
+class PathRefused(ValueError):
+    """A client-supplied path points outside the folders the server may read."""
+
+
+def confine(path: str, roots: Sequence[Path], what: str = "path") -> Path:
+    """``path`` (relative to the first root, or absolute) resolved, if it lies inside one of ``roots``.
+
+    Resolving first means ``..`` segments and symlinks are judged by where they really lead.
+    """
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise PathRefused(f"{what}: empty or invalid path")
+    p = Path(path).expanduser()
+    resolved = (p if p.is_absolute() else roots[0] / p).resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    allowed = ", ".join(str(r) for r in roots)
+    raise PathRefused(f"{what}: {path!r} is outside the allowed folder(s) ({allowed}); refused")
+
+
+def trace_summary(trace: Any) -> dict[str, Any]:
+    """What an MCP client needs from a TurnTrace (full evidence text included for grounding)."""
+    return {
+        "answer": trace.answer,
+        "citations": trace.citations,
+        "evidence": [hit_to_dict(h, i + 1) for i, h in enumerate(trace.evidence)],
+        "plan": {"steps": trace.plan.steps, "needs_kb": trace.plan.needs_kb},
+        "decision": {"retrieve": trace.decision.retrieve, "query": trace.decision.query,
+                     "reason": trace.decision.reason},
+        "review": {"verdict": trace.review.verdict, "feedback": trace.review.feedback,
+                   "rewrites": trace.review.rewrites},
+        "steps": [{"name": s.name, "seconds": s.seconds, "output": s.output} for s in trace.steps],
+        "tool_calls": trace.tool_calls,
+        "seconds": trace.seconds,
+    }
+
+
+def build_server(assistant: Assistant, allow_dirs: Sequence[Path] = ()):
+    """An ``MCPServer`` whose tools call ``assistant`` (one session shared by the client)."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    kb_dir = Path(assistant.config.kb_dir)
+    image_roots = [kb_dir, *map(Path, allow_dirs)]
+    server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS)
+
+    def _confine(path: str, roots: Sequence[Path], what: str) -> Path:
+        try:
+            return confine(path, roots, what)
+        except PathRefused as e:
+            raise ToolError(str(e)) from None
+
+    @server.tool(description="Ask the assistant a question (optionally about an image inside the "
+                             "knowledge-base folder). Returns the answer, its citations [n] -> "
+                             "evidence, the plan, the retrieval decision and the review.")
+    def ask(question: Annotated[str, Field(min_length=1, max_length=MAX_QUESTION_CHARS,
+                                           description="the question, any language")],
+            image_path: Annotated[str | None, Field(description="image file, relative to the "
+                                                    "knowledge-base folder")] = None,
+            use_kb: Annotated[bool, Field(description="allow knowledge-base retrieval")] = True,
+            ) -> dict[str, Any]:
+        if not question.strip():
+            raise ToolError("question: empty")
+        images = []
+        if image_path:
+            img = _confine(image_path, image_roots, "image_path")
+            if not img.is_file():
+                raise ToolError(f"image_path: {image_path!r} not found")
+            images.append(img)
+        trace = assistant.ask(question, images=images, use_kb=use_kb)
+        if trace.error:
+            raise ToolError(trace.error)
+        return trace_summary(trace)
+
+    @server.tool(description="Search the knowledge base (hybrid BM25 + vector, cross-encoder rerank). "
+                             "Returns passages with source file, page and scores.")
+    def search_knowledge_base(
+            query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)],
+            k: Annotated[int, Field(ge=1, le=50, description="number of passages")] = 5,
+            rerank: bool = True) -> dict[str, Any]:
+        if not query.strip():
+            raise ToolError("query: empty")
+        hits = assistant.kb.search(query, k=k, rerank=rerank)
+        return {"query": query, "hits": [hit_to_dict(h, i + 1) for i, h in enumerate(hits)]}
+
+    @server.tool(description="Index documents inside the knowledge-base folder: no paths = sync the "
+                             "whole folder (new, changed and deleted files); else only the given files "
+                             "(relative to the knowledge-base folder).")
+    def index_documents(paths: Annotated[list[str] | None, Field(max_length=MAX_PATHS)] = None
+                        ) -> dict[str, Any]:
+        kb = assistant.kb
+        if paths:
+            files = [_confine(p, [kb_dir], "paths") for p in paths]
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise ToolError(f"paths: {missing[0]} not found")
+            report = kb.add_files(files)
+        else:
+            report = kb.index()
+        out = {"summary": report.summary() if hasattr(report, "summary") else str(report),
+               "files": [f["path"] if isinstance(f, dict) else str(f) for f in kb.files()]}
+        for key in ("added", "changed", "deleted", "unchanged", "chunks"):
+            if hasattr(report, key):
+                out[key] = getattr(report, key)
+        if getattr(report, "skipped", None):
+            out["skipped"] = [{"path": p, "reason": r} for p, r in report.skipped]
+        return out
+
+    @server.tool(description="Save this session (questions, answers, plan, dialogue, evidence with "
+                             "citations) as a Markdown report in the reports folder; returns its path.")
+    def save_session_summary(title: Annotated[str | None, Field(max_length=200)] = None) -> dict[str, Any]:
+        try:
+            path = assistant.save_summary(title)
+        except ValueError as e:
+            raise ToolError(str(e)) from None
+        return {"path": str(path), "file": path.name, "turns": len(assistant.history)}
+
+    return server
+
+
+# -- command line -----------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> tuple[AssistantConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="python -m multi_agent.mcp_server", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio",
+                        help="stdio for desktop MCP clients; http = streamable HTTP")
+    parser.add_argument("--host", default="127.0.0.1", help="http: interface to bind")
+    parser.add_argument("--port", type=int, default=8765, help="http: port")
+    parser.add_argument("--allow-dir", action="append", default=[], dest="allow_dirs", metavar="DIR",
+                        help="extra folder `ask` may read images from (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging on stderr")
+    build_parser(AssistantConfig, parser=parser)
+    ns = vars(parser.parse_args(argv))
+    extras = argparse.Namespace(**{k: ns.pop(k) for k in ("transport", "host", "port", "allow_dirs",
+                                                          "verbose")})
+    recipe = ns.pop("config", None)
+    try:
+        from vlft.config import load_yaml
+        data = load_yaml(recipe) if recipe else {}
+        data.update(ns)
+        return AssistantConfig.from_dict(data, source=recipe or "command line"), extras
+    except ConfigError as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from vlft.utils.logging import setup_logging
+
+    config, opts = parse_args(argv)
+    # stdout is the MCP wire in stdio mode: logs go to stderr (logging's default stream).
+    setup_logging(opts.verbose)
+    assistant = Assistant(config)
+    if assistant.notice:
+        print(assistant.notice, file=sys.stderr)
+    server = build_server(assistant, [Path(d) for d in opts.allow_dirs])
+    if opts.transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=opts.host, port=opts.port)
+
+
+if __name__ == "__main__":
+    main()
