@@ -152,10 +152,10 @@ def _load_moelora(model, path: Path):
         raise AdapterLoadError(f"{path}: MoE-LoRA adapter, but vlft.tuners.moelora is unavailable ({e})") from None
     try:
         return load_moelora(model, path)
-    except AdapterLoadError:
-        raise
     except (RuntimeError, ValueError, KeyError) as e:
-        raise AdapterLoadError(_explain_peft_error(path, e)) from None
+        # The tuner's own errors are already one line naming the folder.
+        msg = str(e).strip()
+        raise AdapterLoadError(msg if msg.startswith(str(path)) else _explain_peft_error(path, e)) from None
 
 
 _SIZE_RE = re.compile(r"size mismatch for ([^:]+): copying a param with shape (torch\.Size\(\[[^\]]*\]\)) "
@@ -172,8 +172,10 @@ def _explain_peft_error(path: Path, e: Exception) -> str:
                 f"{_shape(m.group(2))} in the adapter but {_shape(m.group(3))} in this model "
                 f"({n} tensor(s) differ)")
     if "not found in the base model" in msg or "Target module" in msg:
+        hint = (" - it names 'model.layers.*' but this transformers calls them 'model.language_model.layers.*'"
+                if "model.layers" in msg.replace("\\", "") and "language_model" not in msg else "")
         return (f"{path}: adapter targets modules this model does not have{base} "
-                f"({msg.splitlines()[0][:200]})")
+                f"({msg.splitlines()[0][:200]}){hint}")
     first = msg.strip().splitlines()[0] if msg.strip() else e.__class__.__name__
     return f"{path}: cannot load adapter{base}: {first[:300]}"
 
@@ -210,6 +212,12 @@ def _model_adapter_tensors(model) -> dict[str, Any]:
         for name in model.peft_config:
             out.update(get_peft_model_state_dict(model, adapter_name=name))
         return out
+    try:
+        from vlft.tuners.moelora.model import moelora_layers, moelora_state_dict_refs
+        if moelora_layers(model):
+            return moelora_state_dict_refs(model)
+    except ImportError:
+        pass
     return dict(model.state_dict())
 
 

@@ -97,3 +97,14 @@ def rename_adapter_keys(src: str | Path, dst: str | Path, old: str = ".language_
     save_file({k.replace(old, new): v for k, v in tensors.items()}, str(dst / "adapter_model.safetensors"),
               metadata={"format": "pt"})
     return dst
+
+
+def cached_dir(root: str | Path, name: str, build) -> Path:
+    """``root/name`` built once by ``build(path)`` and reused (test sessions share one tmp root)."""
+    path = Path(root) / name
+    if not (path / ".complete").is_file():
+        if path.exists():
+            shutil.rmtree(path)
+        build(path)
+        (path / ".complete").touch()
+    return path

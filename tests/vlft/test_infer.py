@@ -1,0 +1,209 @@
+"""VLGenerator and test.py on the tiny Qwen3-VL (CPU): adapters change the output, streaming and
+batching give the greedy one-at-a-time text, stop_event cancels, bad input gets one line."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from vlft.adapters.testing import cached_dir, make_peaked_model, make_random_adapter
+from vlft.infer import (ImageLoadError, VLGenerator, caption_messages, list_images, load_image,
+                        merge_repeated)
+from vlft.paths import REPO_DIR
+
+MAX_NEW = 8
+
+
+@pytest.fixture(scope="module")
+def peaked_dir(tmp_path_factory, tiny_model_dir):
+    return cached_dir(tmp_path_factory.getbasetemp(), "peaked-tiny",
+                      lambda p: make_peaked_model(tiny_model_dir, p))
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory, peaked_dir):
+    return cached_dir(tmp_path_factory.getbasetemp(), "adapter-lora",
+                      lambda p: make_random_adapter(peaked_dir, p, "lora", seed=1))
+
+
+@pytest.fixture(scope="module")
+def gen(peaked_dir):
+    return VLGenerator(peaked_dir, precision="none")
+
+
+@pytest.fixture(scope="module")
+def images(coco_sample_dir):
+    return [str(p) for p in list_images(coco_sample_dir / "images")]
+
+
+def test_adapter_changes_the_output(gen, peaked_dir, lora_dir, images):
+    msgs = caption_messages([images[0]], "COCO Yes:")
+    base = gen.generate(msgs, max_new_tokens=MAX_NEW)
+    tuned = VLGenerator(peaked_dir, adapter=lora_dir, precision="none").generate(msgs, max_new_tokens=MAX_NEW)
+    assert base.strip() and tuned.strip()
+    assert base != tuned
+    # The image matters too: a different picture, a different greedy caption.
+    others = {gen.generate(caption_messages([im], "COCO Yes:"), max_new_tokens=MAX_NEW) for im in images[:4]}
+    assert len(others) > 1
+
+
+def test_streaming_gives_the_same_text(gen, images):
+    msgs = caption_messages([images[1]], "描述这张图片")
+    pieces: list[str] = []
+    streamed = gen.generate(msgs, max_new_tokens=12, on_token=pieces.append)
+    assert len(pieces) >= 1
+    assert "".join(pieces) == streamed == gen.generate(msgs, max_new_tokens=12)
+
+
+def test_batched_equals_one_at_a_time(gen, images):
+    from PIL import Image
+
+    small = Image.open(images[2]).convert("RGB").resize((200, 120))  # other size -> other token count
+    convs = [caption_messages([images[0]], "COCO Yes:"),
+             caption_messages([small], "What is in the picture?"),
+             caption_messages([images[3], images[4]], "这两张图片有什么不同？"),
+             [{"role": "system", "content": [{"type": "text", "text": "Answer briefly."}]}]
+             + caption_messages([images[5]], "COCO Yes:"),
+             [{"role": "user", "content": [{"type": "text", "text": "Hello, who are you?"}]}]]
+    one_by_one = [gen.generate(c, max_new_tokens=MAX_NEW) for c in convs]
+    assert gen.generate_batch(convs, max_new_tokens=MAX_NEW, batch_size=3) == one_by_one
+    assert gen.generate_batch(convs, max_new_tokens=MAX_NEW, batch_size=8) == one_by_one
+
+
+def test_stop_event_cancels_promptly(gen, images):
+    msgs = caption_messages([images[0]], "COCO Yes:")
+    ev = threading.Event()
+    ev.set()  # already set: one decoding step at most
+    out = gen.generate(msgs, max_new_tokens=50, stop_event=ev)
+    assert len(gen.tokenizer(out)["input_ids"]) <= 1
+
+    ev = threading.Event()
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(
+        text=gen.generate(msgs, max_new_tokens=3000, stop_event=ev, on_token=lambda t: None)))
+    worker.start()
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    ev.set()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert time.perf_counter() - t0 < 5
+    assert len(gen.tokenizer(result["text"])["input_ids"]) < 3000
+
+
+def test_one_generation_at_a_time_across_threads(gen, images):
+    msgs = [caption_messages([im], "COCO Yes:") for im in images[:2]]
+    expected = [gen.generate(m, max_new_tokens=MAX_NEW) for m in msgs]
+    got: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, gen.generate(msgs[i], max_new_tokens=MAX_NEW)))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [got[0], got[1]] == expected
+
+
+def test_sampling_runs_and_greedy_is_deterministic(gen, images):
+    msgs = caption_messages([images[0]], "COCO Yes:")
+    assert gen.generate(msgs, max_new_tokens=MAX_NEW) == gen.generate(msgs, max_new_tokens=MAX_NEW)
+    assert isinstance(gen.generate(msgs, max_new_tokens=MAX_NEW, temperature=0.9, top_p=0.9), str)
+
+
+def test_bad_images_get_one_line(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 this is not a jpeg")
+    with pytest.raises(ImageLoadError) as e:
+        load_image(bad)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ImageLoadError, match="not found"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_merge_repeated_flags():
+    assert merge_repeated(["--image", "a", "--prompt", "x", "--image=b", "--image", "c", "d"], ("--image",)) == \
+        ["--prompt", "x", "--image", "a", "b", "c", "d"]
+
+
+# -- test.py ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _cli():
+    # "test" would import the standard library's test package: load the file under another name.
+    spec = importlib.util.spec_from_file_location("vlft_test_cli", REPO_DIR / "test.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cli_seed_command_runs(peaked_dir):
+    """The seed README's command, as a user types it (tiny model in place of the 4B download)."""
+    r = subprocess.run([sys.executable, "test.py", "--model", str(peaked_dir), "--image", "./image/demo.jpg",
+                        "--prompt", "描述这张图片", "--max_new_tokens", "6"],
+                       cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_cli_stream_several_images_and_url(peaked_dir, images, capsys, gen):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    folder = str(images[0]).rsplit("/", 1)[0]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{images[1].rsplit('/', 1)[1]}"
+        argv = ["--model", str(peaked_dir), "--image", images[0], "--image", url, "--prompt", "Compare them.",
+                "--max_new_tokens", str(MAX_NEW), "--no-load_in_4bit"]
+        assert _cli().main(argv + ["--stream"]) == 0
+        streamed = capsys.readouterr().out
+        assert _cli().main(argv) == 0
+        plain = capsys.readouterr().out
+    finally:
+        server.shutdown()
+    expected = gen.generate(caption_messages([images[0], images[1]], "Compare them."), max_new_tokens=MAX_NEW)
+    assert plain.strip() == streamed.strip() == expected.strip()
+
+
+def test_cli_batch_split_skips_bad_image(peaked_dir, images, tmp_path, capsys, gen):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    recs = [{"id": f"img{i}", "references": ["a photo"],
+             "messages": [{"role": "user", "content": [{"type": "image", "image": im},
+                                                      {"type": "text", "text": "COCO Yes:"}]},
+                          {"role": "assistant", "content": [{"type": "text", "text": "a photo"}]}]}
+            for i, im in enumerate(images[:3] + [str(bad)])]
+    split = tmp_path / "val.json"
+    split.write_text(json.dumps(recs), encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    rc = _cli().main(["--model", str(peaked_dir), "--data_path", str(split), "--batch_size", "2",
+                      "--max_new_tokens", str(MAX_NEW), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == ["img0", "img1", "img2"]
+    assert rows[0]["references"] == ["a photo"]
+    assert rows[0]["prediction"] == gen.generate(caption_messages([images[0]], "COCO Yes:"),
+                                                 max_new_tokens=MAX_NEW).strip()
+    assert "skipped 1" in err and "bad.jpg" in err
+
+
+def test_cli_folder_and_errors(peaked_dir, coco_sample_dir, tmp_path, capsys):
+    assert _cli().main(["--model", str(peaked_dir), "--image", str(coco_sample_dir / "images"),
+                        "--max_new_tokens", "2", "--batch_size", "8"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == len(list_images(coco_sample_dir / "images"))
+    assert _cli().main(["--model", str(peaked_dir), "--image", str(tmp_path / "nope.jpg")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope.jpg: image file not found" in err
+    assert _cli().main(["--model", str(tmp_path / "no-model"), "--image", str(REPO_DIR / "image/demo.jpg")]) == 1
+    assert "model folder not found" in capsys.readouterr().err
