@@ -186,8 +186,7 @@ def csv_to_json(cfg: Csv2JsonConfig) -> ConvertResult:
         if not row.image:
             skip("missing_image", row, "image_path: empty")
             continue
-        img = os.path.normpath(os.path.join(root, os.path.expanduser(row.image)))
-        img = os.path.abspath(img)
+        img = os.path.abspath(os.path.join(root, os.path.expanduser(row.image) if row.image.startswith("~") else row.image))
         if cfg.check_images:
             ok = exists.get(img)
             if ok is None:
@@ -204,20 +203,21 @@ def csv_to_json(cfg: Csv2JsonConfig) -> ConvertResult:
 
     val_keys = split_images(list(groups), cfg.val_ratio, cfg.seed)
     res.n_images = len(groups)
-    out_dir = out.parent.resolve()
-    val_dir = val_out.parent.resolve() if val_out is not None else out_dir
+    out_dir = str(out.parent.resolve())
+    val_dir = str(val_out.parent.resolve()) if val_out is not None else out_dir
     ids: Counter = Counter()
 
-    def ref(img: str, folder: Path) -> str:
+    def ref(img: str, folder: str) -> str:
         if cfg.absolute_paths:
             return img
         try:
-            return Path(os.path.relpath(img, folder)).as_posix()
+            rel = os.path.relpath(img, folder)
         except ValueError:   # other drive on Windows: no relative path exists
             return img
+        return rel.replace(os.sep, "/")
 
     def new_id(img: str) -> str:
-        stem = Path(img).stem
+        stem = os.path.splitext(os.path.basename(img))[0]
         ids[stem] += 1
         return stem if ids[stem] == 1 else f"{stem}_{ids[stem] - 1}"
 
@@ -226,8 +226,9 @@ def csv_to_json(cfg: Csv2JsonConfig) -> ConvertResult:
         if img in val_keys:
             val.append(make_record(cfg.format, new_id(img), ref(img, val_dir), cfg.prompt, caps[0], list(caps)))
         else:
+            path = ref(img, out_dir)     # one relpath per image, not per caption
             for cap in caps:
-                train.append(make_record(cfg.format, new_id(img), ref(img, out_dir), cfg.prompt, cap))
+                train.append(make_record(cfg.format, new_id(img), path, cfg.prompt, cap))
     _write(out, train)
     res.n_train = len(train)
     if val_out is not None:

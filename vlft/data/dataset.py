@@ -91,6 +91,7 @@ def load_samples(path: str | Path, image_folder: str | Path | None = None, stric
     base = Path(image_folder) if image_folder is not None else path.parent
     base = base.resolve()
     result = LoadResult(path=path)
+    exists: dict[str, bool] = {}
     for where, record in _iter_records(path):
         result.n_records += 1
         if isinstance(record, _RecordError):
@@ -98,7 +99,7 @@ def load_samples(path: str | Path, image_folder: str | Path | None = None, stric
         else:
             try:
                 result.samples.append(normalize_record(record, base, default_id=f"{path.stem}-{where[1]}",
-                                                       check_images=check_images))
+                                                       check_images=check_images, exists=exists))
                 continue
             except _RecordError as e:
                 err = e
@@ -138,8 +139,12 @@ def _iter_records(path: Path) -> Iterator[tuple[tuple[str, int], Any]]:
 
 
 # -- normalizing -----------------------------------------------------------------------------
-def normalize_record(rec: Any, base: Path, default_id: str = "", check_images: bool = True) -> dict:
-    """One record (any accepted format) -> normalized sample; raises _RecordError."""
+def normalize_record(rec: Any, base: Path, default_id: str = "", check_images: bool = True,
+                     exists: dict | None = None) -> dict:
+    """One record (any accepted format) -> normalized sample; raises _RecordError.
+
+    ``exists`` caches path -> isfile across records (many captions share one image).
+    """
     if not isinstance(rec, dict):
         raise _RecordError("record", f"must be an object, got {type(rec).__name__}")
     if "messages" in rec:
@@ -148,7 +153,7 @@ def normalize_record(rec: Any, base: Path, default_id: str = "", check_images: b
         messages = _from_conversations(rec, base)
     else:
         raise _RecordError("record", f"needs 'messages' or 'conversations' (keys: {', '.join(rec) or 'none'})")
-    _validate(messages, "messages" if "messages" in rec else "conversations", check_images)
+    _validate(messages, "messages" if "messages" in rec else "conversations", check_images, exists)
     sample: dict[str, Any] = {"id": str(rec.get("id") if rec.get("id") is not None else default_id),
                               "messages": messages}
     if "references" in rec:
@@ -160,6 +165,7 @@ def normalize_record(rec: Any, base: Path, default_id: str = "", check_images: b
 
 
 def _resolve(p: Any, base: Path, fld: str) -> str:
+    """Absolute, normalized path (os.path, not pathlib: this runs once per image per record)."""
     if not isinstance(p, str) or not p.strip():
         raise _RecordError(fld, f"image must be a non-empty path string, got {p!r}")
     p = p.strip()
@@ -167,8 +173,7 @@ def _resolve(p: Any, base: Path, fld: str) -> str:
         p = p[len("file://"):]
     if "://" in p:  # URLs are passed through: the processor (qwen-vl-utils) fetches them.
         return p
-    q = Path(os.path.expanduser(p))
-    return str(q if q.is_absolute() else (base / q).resolve())
+    return os.path.abspath(os.path.join(base, os.path.expanduser(p) if p.startswith("~") else p))
 
 
 def _from_messages(rec: dict, base: Path) -> list[dict]:
@@ -309,7 +314,8 @@ def _embedded(value: str, base: Path, f: str, images: list[str]) -> list[dict]:
     return parts + _split_text(rest, images, f)
 
 
-def _validate(messages: list[dict], top: str, check_images: bool) -> None:
+def _validate(messages: list[dict], top: str, check_images: bool, exists: dict | None = None) -> None:
+    exists = {} if exists is None else exists
     if not any(m["role"] == "user" for m in messages):
         raise _RecordError(top, "has no user turn")
     if not any(m["role"] == "assistant" for m in messages):
@@ -321,5 +327,10 @@ def _validate(messages: list[dict], top: str, check_images: bool) -> None:
             raise _RecordError(f"{top}[{i}]", "assistant turn has no text", "empty_text")
         if check_images:
             for p in m["content"]:
-                if p["type"] == "image" and "://" not in p["image"] and not os.path.isfile(p["image"]):
+                if p["type"] != "image" or "://" in p["image"]:
+                    continue
+                ok = exists.get(p["image"])
+                if ok is None:
+                    ok = exists[p["image"]] = os.path.isfile(p["image"])
+                if not ok:
                     raise _RecordError(f"{top}[{i}]", f"image not found: {p['image']}", "missing_image")
