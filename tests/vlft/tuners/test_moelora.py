@@ -361,3 +361,50 @@ def test_stats_toggle_and_eval_records_nothing(tiny_model_dir, batch):
     with torch.no_grad():
         model(**{k: v for k, v in batch.items() if k != "labels"})
     assert moelora_aux_loss(model).item() == 0.0
+
+
+# -- PEFT registration (LoraConfig._register_custom_module) -------------------------------------
+def test_peft_from_pretrained_loads_our_folder_and_vice_versa(tiny_model_dir, batch, tmp_path):
+    from peft import PeftModel
+
+    from vlft.tuners.moelora.peft_compat import (
+        PeftMoeLoraLinear,
+        get_moelora_peft_model,
+        moelora_from_pretrained,
+    )
+
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    cfg = MoeLoraConfig(r=4, lora_alpha=8, num_experts=4, top_k=2, target_modules=["q_proj", "v_proj", "attn.qkv"])
+    ours = apply_moelora(load_base(tiny_model_dir), cfg)
+    randomize_B(ours)
+    ours.eval()
+    with torch.no_grad():
+        ref = ours(**inputs).logits
+    save_moelora(ours, tmp_path / "ours")
+    with pytest.raises(KeyError, match="MOELORA"):  # plain PEFT refuses the folder instead of loading it as plain LoRA
+        PeftModel.from_pretrained(load_base(tiny_model_dir), str(tmp_path / "ours"))
+    pm = moelora_from_pretrained(load_base(tiny_model_dir), tmp_path / "ours")
+    assert isinstance(pm, PeftModel) and sum(isinstance(m, PeftMoeLoraLinear) for m in pm.modules()) == 6
+    with torch.no_grad():
+        torch.testing.assert_close(pm(**inputs).logits, ref, rtol=0, atol=0)
+
+    # Train through PEFT: aux loss reaches the PEFT layers' routers, PEFT saves, our loader reads it.
+    pm = get_moelora_peft_model(load_base(tiny_model_dir), cfg)
+    pm.train()
+    linears = [m.get_base_layer() for m in pm.modules() if isinstance(m, PeftMoeLoraLinear)]
+    assert count_trainable(pm)[0] == expected_trainable_params(cfg, linears)
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        out = pm(**batch)
+        (out.loss + 0.01 * moelora_aux_loss(pm)).backward()
+        opt.step()
+        opt.zero_grad()
+    assert "moe/lm.self_attn.q_proj/load_e0" in moelora_stats(pm)
+    pm.eval()
+    with torch.no_grad():
+        ref = pm(**inputs).logits
+    pm.save_pretrained(tmp_path / "peft")
+    assert is_moelora_dir(tmp_path / "peft")
+    back = load_moelora(load_base(tiny_model_dir), tmp_path / "peft")
+    with torch.no_grad():
+        torch.testing.assert_close(back(**inputs).logits, ref, rtol=0, atol=0)
