@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(result.summary())
+    if sum(result.skipped.values()):
+        print(f"rejected rows are listed in {result.rejects}")
     return 0 if result.written else 1
 
 

@@ -144,7 +144,7 @@ class DownloadModelConfig(BaseConfig):
     target: str = field("./qwen3-vl-4b-instruct", "folder to download into (resumes what is there)")
     revision: str | None = field(None, "branch, tag or commit on the hub")
     tiny: bool = field(False, "build the tiny random-weight model offline instead of downloading")
-    family: str = field("qwen3-vl", "tiny model family: qwen3-vl or qwen2.5-vl")
+    family: Literal["qwen3-vl", "qwen2.5-vl"] = field("qwen3-vl", "tiny model family (qwen2.5-vl reads ../shared/assets)")
     seed: int = field(0, "seed for the tiny model's random weights")
     probe_timeout: float = field(PROBE_TIMEOUT_S, "seconds to wait for the hub before giving up")
     verbose: bool = field(False, "more log output")
@@ -152,7 +152,6 @@ class DownloadModelConfig(BaseConfig):
     def validate(self) -> None:
         super().validate()
         require(bool(self.target), "target", "must be a folder path")
-        require(self.family in ("qwen3-vl", "qwen2.5-vl"), "family", f"{self.family!r} is not one of qwen3-vl, qwen2.5-vl")
         require(self.probe_timeout > 0, "probe_timeout", "must be positive")
 
 
@@ -160,6 +159,9 @@ def fetch_model(cfg: DownloadModelConfig) -> Path:
     """--tiny: build the tiny model; else download + verify. Raises HubError with one line."""
     if cfg.tiny:
         from vlft.models.tiny import build_tiny_model
+        if not cfg.verbose:  # a one-shard, sub-second save needs no progress bar
+            from transformers.utils import logging as hf_logging
+            hf_logging.disable_progress_bar()
         try:
             return build_tiny_model(cfg.target, family=cfg.family, seed=cfg.seed)
         except FileNotFoundError as e:

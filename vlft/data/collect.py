@@ -261,7 +261,7 @@ def collect(cfg: DownloadDataConfig) -> CollectResult:
         w.writerow(["reason", "source", "caption", "detail"])
         w.writerows(rejects)
     res.written = len(rows)
-    log.info("images: %d saved, %d already present; rejects listed in %s",
+    log.debug("images: %d saved, %d already present; rejects listed in %s",
              res.images_saved, res.images_reused, res.rejects)
     return res
 

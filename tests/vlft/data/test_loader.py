@@ -146,3 +146,11 @@ def test_whole_file_errors(tmp_path):
     (tmp_path / "obj.json").write_text('"text"', encoding="utf-8")
     with pytest.raises(DataError, match="top level must be a list"):
         load_samples(tmp_path / "obj.json")
+
+
+def test_json_extension_with_one_object_per_line(tmp_path, imgs):
+    rec = {"image": imgs[0], "conversations": [{"from": "user", "value": "<image>"}, {"from": "assistant", "value": "x"}]}
+    path = tmp_path / "lines.json"
+    path.write_text(json.dumps(rec) + "\n" + json.dumps(rec) + "\n", encoding="utf-8")
+    res = load_samples(path)
+    assert len(res) == 2 and res[1]["id"] == "lines-2"
