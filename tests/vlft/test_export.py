@@ -1,0 +1,119 @@
+"""export.py: merged weights give the adapter's logits (LoRA, DoRA, IA3, and an adapter trained on a
+4-bit base merged into the full-precision base); the folder loads with plain transformers; MoE-LoRA
+is refused and kept."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from vlft.adapters.loading import load_adapter
+from vlft.adapters.testing import (cached_dir, make_peaked_model, make_random_adapter, peft_config,
+                                   perturb_adapter)
+from vlft.export import ExportConfig, ExportError, export_merged
+from vlft.infer import caption_messages, list_images
+from vlft.models.loading import Precision, load_model, load_processor
+from vlft.paths import REPO_DIR
+
+
+@pytest.fixture(scope="module")
+def peaked_dir(tmp_path_factory, tiny_model_dir):
+    return cached_dir(tmp_path_factory.getbasetemp(), "peaked-tiny",
+                      lambda p: make_peaked_model(tiny_model_dir, p))
+
+
+@pytest.fixture(scope="module")
+def batch(peaked_dir, coco_sample_dir):
+    """One image + prompt, as model inputs (vision tower and text both exercised)."""
+    from vlft.infer import VLGenerator
+
+    img = str(list_images(coco_sample_dir / "images")[0])
+    gen = VLGenerator.from_model(torch.nn.Linear(1, 1), load_processor(peaked_dir))
+    return dict(gen.build_inputs([caption_messages([img], "COCO Yes:")]))
+
+
+FP32 = Precision(device="cpu", dtype=torch.float32, quant="none")
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def _export(peaked_dir, adapter, out, dtype="float32"):
+    return export_merged(ExportConfig(model=str(peaked_dir), adapter=str(adapter), output=str(out), dtype=dtype))
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora", "ia3"])
+def test_merged_logits_equal_adapter_logits(kind, peaked_dir, batch, tmp_path):
+    adapter = make_random_adapter(peaked_dir, tmp_path / kind, kind, seed=2)
+    with_adapter = _logits(load_adapter(load_model(peaked_dir, FP32), adapter), batch)
+    base = _logits(load_model(peaked_dir, FP32), batch)
+    merged_dir = _export(peaked_dir, adapter, tmp_path / "merged")
+    merged = _logits(load_model(merged_dir, FP32), batch)
+    assert (with_adapter - base).abs().max() > 1e-2           # the adapter does something
+    torch.testing.assert_close(merged, with_adapter, atol=2e-4, rtol=1e-4)
+    info = json.loads((merged_dir / "export_info.json").read_text())
+    assert info["adapter_type"] == kind
+
+
+def test_qlora_adapter_merges_into_full_precision_base(peaked_dir, batch, tmp_path):
+    """Adapter made on the 4-bit (NF4, bitsandbytes CPU) base; export loads the base unquantized."""
+    from peft import get_peft_model
+
+    q = load_model(peaked_dir, Precision(device="cpu", dtype=torch.float32, quant="4bit"))
+    assert getattr(q, "is_loaded_in_4bit", False)
+    peft_model = get_peft_model(q, peft_config("lora"))
+    perturb_adapter(peft_model, seed=3)
+    peft_model.save_pretrained(tmp_path / "qlora")
+    merged_dir = _export(peaked_dir, tmp_path / "qlora", tmp_path / "merged")
+    cfg = json.loads((merged_dir / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    merged = _logits(load_model(merged_dir, FP32), batch)
+    ref = _logits(load_adapter(load_model(peaked_dir, FP32), tmp_path / "qlora"), batch)
+    torch.testing.assert_close(merged, ref, atol=2e-4, rtol=1e-4)
+
+
+def test_bf16_export_loads_with_plain_transformers(peaked_dir, tmp_path, coco_sample_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    adapter = make_random_adapter(peaked_dir, tmp_path / "lora", "lora", seed=4)
+    out = _export(peaked_dir, adapter, tmp_path / "merged-bf16", dtype="bfloat16")
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "chat_template.json", "preprocessor_config.json", "generation_config.json"):
+        assert (out / name).is_file(), name
+    assert (out / "chat_template.json").read_bytes() == (peaked_dir / "chat_template.json").read_bytes()
+    assert not any(p.name.startswith(".") for p in out.parent.iterdir() if p != out)  # no temp folder left
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    assert model.dtype == torch.bfloat16
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    proc = AutoProcessor.from_pretrained(out)
+    img = list_images(coco_sample_dir / "images")[0]
+    msgs = [{"role": "user", "content": [{"type": "image", "url": str(img)}, {"type": "text", "text": "COCO Yes:"}]}]
+    inputs = proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                      return_tensors="pt")
+    ids = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert ids.shape[1] == inputs["input_ids"].shape[1] + 3
+    with pytest.raises(ExportError, match="exists"):
+        _export(peaked_dir, adapter, out)
+
+
+def test_moelora_export_is_refused_and_adapter_kept(peaked_dir, tmp_path, capsys):
+    from vlft.tuners.moelora import MoeLoraConfig, apply_moelora, save_moelora
+
+    moe = apply_moelora(load_model(peaked_dir, FP32),
+                        MoeLoraConfig(r=2, num_experts=2, top_k=1, target_modules=["q_proj"], init_seed=0))
+    save_moelora(moe, tmp_path / "moe")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "moe").iterdir()}
+    spec = importlib.util.spec_from_file_location("vlft_export_cli", REPO_DIR / "export.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    rc = cli.main(["--model", str(peaked_dir), "--adapter", str(tmp_path / "moe"), "--output", str(tmp_path / "out")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc != 0
+    assert len(err) == 1 and "cannot be merged: routing depends on each token; keep using the adapter" in err[0]
+    assert not (tmp_path / "out").exists()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "moe").iterdir()} == before
