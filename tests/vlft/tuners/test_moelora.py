@@ -355,6 +355,14 @@ def test_stats_toggle_and_eval_records_nothing(tiny_model_dir, batch):
     model.train()
     model(**batch)
     assert moelora_stats(model) == {} and moelora_aux_loss(model).requires_grad
+    set_moelora_stats(model, every=3)                 # forwards 2, 3, 4 -> only the 3rd records
+    seen = []
+    for _ in range(3):
+        for m in moelora_layers(model).values():
+            m.load_fraction = None
+        model(**batch)
+        seen.append(bool(moelora_stats(model)))
+    assert seen == [False, True, False]
     model.eval()
     for m in moelora_layers(model).values():
         m.aux_loss = None

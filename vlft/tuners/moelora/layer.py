@@ -37,7 +37,12 @@ class RoutingContext:
     def __init__(self) -> None:
         self.token_mask: torch.Tensor | None = None
         self.collect_stats: bool = True          # training: per-expert load + entropy (aux loss always)
+        self.stats_every: int = 1                # ...on every n-th model forward only
         self.collect_eval_stats: bool = False    # eval/generation: record nothing unless asked
+        self.forward_count: int = 0              # model forwards seen by the pre-hook (host-side int)
+
+    def want_stats(self) -> bool:
+        return self.collect_stats and self.forward_count % self.stats_every == 0
 
     def mask_for(self, lead_shape: torch.Size) -> torch.Tensor | None:
         m = self.token_mask
@@ -65,7 +70,7 @@ def init_moelora_weights(A: torch.Tensor, B: torch.Tensor, router: nn.Linear, ro
 
 def route(logits: torch.Tensor, top_k: int, scaling: float
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Gates (..., E) with alpha/r folded in, router probs (..., E) fp32, and the 0/1 selection.
+    """Gates (..., E) with alpha/r folded in, router probs (..., E) fp32, selected expert ids (..., k).
 
     Softmax over all E logits then renormalising the kept top-k equals a softmax over only the
     top-k logits; we take the first form because the full probabilities feed the balancing loss.
@@ -77,8 +82,7 @@ def route(logits: torch.Tensor, top_k: int, scaling: float
     top_p, top_i = probs.topk(top_k, dim=-1)
     w = top_p * (scaling / top_p.sum(-1, keepdim=True))
     gates = torch.zeros_like(probs).scatter(-1, top_i, w)
-    selected = torch.zeros_like(probs).scatter(-1, top_i, 1.0)
-    return gates, probs, selected
+    return gates, probs, top_i
 
 
 def mix_experts(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Tensor, r: int) -> torch.Tensor:
@@ -89,7 +93,7 @@ def mix_experts(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.
     return F.linear(h, B)                                         # (..., out): every expert's B at once
 
 
-def balance_loss(probs: torch.Tensor, selected: torch.Tensor | None, top_k: int,
+def balance_loss(probs: torch.Tensor, top_i: torch.Tensor | None, top_k: int,
                  mask: torch.Tensor | None, with_loss: bool, with_stats: bool
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Switch load-balancing loss E * sum_e f_e P_e, load fractions f (E,) and mean router entropy.
@@ -107,7 +111,10 @@ def balance_loss(probs: torch.Tensor, selected: torch.Tensor | None, top_k: int,
         return t.mean(0) if m is None else (t * m).sum(0) / denom
 
     P = mean0(p)
-    f = mean0(selected.reshape(-1, E)) / top_k if selected is not None else torch.full_like(P, 1.0 / E)
+    if top_i is None:  # every token uses every expert
+        f = torch.full_like(P, 1.0 / E)
+    else:  # (tokens, E) 0/1 selection, built only here (training), not in the inference path
+        f = mean0(torch.zeros_like(p).scatter_(-1, top_i.reshape(-1, top_k), 1.0)) / top_k
     loss = E * (f * P).sum() if with_loss else None
     if not with_stats:
         return loss, None, None
@@ -125,11 +132,12 @@ class MoeRouted:
     load_fraction: torch.Tensor | None = None     # (E,) share of top-k assignments per expert
     router_entropy: torch.Tensor | None = None    # () mean per-token entropy of router probs, nats
 
-    def _record(self, probs: torch.Tensor, selected: torch.Tensor | None) -> None:
-        if not (self.training or self.context.collect_eval_stats):
+    def _record(self, probs: torch.Tensor, top_i: torch.Tensor | None) -> None:
+        ctx = self.context
+        if not (self.training or ctx.collect_eval_stats):
             return
-        with_stats = self.context.collect_stats or not self.training
-        loss, f, ent = balance_loss(probs, selected, self.top_k, self.context.mask_for(probs.shape[:-1]),
+        with_stats = ctx.want_stats() or not self.training
+        loss, f, ent = balance_loss(probs, top_i, self.top_k, ctx.mask_for(probs.shape[:-1]),
                                     with_loss=self.training, with_stats=with_stats)
         self.aux_loss = loss
         if with_stats:
@@ -173,9 +181,9 @@ class MoeLoraLinear(nn.Module, MoeRouted):
         if not torch.is_autocast_enabled(x.device.type):
             # Same policy as PEFT with 4-bit bases: compute the adapter in its own dtype, cast back.
             x = x.to(self.lora_expert_A.dtype)
-        gates, probs, selected = route(self.lora_router(x), self.top_k, self.scaling)   # (..., E) each
+        gates, probs, top_i = route(self.lora_router(x), self.top_k, self.scaling)    # (..., E) gates/probs
         delta = mix_experts(self.lora_dropout(x), self.lora_expert_A, self.lora_expert_B, gates, self.r)
-        self._record(probs, selected)
+        self._record(probs, top_i)
         return result + delta.to(result.dtype)
 
     def extra_repr(self) -> str:

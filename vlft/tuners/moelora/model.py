@@ -135,6 +135,8 @@ def _capture_mask(ctx: RoutingContext):
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         mask = kwargs.get("attention_mask")
         ctx.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        if module.training:
+            ctx.forward_count += 1
     return hook
 
 
@@ -350,13 +352,17 @@ def moelora_stats(model: nn.Module, by: str = "proj", prefix: str = "moe") -> di
     return out
 
 
-def set_moelora_stats(model: nn.Module, enabled: bool = True, in_eval: bool = False) -> None:
-    """Turn routing statistics on/off (e.g. on only for logging steps); the aux loss is always computed."""
+def set_moelora_stats(model: nn.Module, enabled: bool = True, every: int = 1, in_eval: bool = False) -> None:
+    """Routing statistics on/off, or on every ``every``-th training forward only (e.g. once per
+    logging step: every = logging_steps * gradient_accumulation_steps). The aux loss is always
+    computed in training. ``in_eval`` also records them in eval mode (routing analysis)."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
     contexts = {id(m.context): m.context for m in routed_layers(model).values()}
     if not contexts:
         raise ValueError("model has no MoE-LoRA adapter")
     for ctx in contexts.values():
-        ctx.collect_stats, ctx.collect_eval_stats = enabled, in_eval
+        ctx.collect_stats, ctx.stats_every, ctx.collect_eval_stats = enabled, every, in_eval
 
 
 @contextlib.contextmanager
