@@ -193,7 +193,7 @@ class Chain:
         again = verdict == "RETRY" and rewrites < MAX_REWRITES
         note = "" if verdict == "PASS" else (" -> rewrite" if again else " (rewrite limit reached; answer kept)")
         ctx.record("reviewer", t0, f"{verdict}{': ' + feedback if feedback else ''}{note}",
-                   verdict=verdict, feedback=feedback, rewrites=rewrites, raw=raw)
+                   verdict=verdict, feedback=feedback, rewrites=rewrites, rewrite_next=again, raw=raw)
         return {"verdict": verdict, "feedback": feedback, "review_raw": raw,
                 "rewrites": rewrites + 1 if again else rewrites, "rewrite_pending": again}
 

@@ -46,7 +46,7 @@ def _demo_answer(messages: list[BaseMessage]) -> str:
     if role == "Reviewer":
         return "PASS"
     if role == "Responder":
-        if "[1]" in user or "[1]" in system:
+        if "\n[1] (" in user:                      # numbered evidence was given
             return "According to the knowledge base [1], this is the answer."
         return "This is the answer."
     return "OK"
