@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CollectError, CsvError, EncodingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(result.summary())
     if sum(result.skipped.values()):
         print(f"rejected rows are listed in {result.rejects}")
+    print(result.summary())
     return 0 if result.written else 1
 
 

@@ -134,13 +134,27 @@ def modelscope_source(dataset: str = MS_DATASET, split: str = "train", subset: s
         image = row.get("image")
 
         def save(dest: Path, image=image) -> None:
-            if image is None:
-                raise OSError("row has no image")
-            with atomic_write(dest, "wb") as f:
-                image.convert("RGB").save(f, format="JPEG", quality=95)
+            _save_image(image, dest)
 
         yield Candidate(name=f"{image_id}.jpg", captions=[str(row.get("caption") or "")],
                         origin=f"{dataset}[{split}] row {i}", save=save)
+
+
+def _save_image(image: Any, dest: Path) -> None:
+    """A dataset row's image (PIL image, {"bytes"/"path"} dict, or path) -> file at ``dest``."""
+    if isinstance(image, dict):       # datasets' undecoded Image feature
+        image = image.get("bytes") or image.get("path")
+    if image is None:
+        raise OSError("row has no image")
+    if isinstance(image, (bytes, bytearray)):
+        with atomic_write(dest, "wb") as f:
+            f.write(image)
+    elif isinstance(image, (str, Path)):
+        with atomic_write(dest, "wb") as f, open(image, "rb") as src:
+            shutil.copyfileobj(src, f)
+    else:                             # PIL image
+        with atomic_write(dest, "wb") as f:
+            image.convert("RGB").save(f, format="JPEG", quality=95)
 
 
 def _flat_name(rel: str) -> str:

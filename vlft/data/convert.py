@@ -20,6 +20,7 @@ from typing import Literal
 
 from vlft.config import BaseConfig, field, require
 from vlft.data.encoding import read_text
+from vlft.data.images import image_problem
 from vlft.paths import DEFAULT_CAPTION_PROMPT
 from vlft.utils.io import write_json, write_jsonl
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 Format = Literal["messages", "conversations"]
 IMAGE_COLUMNS = ("image_path", "image", "file_name", "filename", "path")
 CAPTION_COLUMNS = ("caption", "text", "description")
-SKIP_REASONS = ("missing_image", "empty_caption", "duplicate")
+SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "duplicate")
 
 
 class CsvError(ValueError):
@@ -99,6 +100,8 @@ class Csv2JsonConfig(BaseConfig):
     val_json: str | None = field(None, "validation output (default: 'train' -> 'val' in --json's name)")
     image_root: str | None = field(None, "folder relative CSV image paths are under (default: the CSV's folder)")
     check_images: bool = field(True, "skip rows whose image file does not exist (one stat per image)")
+    verify_images: bool = field(False, "also decode each image once and skip unreadable ones (slower; "
+                                       "download_data2csv already does this)")
     absolute_paths: bool = field(False, "write absolute image paths (default: relative to the JSON's folder)")
     encoding: str | None = field(None, "CSV encoding (default: detected)")
     verbose: bool = field(False, "more log output")
@@ -168,7 +171,7 @@ def csv_to_json(cfg: Csv2JsonConfig) -> ConvertResult:
     res = ConvertResult(train_path=out, val_path=val_out, encoding=enc)
 
     groups: dict[str, list[str]] = {}        # abs image path -> captions, in CSV order
-    exists: dict[str, bool] = {}             # one stat per unique image, however many rows use it
+    exists: dict[str, str | None] = {}       # image -> problem or None; checked once however many rows use it
     seen: set[tuple[str, str]] = set()
     used = 0
 
@@ -187,12 +190,14 @@ def csv_to_json(cfg: Csv2JsonConfig) -> ConvertResult:
             skip("missing_image", row, "image_path: empty")
             continue
         img = os.path.abspath(os.path.join(root, os.path.expanduser(row.image) if row.image.startswith("~") else row.image))
-        if cfg.check_images:
-            ok = exists.get(img)
-            if ok is None:
-                ok = exists[img] = os.path.isfile(img)
-            if not ok:
-                skip("missing_image", row, f"image_path: file not found: {img}")
+        if cfg.check_images or cfg.verify_images:
+            if img not in exists:
+                exists[img] = (None if os.path.isfile(img) else "file not found") if not cfg.verify_images \
+                    else image_problem(img)
+            problem = exists[img]
+            if problem is not None:
+                reason = "missing_image" if problem == "file not found" else "corrupt_image"
+                skip(reason, row, f"image_path: {problem}: {img}")
                 continue
         if (img, caption) in seen:
             skip("duplicate", row, f"duplicate of an earlier row ({row.image}, same caption)")

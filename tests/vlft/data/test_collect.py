@@ -152,3 +152,36 @@ def test_cli_demo_command_and_offline_modelscope(tmp_path):
     assert p.returncode != 0
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert "modelscope/coco_2014_caption" in p.stderr and "--coco-json" in p.stderr
+
+
+def test_modelscope_rows_through_the_real_path(tmp_path, monkeypatch, coco_images):
+    """MsDataset is the outside service: a stand-in yields rows shaped like coco_2014_caption's."""
+    import types
+
+    from PIL import Image
+
+    from vlft import hub
+
+    pil = Image.open(coco_images[0])
+    rows = [{"image_id": 1, "caption": "A PIL image.", "image": pil},
+            {"image_id": 1, "caption": "Second caption of image 1.", "image": pil},
+            {"image_id": 2, "caption": "Undecoded bytes.", "image": {"bytes": coco_images[1].read_bytes(), "path": None}},
+            {"image_id": 3, "caption": "Broken bytes.", "image": {"bytes": b"\xff\xd8 not really", "path": None}},
+            {"image_id": 4, "caption": "", "image": pil},
+            {"image_id": 5, "caption": "No image.", "image": None}]
+    seen = {}
+
+    class FakeMsDataset:
+        @staticmethod
+        def load(name, **kw):
+            seen.update(name=name, **kw)
+            return iter(rows)
+
+    monkeypatch.setattr(hub, "probe", lambda *a, **k: None)
+    monkeypatch.setitem(sys.modules, "modelscope.msdatasets", types.SimpleNamespace(MsDataset=FakeMsDataset))
+    _, res = run(tmp_path, max_samples=10)
+    assert seen == {"name": "modelscope/coco_2014_caption", "subset_name": "coco_2014_caption",
+                    "split": "train", "use_streaming": True}
+    assert [r["caption"] for r in read_rows(res.output)] == ["A PIL image.", "Undecoded bytes."]
+    assert res.skipped == Counter(corrupt_image=2, empty_caption=1)
+    assert not (tmp_path / "out" / "images" / "3.jpg").exists()

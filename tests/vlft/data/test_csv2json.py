@@ -120,7 +120,8 @@ def test_bad_rows_skipped_and_counted(tmp_path, coco_sample_dir, caplog):
     res = csv_to_json(Csv2JsonConfig(csv=str(csv_path), json=str(tmp_path / "o.json")))
     assert res.n_train == 2
     assert res.skipped == Counter(empty_caption=1, missing_image=1, duplicate=1)
-    assert res.summary().endswith("skipped 3 rows (missing_image: 1, empty_caption: 1, duplicate: 1)")
+    assert res.summary().endswith("skipped 3 rows (missing_image: 1, corrupt_image: 0, empty_caption: 1, "
+                                  "duplicate: 1)")
     assert any(e.startswith(f"{csv_path}: line 3: caption") for e in res.errors)
     assert any(e.startswith(f"{csv_path}: line 4: image_path") for e in res.errors)
     assert load_samples(tmp_path / "o.json")[1]["messages"][1]["content"][0]["text"] == "A second, quoted caption."
@@ -151,3 +152,15 @@ def test_cli_seed_flags(tmp_path, sample_csv):
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(f"wrote 5 train samples to {out}")
     assert len(load_samples(out)) == 5
+
+
+def test_verify_images_catches_corrupt_jpeg(tmp_path, coco_sample_dir, truncated_jpeg):
+    img = sorted((coco_sample_dir / "images").glob("*.jpg"))[0]
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text(f"image_path,caption\n{img},Good.\n{truncated_jpeg},Cut.\n{truncated_jpeg},Cut again.\n",
+                        encoding="utf-8")
+    quick = csv_to_json(Csv2JsonConfig(csv=str(csv_path), json=str(tmp_path / "a.json")))
+    assert quick.n_train == 3                        # existence only: the truncated file exists
+    full = csv_to_json(Csv2JsonConfig(csv=str(csv_path), json=str(tmp_path / "b.json"), verify_images=True))
+    assert full.n_train == 1 and full.skipped == Counter(corrupt_image=2)
+    assert "line 3: image_path: unreadable image" in full.errors[0]
