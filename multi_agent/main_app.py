@@ -42,9 +42,11 @@ def run_app(args: AppArgs) -> int:
     from vlft.utils.logging import setup_logging
 
     setup_logging(args.verbose)
-    QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
-    QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = QApplication.instance()
+    if app is None:
+        QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
+        QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
+        app = QApplication(sys.argv[:1])
     settings = AppSettings(args.settings)
     prefs = settings.load()
     overrides = {"language": args.language, "backend": args.backend, "model_dir": args.model_dir,

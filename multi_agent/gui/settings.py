@@ -25,13 +25,14 @@ class Prefs:
     backend: str = "local"      # Assistant chat-model backend: local | openai | scripted
     model_dir: str = ""         # "" -> embedded tiny Qwen3-VL
     adapter_dir: str = ""       # optional LoRA adapter folder
-    openai_url: str = "http://127.0.0.1:8000/v1"
+    openai_url: str = "http://localhost:8000/v1"
     openai_model: str = ""
     kb_dir: str = ""            # "" -> multi_agent/knowledge_base
     use_kb: bool = True
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    k: int = 4
+    # Same defaults as AssistantConfig (a test keeps them equal).
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    k: int = 5
     use_rerank: bool = True
     last_dir: str = ""          # where the last file dialog was
 

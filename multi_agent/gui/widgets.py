@@ -415,6 +415,7 @@ class EvidencePanel(QWidget):
         self.preview = QTextBrowser()
         self.hint = QLabel()
         self.hint.setStyleSheet("color:#80868b;")
+        self.hint.setWordWrap(True)
         split = QSplitter(Qt.Vertical)
         split.addWidget(self.tree)
         split.addWidget(self.preview)

@@ -16,8 +16,8 @@ from typing import Any, Callable
 from PyQt5.QtCore import QEvent, Qt, QUrl
 from PyQt5.QtGui import QDesktopServices, QGuiApplication, QKeySequence
 from PyQt5.QtWidgets import (QAction, QActionGroup, QCheckBox, QFileDialog, QGroupBox,
-                             QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter,
-                             QVBoxLayout, QWidget)
+                             QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QStyle,
+                             QToolButton, QVBoxLayout, QWidget)
 
 from multi_agent.gui.dialogs import SettingsDialog
 from multi_agent.gui.i18n import LANGUAGES, Translator, system_language
@@ -89,19 +89,24 @@ class MainWindow(QMainWindow):
         self.chat = ChatView(tr)
         self.attachments = AttachmentStrip(tr)
         self.input = InputBox()
-        self.attach_button = QPushButton()
+        # Icon buttons keep the input row narrow enough for a 1024-px-wide window.
+        self.attach_button = QToolButton()
+        self.attach_button.setIcon(self.style().standardIcon(QStyle.SP_DirOpenIcon))
+        self.attach_button.setAutoRaise(True)
         self.send_button = QPushButton()
         self.send_button.setDefault(True)
         self.cancel_button = QPushButton()
-        self.clear_button = QPushButton()
+        self.clear_button = QToolButton()
+        self.clear_button.setIcon(self.style().standardIcon(QStyle.SP_FileDialogNewFolder))
+        self.clear_button.setAutoRaise(True)
         self.use_kb = QCheckBox()
         self.use_kb.setChecked(self.prefs.use_kb)
 
         controls = QHBoxLayout()
+        controls.addWidget(self.clear_button)
         controls.addWidget(self.attach_button)
         controls.addWidget(self.use_kb)
         controls.addStretch(1)
-        controls.addWidget(self.clear_button)
         controls.addWidget(self.cancel_button)
         controls.addWidget(self.send_button)
         center = QWidget()
@@ -163,6 +168,9 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         self.file_menu = bar.addMenu("")
+        self.act_new_chat = self.file_menu.addAction("", self.new_chat, QKeySequence("Ctrl+N"))
+        self.act_attach = self.file_menu.addAction("", self.choose_images, QKeySequence("Ctrl+O"))
+        self.file_menu.addSeparator()
         self.act_export = self.file_menu.addAction("", self.export_session, QKeySequence("Ctrl+S"))
         self.act_save_as = self.file_menu.addAction("", self.save_session_as, QKeySequence("Ctrl+Shift+S"))
         self.file_menu.addSeparator()
@@ -186,10 +194,12 @@ class MainWindow(QMainWindow):
         t = self.tr_
         self.setWindowTitle(t("app.title"))
         self.input.setPlaceholderText(t("input.placeholder"))
-        self.attach_button.setText(t("input.attach"))
+        self.attach_button.setToolTip(t("input.attach"))
         self.send_button.setText(t("input.send"))
         self.cancel_button.setText(t("input.cancel"))
-        self.clear_button.setText(t("input.clear"))
+        self.clear_button.setToolTip(t("input.clear"))
+        self.act_new_chat.setText(t("input.clear"))
+        self.act_attach.setText(t("input.attach"))
         self.use_kb.setText(t("input.use_kb"))
         self.kb_box.setTitle(t("panel.kb"))
         self.plan_box.setTitle(t("panel.plan"))
@@ -228,6 +238,7 @@ class MainWindow(QMainWindow):
         self.send_button.setEnabled(ready)
         self.cancel_button.setEnabled(kind == "ask" and not self._job.cancel.is_set())
         self.clear_button.setEnabled(ready)
+        self.act_new_chat.setEnabled(ready)
         for act in (self.act_export, self.act_save_as):
             act.setEnabled(ready)
         for act in (self.act_settings, self.act_embedded, self.act_reload):

@@ -93,7 +93,6 @@ def make_window(qtbot, gui_settings, opened) -> Callable[..., MainWindow]:
              **kw: Any) -> MainWindow:
         w = MainWindow(settings or gui_settings, assistant=assistant, opener=opened, **kw)
         qtbot.addWidget(w)
-        w.resize(1280, 800)
         w.show()
         qtbot.waitExposed(w)
         if wait:
