@@ -32,7 +32,7 @@ actions and attributes; nothing invented)? Score from 1 (wrong or unrelated) to 
 the references). Reply with JSON only: {{"score": <1-5>, "reason": "<one short sentence>"}}"""
 
 _JSON = re.compile(r"\{[^{}]*\}", re.S)
-_DIGIT = re.compile(r"(?<![\d.])([1-5])(?![\d.])")
+_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)")
 
 
 class JudgeError(RuntimeError):
@@ -51,7 +51,7 @@ def build_prompt(candidate: str, references: Sequence[str], template: str = JUDG
 
 
 def parse_score(text: str) -> int | None:
-    """The 1-5 score in a judge answer: a JSON ``score`` field, else the first lone digit 1-5."""
+    """The 1-5 score in a judge answer: a JSON ``score`` field, else the first number (rounded half up)."""
     for m in _JSON.finditer(text or ""):
         try:
             val = json.loads(m.group(0)).get("score")
@@ -59,8 +59,10 @@ def parse_score(text: str) -> int | None:
                 return int(val)
         except (ValueError, AttributeError):
             continue
-    m = _DIGIT.search(text or "")
-    return int(m.group(1)) if m else None
+    m = _NUMBER.search(text or "")
+    if m is None or not 1 <= float(m.group(1)) <= 5:
+        return None
+    return int(float(m.group(1)) + 0.5)
 
 
 # -- backends ---------------------------------------------------------------------------------------
