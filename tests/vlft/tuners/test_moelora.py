@@ -382,14 +382,16 @@ def test_peft_from_pretrained_loads_our_folder_and_vice_versa(tiny_model_dir, ba
     )
 
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    cfg = MoeLoraConfig(r=4, lora_alpha=8, num_experts=4, top_k=2, target_modules=["q_proj", "v_proj", "attn.qkv"])
+    cfg = MoeLoraConfig(r=4, lora_alpha=8, num_experts=4, top_k=2,
+                        target_modules=["q_proj", "v_proj", "attn.qkv"])
     ours = apply_moelora(load_base(tiny_model_dir), cfg)
     randomize_B(ours)
     ours.eval()
     with torch.no_grad():
         ref = ours(**inputs).logits
     save_moelora(ours, tmp_path / "ours")
-    with pytest.raises(KeyError, match="MOELORA"):  # plain PEFT refuses the folder instead of loading it as plain LoRA
+    # Plain PEFT refuses the folder instead of loading it as plain LoRA.
+    with pytest.raises(KeyError, match="MOELORA"):
         PeftModel.from_pretrained(load_base(tiny_model_dir), str(tmp_path / "ours"))
     pm = moelora_from_pretrained(load_base(tiny_model_dir), tmp_path / "ours")
     assert isinstance(pm, PeftModel) and sum(isinstance(m, PeftMoeLoraLinear) for m in pm.modules()) == 6

@@ -1,7 +1,8 @@
 """Mixture-of-Experts LoRA: E LoRA experts per Linear mixed by a token-level top-k router.
 
     from vlft.tuners.moelora import MoeLoraConfig, apply_moelora, moelora_aux_loss, save_moelora
-    model = apply_moelora(model, MoeLoraConfig(r=8, num_experts=4, top_k=2, target_modules=["q_proj", "v_proj"]))
+    cfg = MoeLoraConfig(r=8, num_experts=4, top_k=2, target_modules=["q_proj", "v_proj"])
+    model = apply_moelora(model, cfg)
     loss = out.loss + cfg.router_aux_loss_coef * moelora_aux_loss(model)
     save_moelora(model, "output/run"); load_moelora(fresh_model, "output/run")
 """
@@ -25,14 +26,16 @@ from vlft.tuners.moelora.model import (
     moelora_state_dict,
     moelora_stats,
     moelora_summary,
+    routed_layers,
     save_moelora,
     set_moelora_stats,
 )
 
 __all__ = [
-    "MoeLoraConfig", "MoeLoraLinear", "RoutingContext", "apply_moelora", "save_moelora", "load_moelora", "load_moelora_weights",
+    "MoeLoraConfig", "MoeLoraLinear", "RoutingContext", "apply_moelora", "save_moelora", "load_moelora",
+    "load_moelora_weights",
     "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "is_moelora_dir",
-    "moelora_summary", "moelora_layers", "find_target_modules", "set_moelora_stats", "moelora_disabled",
+    "moelora_summary", "moelora_layers", "routed_layers", "find_target_modules", "set_moelora_stats", "moelora_disabled",
     "moelora_state_dict", "get_moelora_config", "AdapterLoadError", "PEFT_TYPE", "MOELORA_VERSION",
     "CONFIG_NAME", "WEIGHTS_NAME",
 ]

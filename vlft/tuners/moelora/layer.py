@@ -85,7 +85,8 @@ def route(logits: torch.Tensor, top_k: int, scaling: float
     return gates, probs, top_i
 
 
-def mix_experts(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Tensor, r: int) -> torch.Tensor:
+def mix_experts(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Tensor,
+                r: int) -> torch.Tensor:
     """sum_e gates_e * B_e A_e x for all tokens with two matmuls: (..., in) -> (..., out)."""
     h = F.linear(x, A)                                            # (..., E*r): every expert's A at once
     lead, E = h.shape[:-1], gates.shape[-1]
@@ -212,4 +213,5 @@ class MoeLoraLinear(nn.Module, MoeRouted):
 def base_compute_dtype(base_layer: nn.Module) -> torch.dtype:
     """dtype the base layer computes in (a 4-bit weight's storage dtype is uint8: use compute_dtype)."""
     w = base_layer.weight
-    return getattr(base_layer, "compute_dtype", None) or (w.dtype if w.dtype.is_floating_point else torch.float32)
+    fallback = w.dtype if w.dtype.is_floating_point else torch.float32
+    return getattr(base_layer, "compute_dtype", None) or fallback

@@ -12,6 +12,7 @@ Only adapter, router and modules_to_save tensors are stored, never base weights.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -26,6 +27,8 @@ from vlft.config import ConfigError
 from vlft.tuners.moelora.config import CONFIG_NAME, WEIGHTS_NAME, MoeLoraConfig, is_moelora_dir
 from vlft.tuners.moelora.layer import MoeLoraLinear, MoeRouted, RoutingContext
 
+log = logging.getLogger(__name__)
+_warned = {"no_grad_aux": False}
 KEY_PREFIX = "base_model.model."      # PEFT's prefix for adapter keys
 _CONFIG_ATTR = "moelora_config"        # set on the model by apply_moelora
 _CONTEXT_ATTR = "_moelora_context"
@@ -100,7 +103,8 @@ def find_target_modules(model: nn.Module, target_modules: list[str] | str,
 
 
 # -- injection ---------------------------------------------------------------------------------
-def apply_moelora(model: nn.Module, config: MoeLoraConfig, module_names: list[str] | None = None) -> nn.Module:
+def apply_moelora(model: nn.Module, config: MoeLoraConfig,
+                  module_names: list[str] | None = None) -> nn.Module:
     """In place: freeze the model, wrap each targeted Linear in a MoeLoraLinear, return the model.
 
     ``module_names`` (exact dotted names) overrides the config's patterns; the loader uses it.
@@ -185,7 +189,8 @@ def save_moelora(model: nn.Module, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if config.base_model_name_or_path is None:
-        base = getattr(getattr(model, "config", None), "_name_or_path", None) or getattr(model, "name_or_path", None)
+        base = (getattr(getattr(model, "config", None), "_name_or_path", None)
+                or getattr(model, "name_or_path", None))
         config = config.replace(base_model_name_or_path=str(base) if base else None)
     tensors = moelora_state_dict(model)
     fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS_NAME}.", suffix=".tmp", dir=directory)
@@ -310,7 +315,12 @@ def moelora_aux_loss(model: nn.Module) -> torch.Tensor:
     if not losses:
         p = next(model.parameters())
         return torch.zeros((), device=p.device)
-    return torch.stack([l.float() for l in losses]).mean()
+    aux = torch.stack([t.float() for t in losses]).mean()
+    if torch.is_grad_enabled() and not aux.requires_grad and not _warned["no_grad_aux"]:
+        _warned["no_grad_aux"] = True
+        log.warning("MoE-LoRA: the router aux loss has no gradient: reentrant gradient checkpointing runs "
+                    "the forward under no_grad; use gradient_checkpointing_kwargs={'use_reentrant': False}")
+    return aux
 
 
 def _group_name(name: str, by: str) -> str:
@@ -428,8 +438,9 @@ def moelora_summary(model: nn.Module) -> str:
 
 
 __all__ = [
-    "AdapterLoadError", "apply_moelora", "save_moelora", "load_moelora", "load_moelora_weights", "moelora_aux_loss", "moelora_stats",
-    "count_trainable", "expected_trainable_params", "moelora_summary", "moelora_layers", "find_target_modules",
+    "AdapterLoadError", "apply_moelora", "save_moelora", "load_moelora", "load_moelora_weights",
+    "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "moelora_summary",
+    "moelora_layers", "routed_layers", "find_target_modules",
     "set_moelora_stats", "moelora_disabled", "moelora_state_dict", "get_moelora_config", "is_moelora_dir",
     "CONFIG_NAME", "WEIGHTS_NAME",
 ]

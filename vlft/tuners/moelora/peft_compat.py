@@ -1,7 +1,7 @@
 """MoE-LoRA inside PEFT, through LoraConfig's custom-module hook (peft >= 0.14, tested on 0.21).
 
     from vlft.tuners.moelora.peft_compat import moelora_from_pretrained, get_moelora_peft_model
-    model = moelora_from_pretrained(base, "output/run")          # == PeftModel.from_pretrained(..., config=...)
+    model = moelora_from_pretrained(base, "output/run")   # PeftModel.from_pretrained(..., config=...)
     model = get_moelora_peft_model(base, MoeLoraConfig(...))      # train with PEFT's machinery
 
 Both formats are one format: the same adapter_config.json ("peft_type": "MOELORA") and the same
@@ -89,7 +89,8 @@ class PeftMoeLoraLinear(nn.Module, LoraLayer, MoeRouted):
             raise TypeError("PeftMoeLoraLinear needs a MoeLoraPeftConfig (num_experts, top_k)")
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, lora_alpha
         self.scaling[adapter_name] = lora_alpha / r
-        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        p = config.lora_dropout
+        self.lora_dropout[adapter_name] = nn.Dropout(p) if p > 0 else nn.Identity()
         A = nn.Parameter(torch.empty(E * r, self.in_features))
         B = nn.Parameter(torch.empty(self.out_features, E * r))
         router = nn.Linear(self.in_features, E, bias=config.router_bias)
@@ -161,8 +162,9 @@ def moelora_peft_config(adapter_dir: str | Path, inference_mode: bool = True) ->
 def moelora_from_pretrained(model: nn.Module, adapter_dir: str | Path, is_trainable: bool = False,
                             **kwargs: Any) -> PeftModel:
     """``PeftModel.from_pretrained`` for a MoE-LoRA folder (the config is passed, PEFT loads the weights)."""
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable,
-                                           config=moelora_peft_config(adapter_dir, not is_trainable), **kwargs)
+    config = moelora_peft_config(adapter_dir, inference_mode=not is_trainable)
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable, config=config,
+                                           **kwargs)
     return attach_routing_mask(peft_model)
 
 
