@@ -190,3 +190,22 @@ def test_no_model_configured_builds_the_embedded_tiny_model(tmp_path, monkeypatc
     path = local_mod.resolve_model_dir(None)
     assert path == tmp_path / "tiny" and is_tiny(path)
     assert local_mod.resolve_model_dir(None) == path       # built once, reused
+
+
+def test_local_loads_a_trained_adapter_as_its_own_shared_instance(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from vlft.models.loading import load_model
+
+    base = load_model(tiny_model_dir)
+    # init_lora_weights=False: B != 0, so the adapter really changes the model
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "lora")
+    with_adapter = make_chat_model("local", model_dir=str(tiny_model_dir), adapter=str(tmp_path / "lora"),
+                                   max_new_tokens=6)
+    plain = make_chat_model("local", model_dir=str(tiny_model_dir), max_new_tokens=6)
+    gen = with_adapter.generator()
+    assert gen is not plain.generator() and gen.adapter == tmp_path / "lora"
+    assert gen is make_chat_model("local", model_dir=str(tiny_model_dir),
+                                  adapter=str(tmp_path / "lora")).generator()
+    assert isinstance(generate_text(with_adapter, [HumanMessage("hello")]), str)
