@@ -184,3 +184,57 @@ class Assistant:
         else:
             model = str(c.model_dir or "embedded tiny Qwen3-VL") + (f" + {c.adapter}" if c.adapter else "")
         return {"model": model}
+
+
+# -- command line: one question from a terminal (demos, scripting) ------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m multi_agent.assistant --question "..." [--image a.jpg] [--summary]``"""
+    import argparse
+    import sys
+
+    from vlft.config import ConfigError, build_parser, load_yaml
+    from vlft.utils.logging import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m multi_agent.assistant",
+                                     description="Ask the multi-agent assistant one question.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--question", "-q", required=True, help="the question (any language)")
+    parser.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    parser.add_argument("--no-kb", action="store_true", help="answer without the knowledge base")
+    parser.add_argument("--summary", action="store_true", help="save the session report afterwards")
+    parser.add_argument("--verbose", action="store_true")
+    build_parser(AssistantConfig, parser=parser)
+    ns = vars(parser.parse_args(argv))
+    opts = {k: ns.pop(k) for k in ("question", "image", "no_kb", "summary", "verbose")}
+    recipe = ns.pop("config", None)
+    try:
+        data = load_yaml(recipe) if recipe else {}
+        data.update(ns)
+        config = AssistantConfig.from_dict(data, source=recipe or "command line")
+    except ConfigError as e:
+        parser.exit(2, f"error: {e}\n")
+    setup_logging(opts["verbose"])
+    a = Assistant(config)
+    if a.notice:
+        print(f"note: {a.notice}", file=sys.stderr)
+
+    def on_step(s: StepTrace) -> None:
+        if s.name != "responder":
+            print(f"[{s.name} {s.seconds:.1f}s] " + s.output.replace("\n", "\n    "), file=sys.stderr)
+
+    print("answer: ", end="", flush=True)
+    trace = a.ask(opts["question"], images=opts["image"], use_kb=not opts["no_kb"],
+                  on_token=lambda t: print(t, end="", flush=True), on_step=on_step)
+    print()
+    if trace.error:
+        print(f"error: {trace.error}", file=sys.stderr)
+        return 1
+    for c in trace.citations:
+        print(f"[{c['n']}] {c['source']}" + (f", p. {c['page']}" if c.get("page") else ""))
+    if opts["summary"]:
+        print(f"summary: {a.save_summary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -159,3 +159,13 @@ def test_cancel_from_another_thread(kb_dir, kb, tmp_path):
     timer.join()
     assert trace.cancelled and 0 < len(trace.answer.split()) < 200
     assert "reviewer" not in [s.name for s in trace.steps]
+
+
+def test_command_line_one_question(tmp_path, capsys):
+    from multi_agent.assistant import main
+    rc = main(["--backend", "scripted", "--reports_dir", str(tmp_path), "--kb_dir", str(tmp_path / "kb"),
+               "-q", "Hello there?", "--no-kb", "--summary"])
+    out = capsys.readouterr()
+    assert rc == 0 and "answer: This is the answer." in out.out and "[planner" in out.err
+    (report,) = tmp_path.glob("*_hello-there.md")
+    assert f"summary: {report}" in out.out
