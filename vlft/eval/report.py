@@ -90,7 +90,7 @@ def build_markdown(report: dict) -> str:
         for ex in examples:
             refs = " / ".join(ex["references"][:2])
             lines.append(f"| {_cell(Path(str(ex['image'])).name, 40)} | {_cell(refs)} | "
-                         + " | ".join(_cell(ex.get(n, "")) for n in ok) + " |")
+                         + " | ".join(_cell(ex.get(n) or "(empty)") for n in ok) + " |")
         lines.append("")
     return "\n".join(lines)
 
