@@ -418,3 +418,57 @@ def test_peft_from_pretrained_loads_our_folder_and_vice_versa(tiny_model_dir, ba
     back = load_moelora(load_base(tiny_model_dir), tmp_path / "peft")
     with torch.no_grad():
         torch.testing.assert_close(back(**inputs).logits, ref, rtol=0, atol=0)
+
+
+def test_modules_to_save_and_router_bias_roundtrip(tiny_model_dir, batch, tmp_path):
+    cfg = MoeLoraConfig(r=2, num_experts=2, top_k=1, target_modules=LM_TARGETS, router_bias=True,
+                        modules_to_save=["visual.merger"])
+    model = apply_moelora(load_base(tiny_model_dir), cfg)
+    layers = moelora_layers(model)
+    merger = sum(p.numel() for p in model.model.visual.merger.parameters())
+    assert count_trainable(model)[0] == expected_trainable_params(cfg, layers.values()) + merger
+    assert expected_trainable_params(cfg, [(64, 64)]) == 2 * 2 * 128 + 64 * 2 + 2   # +E for the bias
+    randomize_B(model)
+    with torch.no_grad():
+        model.model.visual.merger.linear_fc2.weight.mul_(1.5)
+        for m in layers.values():
+            m.lora_router.bias.normal_()
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        ref = model(**inputs).logits
+    save_moelora(model, tmp_path / "a")
+    fresh = load_moelora(load_base(tiny_model_dir), tmp_path / "a")
+    with torch.no_grad():
+        assert torch.equal(fresh(**inputs).logits, ref)
+
+
+def _toy(seed=0, width=8):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, width), nn.ReLU(), nn.Linear(width, 5))
+
+
+def test_init_seed_is_deterministic_and_any_module_works(tmp_path):
+    cfg = MoeLoraConfig(r=2, num_experts=3, top_k=2, target_modules=["0", "2"], init_seed=7)
+    a, b = apply_moelora(_toy(), cfg), apply_moelora(_toy(), cfg)
+    torch.manual_seed(123)  # the global RNG does not matter with init_seed
+    c = apply_moelora(_toy(), cfg)
+    sa, sb, sc = (moelora_state_dict_values(m) for m in (a, b, c))
+    for x, y, z in zip(sa, sb, sc):
+        assert torch.equal(x, y) and torch.equal(x, z)
+    with pytest.raises(ValueError, match="already has MoE-LoRA"):
+        apply_moelora(a, cfg)
+    save_moelora(a, tmp_path / "toy")
+    other = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.ReLU())       # "2" is not a Linear here
+    with pytest.raises(AdapterLoadError, match=r"module 2 is not a Linear"):
+        load_moelora(other, tmp_path / "toy")
+    assert not any(isinstance(m, MoeLoraLinear) for m in other.modules()), "failed load wraps nothing"
+    wider = _toy(width=9)
+    with pytest.raises(AdapterLoadError, match=r"0\.lora_expert_B has shape \(8, 6\) .* needs \(9, 6\)"):
+        load_moelora(wider, tmp_path / "toy")
+    assert not any(isinstance(m, MoeLoraLinear) for m in wider.modules())
+
+
+def moelora_state_dict_values(model):
+    from vlft.tuners.moelora import moelora_state_dict
+    return list(moelora_state_dict(model).values())
