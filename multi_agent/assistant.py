@@ -131,10 +131,14 @@ class Assistant:
         return self._chain
 
     def warm_up(self) -> None:
-        """Load the model now (call from a worker thread; ``ask`` does it otherwise)."""
-        gen = getattr(self.chat_model, "generator", None)
-        if callable(gen):
-            gen()
+        """Load the model now, or check the server answers (call from a worker thread; ``ask``
+        does it otherwise). Raises with one line when the model folder or server is unusable."""
+        model = self.chat_model
+        for probe in ("generator", "model_name"):      # local: load weights; openai: list models
+            fn = getattr(model, probe, None)
+            if callable(fn):
+                fn()
+                break
 
     def summary_tool(self):
         """``save_session_summary`` as a LangChain tool over this session's history."""

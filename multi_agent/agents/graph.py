@@ -43,6 +43,7 @@ class TurnState(TypedDict, total=False):
     review_raw: str
     rewrites: int              # answers rewritten so far; the Reviewer may ask for at most MAX_REWRITES
     rewrite_pending: bool
+    kb_error: str              # why the knowledge base could not be opened ("" when fine)
     cancelled: bool
 
 
@@ -145,6 +146,8 @@ class Chain:
                                cancel=ctx.cancel, max_new_tokens=self.settings.manager_tokens)
         except GenerationCancelled:
             return {"cancelled": True}
+        if s.get("kb_error") and s["use_kb"]:
+            d.reason = s["kb_error"]
         ctx.record("manager", t0, manager.format_decision(d), retrieve=d.retrieve, query=d.query,
                    reason=d.reason, tool_call=d.tool_call, raw=d.raw)
         return {"decision": d}
@@ -206,14 +209,15 @@ class Chain:
         the turn to its history there, so a summary written by the tool includes it)."""
         t0 = time.time()
         ctx = TurnContext(history=list(history), on_token=on_token, on_step=on_step, cancel=cancel)
-        kb = None
+        kb, kb_error = None, ""
         if use_kb:
             try:
                 kb = self.kb
             except Exception as e:  # no usable knowledge base: answer without one, and say why
-                ctx.record("knowledge", t0, f"knowledge base unavailable: {e}", error=str(e), hits=[])
+                kb_error = f"knowledge base unavailable: {e}"
+                ctx.record("knowledge", t0, kb_error, error=str(e), hits=[])
         state: TurnState = {
-            "question": question, "images": list(images), "use_kb": use_kb and kb is not None,
+            "question": question, "images": list(images), "use_kb": use_kb, "kb_error": kb_error,
             "lang": language_of(question),
             "kb_available": kb is not None and knowledge.kb_has_documents(kb),
             "rewrites": 0, "cancelled": False,

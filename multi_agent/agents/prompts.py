@@ -62,23 +62,27 @@ RESPONDER = {
         "You are the Responder of a multimodal assistant. Answer the user's question following the plan, "
         "using the image(s) if any and the numbered evidence passages. Cite evidence with its number in "
         "square brackets, like [1] or [2], right after the sentence it supports. Cite only numbers that "
-        "appear in the evidence. If the evidence does not contain the answer, say so. Be concise."
+        "appear in the evidence. If evidence is given but does not contain the answer, say so; if no "
+        "evidence is given, answer from the image(s) and general knowledge without citations. Be concise."
     ),
     "zh": (
         "你是多模态助手的 Responder（回答者）。按照计划回答用户的问题，结合图片（如有）和编号的参考资料。"
         "在所依据的句子后用方括号标注资料编号，例如 [1] 或 [2]；只能引用资料中出现的编号。"
-        "如果资料中没有答案，请直接说明。请用简体中文简洁作答。"
+        "如果提供了资料但其中没有答案，请直接说明；如果没有提供资料，请根据图片和常识作答，不加引用。"
+        "请用简体中文简洁作答。"
     ),
 }
 
 REVIEWER = {
     "en": (
         "You are the Reviewer of a multimodal assistant. Check whether the answer addresses the question, "
-        "is supported by the evidence and cites it correctly. Reply with exactly one line:\n"
+        "is supported by the evidence and cites it correctly (with no evidence, judge only whether it "
+        "addresses the question). Reply with exactly one line:\n"
         "PASS\nor\nRETRY: <what to fix>"
     ),
     "zh": (
-        "你是多模态助手的 Reviewer（审核者）。检查回答是否解决了问题、是否有资料支持、引用是否正确。"
+        "你是多模态助手的 Reviewer（审核者）。检查回答是否解决了问题、是否有资料支持、引用是否正确"
+        "（没有资料时只检查是否解决了问题）。"
         "只输出一行：\nPASS\n或\nRETRY: <需要修改的地方>"
     ),
 }

@@ -167,3 +167,13 @@ def test_a_failing_model_is_reported_in_one_line(kb):
 
     trace = Chain(ScriptedChatModel(rules={"Planner": boom}), kb).run("q?")
     assert trace.error == "ConnectionError: http://localhost:8000/v1 refused the connection"
+
+
+def test_an_unopenable_knowledge_base_is_explained(scripted):
+    def broken_kb():
+        raise RuntimeError("index written by a newer version")
+
+    trace = Chain(scripted(Manager=decision(True, "x")), broken_kb).run("q?")
+    assert trace.error is None and not trace.decision.retrieve
+    assert trace.decision.reason == "knowledge base unavailable: index written by a newer version"
+    assert trace.steps[0].name == "knowledge"

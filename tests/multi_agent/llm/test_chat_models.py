@@ -209,3 +209,15 @@ def test_local_loads_a_trained_adapter_as_its_own_shared_instance(tiny_model_dir
     assert gen is make_chat_model("local", model_dir=str(tiny_model_dir),
                                   adapter=str(tmp_path / "lora")).generator()
     assert isinstance(generate_text(with_adapter, [HumanMessage("hello")]), str)
+
+
+def test_assistant_on_an_openai_compatible_server(openai_server, tmp_path):
+    from multi_agent.assistant import Assistant, AssistantConfig
+    a = Assistant(AssistantConfig(backend="openai", openai_url=openai_server, reports_dir=tmp_path))
+    a.warm_up()                                               # lists the server's models
+    trace = a.ask("Hello?", use_kb=False)
+    assert trace.error is None and trace.answer == "Hello from the server."
+    down = Assistant(AssistantConfig(backend="openai", openai_url="http://127.0.0.1:9/v1"))
+    with pytest.raises(Exception):
+        down.warm_up()
+    assert "Connection" in down.ask("Hello?", use_kb=False).error
