@@ -97,7 +97,7 @@ class MainWindow(QMainWindow):
         self.send_button.setDefault(True)
         self.cancel_button = QPushButton()
         self.clear_button = QToolButton()
-        self.clear_button.setIcon(self.style().standardIcon(QStyle.SP_FileDialogNewFolder))
+        self.clear_button.setIcon(self.style().standardIcon(QStyle.SP_FileIcon))
         self.clear_button.setAutoRaise(True)
         self.use_kb = QCheckBox()
         self.use_kb.setChecked(self.prefs.use_kb)
@@ -437,6 +437,9 @@ class MainWindow(QMainWindow):
         self.review_panel.set_review(getattr(trace, "review", None) if "reviewer" in ran else None)
         if getattr(trace, "error", None):
             self.chat.add("error", str(trace.error))
+        for call in getattr(trace, "tool_calls", None) or []:
+            if call.get("error"):
+                self.chat.add("error", f"{call.get('name')}: {call['error']}")
 
     def new_chat(self) -> None:
         if self.busy or self.assistant is None:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Worker(QObject):
         try:
             result = self.fn(self)
         except BaseException as e:  # noqa: BLE001 (anything a model throws must reach the chat)
-            log.exception("%s job failed", self.kind)
+            log.debug("%s job failed", self.kind, exc_info=True)  # the chat shows the one line
             self.failed.emit(one_line(e))
         else:
             self.done.emit(result)
@@ -64,7 +64,9 @@ class Runner(QObject):
         thread = QThread()
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
-        worker.finished.connect(thread.quit)
+        # Direct: quit() is thread-safe, and a queued call would wait for a GUI thread that may be
+        # blocked in wait_all() (closing during a request).
+        worker.finished.connect(thread.quit, Qt.DirectConnection)
         # A bound slot of this GUI-thread object: queued, so the reaping runs on the GUI thread.
         thread.finished.connect(self._reap)
         self._live[thread] = worker

@@ -31,7 +31,7 @@ KB_DOCS = {
                    "for every token and only the top experts are added to the frozen base weights. "
                    "This keeps memory low while letting experts specialise.\n"),
     "training-guide.txt": ("Training guide. On an 8 GB GPU, fine-tune Qwen3-VL with 4-bit QLoRA, "
-                           "rank 8, learning rate 1e-4, gradient accumulation 8. 训练时使用 4-bit 量化。\n"),
+                           "rank 8, learning rate 1e-4 and gradient accumulation 8.\n"),
 }
 
 

@@ -3,8 +3,6 @@ streaming, evidence, one request at a time, cancel, errors, export."""
 
 from __future__ import annotations
 
-import shutil
-
 from PyQt5.QtCore import Qt, QUrl
 from PyQt5.QtWidgets import QFileDialog
 
@@ -55,8 +53,12 @@ def test_ask_streams_answer_and_evidence(make_window, make_assistant, ui, qtbot,
     assert opened and opened[-1] == QUrl.fromLocalFile(str((kb_dir / item.text(1)).resolve()))
 
     path = shoot(w, "answer")
-    if ui.update_readme_image:
-        shutil.copyfile(path, REPO_DIR / "image" / "app.png")
+    if ui.update_readme_image:  # 128-colour palette: ~60 KB instead of ~200 KB in git
+        from PIL import Image
+
+        Image.open(path).convert("RGB").quantize(128, method=Image.Quantize.MEDIANCUT,
+                                                 dither=Image.Dither.NONE).save(
+            REPO_DIR / "image" / "app.png", optimize=True)
 
 
 def test_enter_many_times_runs_one_request(make_window, make_assistant, ui, qtbot):
@@ -81,6 +83,28 @@ def test_enter_many_times_runs_one_request(make_window, make_assistant, ui, qtbo
     # ... and the window is usable afterwards.
     ui.ask(w, "second question")
     assert [t.question for t in assistant.history] == ["first question", "second question"]
+
+
+def test_reviewer_rewrite_replaces_the_streamed_draft(make_window, make_assistant, ui, qtbot):
+    model = ui.scripted(["Draft without sources.", "Final answer with a source [1]."],
+                        Reviewer=["RETRY: cite the knowledge base", "PASS"])
+    w = make_window(make_assistant(model))
+    ui.ask(w, "How does MoE-LoRA work?")
+    assert w.chat.messages[-1].text == "Final answer with a source [1]."
+    assert "Draft" not in w.chat.toPlainText()
+    review = w.review_panel.toPlainText()
+    assert "PASS" in review and "Rewrites: 1" in review
+
+
+def test_closing_during_a_request_stops_it_cleanly(make_window, make_assistant, ui, qtbot):
+    model = ui.scripted("slow " * 500, token_delay=0.02)
+    w = make_window(make_assistant(model))
+    w.input.setPlainText("a long one")
+    qtbot.keyClick(w.input, Qt.Key_Return)
+    qtbot.waitUntil(lambda: "slow" in w.chat.messages[-1].text, timeout=30_000)
+    thread = next(iter(w.runner._live))
+    w.close()  # cancels and waits: no "QThread destroyed while running" abort
+    assert thread.isFinished()
 
 
 def test_shift_enter_adds_a_line(make_window, make_assistant, qtbot):

@@ -57,8 +57,8 @@ def test_drop_pdf_is_indexed_listed_and_cited(make_window, make_assistant, ui, q
 def test_unsupported_and_queued_drops(make_window, make_assistant, ui, qtbot, tmp_path, kb_dir):
     model = ui.scripted("slow " * 40, token_delay=0.02)
     w = make_window(make_assistant(model))
-    notes = tmp_path / "notes.md"
-    notes.write_text("# Notes\n\nThe office plant is a monstera.\n", encoding="utf-8")
+    notes = tmp_path / "办公室笔记.md"  # Chinese names and text are first-class
+    notes.write_text("# 笔记\n\n办公室的植物是龟背竹。The office plant is a monstera.\n", encoding="utf-8")
     sheet = tmp_path / "table.xlsx"
     sheet.write_bytes(b"PK")
 
@@ -67,7 +67,9 @@ def test_unsupported_and_queued_drops(make_window, make_assistant, ui, qtbot, tm
     ui.drop_files(w.kb_panel, [notes, sheet])  # during a request: queued, not run alongside
     assert w._job.kind == "ask" and "table.xlsx" in w.chat.messages[-1].text
     assert "Queued" in w.kb_panel.status.text()
-    qtbot.waitUntil(lambda: "notes.md" in w.kb_panel.file_names(), timeout=60_000)
+    qtbot.waitUntil(lambda: "办公室笔记.md" in w.kb_panel.file_names(), timeout=60_000)
     ui.wait_idle(w)
     assert len(model.calls("Responder")) == 1
     assert not (kb_dir / "table.xlsx").exists()
+    ui.ask(w, "办公室的植物是什么？")
+    assert w.evidence_panel.tree.topLevelItem(0).text(1) == "办公室笔记.md"
