@@ -72,19 +72,8 @@ class VlftTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         if not self.moelora:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        import torch
-        from safetensors.torch import load_file
-
-        from vlft.tuners.moelora import WEIGHTS_NAME
-        from vlft.tuners.moelora.model import moelora_state_dict_refs
-        state = load_file(f"{resume_from_checkpoint}/{WEIGHTS_NAME}")
-        refs = moelora_state_dict_refs(self.accelerator.unwrap_model(model or self.model))
-        missing = sorted(set(refs) - set(state))
-        if missing:
-            raise ValueError(f"{resume_from_checkpoint}: {missing[0]} missing from {WEIGHTS_NAME}")
-        with torch.no_grad():
-            for k, t in refs.items():
-                t.copy_(state[k].to(device=t.device, dtype=t.dtype))
+        from vlft.tuners.moelora import load_moelora_weights
+        load_moelora_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (not eval / end-of-training summary)
