@@ -207,3 +207,14 @@ def test_cli_folder_and_errors(peaked_dir, coco_sample_dir, tmp_path, capsys):
     assert err.count("\n") == 0 and "nope.jpg: image file not found" in err
     assert _cli().main(["--model", str(tmp_path / "no-model"), "--image", str(REPO_DIR / "image/demo.jpg")]) == 1
     assert "model folder not found" in capsys.readouterr().err
+
+
+def test_caption_benchmark_smoke(capsys):
+    """bench/caption_throughput.py --tiny: the GPU benchmark's code path, on the CPU."""
+    spec = importlib.util.spec_from_file_location("caption_throughput", REPO_DIR / "bench" / "caption_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--tiny", "--n_images", "4", "--batch_sizes", "2,4", "--max_new_tokens", "3"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["one_at_a_time"]["images"] == 4 and [b["batch_size"] for b in result["batched"]] == [2, 4]
+    assert all(b["images_per_s"] > 0 for b in result["batched"])

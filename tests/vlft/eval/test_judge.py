@@ -50,3 +50,20 @@ def test_unreachable_judge_is_one_line():
     assert "\n" not in str(e.value) and f"127.0.0.1:{port}" in str(e.value)
     with pytest.raises(JudgeError, match="--judge-model"):
         OpenAIJudge("http://127.0.0.1:1/v1", "")
+
+
+def test_local_judge_keeps_prompt_and_raw_answer(peaked_dir, val_split):
+    """The local model as judge (sees the image): a random model gives no score -> counted, not fatal."""
+    import json
+
+    from vlft.eval.judge import LocalJudge
+    from vlft.infer import VLGenerator
+
+    rec = json.loads(val_split.read_text(encoding="utf-8"))[0]
+    image = rec["messages"][0]["content"][0]["image"]
+    judge = LocalJudge(VLGenerator(peaked_dir, precision="none"), max_new_tokens=6)
+    res = judge_rows(judge, [{"id": rec["id"], "prediction": "a man cooking", "references": rec["references"],
+                              "image": image}])
+    item = res.items[0]
+    assert judge.name.startswith("local:") and item["prompt"] == build_prompt("a man cooking", rec["references"])
+    assert isinstance(item["answer"], str) and res.n_scored + res.n_unparsed == 1
