@@ -365,7 +365,7 @@ def test_stats_toggle_and_eval_records_nothing(tiny_model_dir, batch):
     assert seen == [False, True, False]
     model.eval()
     for m in moelora_layers(model).values():
-        m.aux_loss = None
+        m.router_P = None
     with torch.no_grad():
         model(**{k: v for k, v in batch.items() if k != "labels"})
     assert moelora_aux_loss(model).item() == 0.0
@@ -472,3 +472,27 @@ def test_init_seed_is_deterministic_and_any_module_works(tmp_path):
 def moelora_state_dict_values(model):
     from vlft.tuners.moelora import moelora_state_dict
     return list(moelora_state_dict(model).values())
+
+
+def test_op_count_does_not_grow_with_experts():
+    """Batched experts: the same aten ops (~GPU kernels) per forward+backward for E=2 and E=16."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    def ops(E, k):
+        layer = MoeLoraLinear(nn.Linear(32, 16), r=4, lora_alpha=8, num_experts=E, top_k=k).train()
+        x = torch.randn(2, 5, 32)
+        with Count() as c:
+            (layer(x).sum() + layer.aux_loss).backward()
+        return c.ops
+
+    assert ops(2, 1) == ops(16, 2) == ops(16, 8)
+    assert sum(op == "mm" for op in ops(16, 2)) <= 9   # base + router + A + B forward, and backward

@@ -40,15 +40,20 @@ class RoutingContext:
         self.stats_every: int = 1                # ...on every n-th model forward only
         self.collect_eval_stats: bool = False    # eval/generation: record nothing unless asked
         self.forward_count: int = 0              # model forwards seen by the pre-hook (host-side int)
+        self._flat: tuple | None = None          # (mask, mask as (tokens, 1) float, 1 / real tokens)
 
     def want_stats(self) -> bool:
         return self.collect_stats and self.forward_count % self.stats_every == 0
 
-    def mask_for(self, lead_shape: torch.Size) -> torch.Tensor | None:
+    def mask_for(self, lead_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mask (tokens, 1) float, 1/real-token count) when the mask fits ``lead_shape``; cached per mask."""
         m = self.token_mask
         if m is None or tuple(m.shape) != tuple(lead_shape):
             return None
-        return m
+        if self._flat is None or self._flat[0] is not m:
+            flat = m.reshape(-1, 1).float()
+            self._flat = (m, flat, 1.0 / flat.sum().clamp_min(1.0))
+        return self._flat[1], self._flat[2]
 
 
 # -- the math, shared by MoeLoraLinear and the PEFT-registered layer (peft_compat.py) --------------
@@ -68,21 +73,21 @@ def init_moelora_weights(A: torch.Tensor, B: torch.Tensor, router: nn.Linear, ro
         router.bias.zero_()
 
 
-def route(logits: torch.Tensor, top_k: int, scaling: float
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Gates (..., E) with alpha/r folded in, router probs (..., E) fp32, selected expert ids (..., k).
+def route(logits: torch.Tensor, top_k: int, scaling: float, with_probs: bool
+          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gates (..., E): alpha/r times the renormalised top-k weights, zero for unselected experts;
+    and, when asked (training), the full router probabilities (..., E) for the balancing loss.
 
-    Softmax over all E logits then renormalising the kept top-k equals a softmax over only the
-    top-k logits; we take the first form because the full probabilities feed the balancing loss.
+    A softmax over the top-k logits equals a softmax over all E then renormalising the kept k.
     """
-    # fp32 softmax (Switch's "selective precision"): bf16 logits make routing flip on near-ties.
-    probs = torch.softmax(logits.float(), dim=-1)
-    if top_k == probs.shape[-1]:  # dense mixture: nothing to select
-        return probs * scaling, probs, None
-    top_p, top_i = probs.topk(top_k, dim=-1)
-    w = top_p * (scaling / top_p.sum(-1, keepdim=True))
-    gates = torch.zeros_like(probs).scatter(-1, top_i, w)
-    return gates, probs, top_i
+    logits = logits.float()  # fp32 routing (Switch's "selective precision"): bf16 ties flip routes
+    E = logits.shape[-1]
+    probs = torch.softmax(logits, dim=-1) if (with_probs or top_k == E) else None
+    if top_k == E:  # dense mixture: nothing to select
+        return probs * scaling, probs
+    top_l, top_i = logits.topk(top_k, dim=-1)
+    gates = torch.zeros_like(logits).scatter(-1, top_i, torch.softmax(top_l, dim=-1) * scaling)
+    return gates, probs
 
 
 def mix_experts(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Tensor,
@@ -94,55 +99,70 @@ def mix_experts(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.
     return F.linear(h, B)                                         # (..., out): every expert's B at once
 
 
-def balance_loss(probs: torch.Tensor, top_i: torch.Tensor | None, top_k: int,
-                 mask: torch.Tensor | None, with_loss: bool, with_stats: bool
-                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Switch load-balancing loss E * sum_e f_e P_e, load fractions f (E,) and mean router entropy.
+def routing_moments(probs: torch.Tensor, gates: torch.Tensor, top_k: int,
+                    mask: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """P (E,): mean router probability per expert (carries the gradient); f (E,): share of the
+    top-k assignments per expert (counts, no gradient; sums to 1). Means over real tokens only
+    when ``mask`` = (mask (tokens, 1), 1/real tokens) is given.
 
-    f_e: fraction of the top-k assignments that go to expert e (sums to 1; not differentiable);
-    P_e: mean router probability of e (carries the gradient). The loss is 1.0 at perfectly even
-    routing. ``mask`` (same leading shape as probs, 1 = real token) leaves padding out.
+    A selected expert is one with a non-zero gate (its renormalised weight underflows to 0 only
+    if its logit trails the best by ~100, which a router this small never produces).
     """
     E = probs.shape[-1]
-    p = probs.reshape(-1, E)
-    m = mask.reshape(-1, 1).to(p.dtype) if mask is not None else None
-    denom = m.sum().clamp_min(1.0) if m is not None else None
+    p, g = probs.reshape(-1, E), gates.detach().reshape(-1, E)
+    if mask is None:
+        n = max(p.shape[0], 1)
+        return p.mean(0), torch.count_nonzero(g, dim=0) * (1.0 / (n * top_k))
+    m, inv_n = mask
+    return (p * m).sum(0) * inv_n, torch.count_nonzero(g * m, dim=0) * (inv_n / top_k)
 
-    def mean0(t: torch.Tensor) -> torch.Tensor:  # mean over real tokens
-        return t.mean(0) if m is None else (t * m).sum(0) / denom
 
-    P = mean0(p)
-    if top_i is None:  # every token uses every expert
-        f = torch.full_like(P, 1.0 / E)
-    else:  # (tokens, E) 0/1 selection, built only here (training), not in the inference path
-        f = mean0(torch.zeros_like(p).scatter_(-1, top_i.reshape(-1, top_k), 1.0)) / top_k
-    loss = E * (f * P).sum() if with_loss else None
-    if not with_stats:
-        return loss, None, None
-    ent = mean0(torch.special.entr(p.detach()).sum(-1, keepdim=True)).squeeze(0)
-    return loss, f.detach(), ent
+def switch_loss(P: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Switch Transformer load-balancing loss E * sum_e f_e P_e (1.0 when routing is even); batched
+    over leading dims, so all layers can be combined with one call."""
+    return P.shape[-1] * (f * P).sum(-1)
+
+
+def router_entropy(probs: torch.Tensor, mask: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Mean per-token entropy of the router distribution, nats (ln E = uniform); detached."""
+    ent = torch.special.entr(probs.detach().reshape(-1, probs.shape[-1])).sum(-1, keepdim=True)
+    if mask is None:
+        return ent.mean()
+    return (ent * mask[0]).sum() * mask[1]
 
 
 class MoeRouted:
-    """Marker + readouts shared by MoE-LoRA layers: last training forward's aux loss and stats."""
+    """Marker + readouts shared by MoE-LoRA layers, from the last training forward.
+
+    The aux loss is kept as its two (E,) moments so ``moelora_aux_loss`` combines all layers in a
+    few kernels instead of three per layer.
+    """
 
     num_experts: int
     top_k: int
     context: RoutingContext
-    aux_loss: torch.Tensor | None = None          # () Switch loss, with grad
-    load_fraction: torch.Tensor | None = None     # (E,) share of top-k assignments per expert
-    router_entropy: torch.Tensor | None = None    # () mean per-token entropy of router probs, nats
+    router_P: torch.Tensor | None = None          # (E,) mean router prob, with grad (training only)
+    router_f: torch.Tensor | None = None          # (E,) share of top-k assignments
+    load_fraction: torch.Tensor | None = None     # (E,) = router_f of the last statistics forward
+    router_entropy: torch.Tensor | None = None    # () mean per-token router entropy, nats
 
-    def _record(self, probs: torch.Tensor, top_i: torch.Tensor | None) -> None:
-        ctx = self.context
-        if not (self.training or ctx.collect_eval_stats):
+    @property
+    def aux_loss(self) -> torch.Tensor | None:
+        """This layer's Switch loss from the last training forward (with grad), or None."""
+        return None if self.router_P is None else switch_loss(self.router_P, self.router_f)
+
+    def _wants_probs(self) -> bool:
+        return self.training or self.context.collect_eval_stats
+
+    def _record(self, probs: torch.Tensor | None, gates: torch.Tensor) -> None:
+        if probs is None or not self._wants_probs():
             return
-        with_stats = ctx.want_stats() or not self.training
-        loss, f, ent = balance_loss(probs, top_i, self.top_k, ctx.mask_for(probs.shape[:-1]),
-                                    with_loss=self.training, with_stats=with_stats)
-        self.aux_loss = loss
-        if with_stats:
-            self.load_fraction, self.router_entropy = f, ent
+        ctx = self.context
+        mask = ctx.mask_for(probs.shape[:-1])
+        P, f = routing_moments(probs, gates, self.top_k, mask)
+        self.router_P, self.router_f = (P, f) if self.training else (None, None)
+        if ctx.want_stats() or not self.training:
+            self.load_fraction, self.router_entropy = f, router_entropy(probs, mask)
 
 
 class MoeLoraLinear(nn.Module, MoeRouted):
@@ -182,9 +202,9 @@ class MoeLoraLinear(nn.Module, MoeRouted):
         if not torch.is_autocast_enabled(x.device.type):
             # Same policy as PEFT with 4-bit bases: compute the adapter in its own dtype, cast back.
             x = x.to(self.lora_expert_A.dtype)
-        gates, probs, top_i = route(self.lora_router(x), self.top_k, self.scaling)    # (..., E) gates/probs
+        gates, probs = route(self.lora_router(x), self.top_k, self.scaling, self._wants_probs())  # (..., E)
         delta = mix_experts(self.lora_dropout(x), self.lora_expert_A, self.lora_expert_B, gates, self.r)
-        self._record(probs, top_i)
+        self._record(probs, gates)
         return result + delta.to(result.dtype)
 
     def extra_repr(self) -> str:

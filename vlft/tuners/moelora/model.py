@@ -25,7 +25,7 @@ from torch import nn
 
 from vlft.config import ConfigError
 from vlft.tuners.moelora.config import CONFIG_NAME, WEIGHTS_NAME, MoeLoraConfig, is_moelora_dir
-from vlft.tuners.moelora.layer import MoeLoraLinear, MoeRouted, RoutingContext
+from vlft.tuners.moelora.layer import MoeLoraLinear, MoeRouted, RoutingContext, switch_loss
 
 log = logging.getLogger(__name__)
 _warned = {"no_grad_aux": False}
@@ -311,11 +311,15 @@ def moelora_aux_loss(model: nn.Module) -> torch.Tensor:
     targeted layers, so ``router_aux_loss_coef`` means the same for q,v-only and all-linear runs.
     Zero (no grad) when no training forward has run. Multiply by the coef and add to the LM loss.
     """
-    losses = [m.aux_loss for m in routed_layers(model).values() if m.aux_loss is not None]
-    if not losses:
+    layers = [m for m in routed_layers(model).values() if m.router_P is not None]
+    if not layers:
         p = next(model.parameters())
         return torch.zeros((), device=p.device)
-    aux = torch.stack([t.float() for t in losses]).mean()
+    if len({m.router_P.shape for m in layers}) == 1:  # one batched Switch loss over all layers
+        aux = switch_loss(torch.stack([m.router_P for m in layers]),
+                          torch.stack([m.router_f for m in layers])).mean()
+    else:  # layers with different E (several PEFT adapters)
+        aux = torch.stack([switch_loss(m.router_P, m.router_f) for m in layers]).mean()
     if torch.is_grad_enabled() and not aux.requires_grad and not _warned["no_grad_aux"]:
         _warned["no_grad_aux"] = True
         log.warning("MoE-LoRA: the router aux loss has no gradient: reentrant gradient checkpointing runs "
@@ -345,7 +349,7 @@ def moelora_stats(model: nn.Module, by: str = "proj", prefix: str = "moe") -> di
         return {}
     loads = torch.stack([m.load_fraction.float() for _, m in layers]).cpu()
     ents = torch.stack([m.router_entropy.float() for _, m in layers]).cpu()
-    aux = [m.aux_loss.detach().float() for _, m in layers if m.aux_loss is not None]
+    has_aux = any(m.router_P is not None for m in routed_layers(model).values())
     groups: dict[str, list[int]] = defaultdict(list)
     for i, (n, _) in enumerate(layers):
         groups[_group_name(n, by)].append(i)
@@ -357,8 +361,9 @@ def moelora_stats(model: nn.Module, by: str = "proj", prefix: str = "moe") -> di
         out[f"{prefix}/{g}/entropy"] = ents[idx].mean().item()
     out[f"{prefix}/load_max"] = loads.max().item()
     out[f"{prefix}/entropy"] = ents.mean().item()
-    if aux:
-        out[f"{prefix}/aux_loss"] = torch.stack(aux).mean().item()
+    if has_aux:
+        with torch.no_grad():
+            out[f"{prefix}/aux_loss"] = moelora_aux_loss(model).item()
     return out
 
 

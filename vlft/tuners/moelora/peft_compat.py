@@ -113,9 +113,9 @@ class PeftMoeLoraLinear(nn.Module, LoraLayer, MoeRouted):
             xa = x if torch.is_autocast_enabled(x.device.type) else self._cast_input_dtype(x, A.dtype)
             E, k = self.moe_shape[name]
             self.num_experts, self.top_k = E, k
-            gates, probs, top_i = route(self.lora_router[name](xa), k, self.scaling[name])
+            gates, probs = route(self.lora_router[name](xa), k, self.scaling[name], self._wants_probs())
             delta = mix_experts(self.lora_dropout[name](xa), A, B, gates, self.r[name])
-            self._record(probs, top_i)
+            self._record(probs, gates)
             result = result + delta.to(result.dtype)
         return result
 
