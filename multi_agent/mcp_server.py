@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from multi_agent.assistant import Assistant, AssistantConfig
@@ -75,10 +77,29 @@ def trace_summary(trace: Any) -> dict[str, Any]:
     }
 
 
+def _progress_reporter(ctx: Any):
+    """A thread-side ``report(done, total, message)`` that sends MCP progress notifications.
+
+    Tools run in a worker thread (the SDK runs sync tools there); notifications are async, so
+    they hop back to the event loop. Best effort: a client that asked for no progress, or a
+    closed connection, must not fail the tool.
+    """
+    import anyio.from_thread
+
+    def report(done: float, total: float | None, message: str) -> None:
+        if ctx is None:
+            return
+        try:
+            anyio.from_thread.run(ctx.report_progress, float(done), None if total is None else float(total),
+                                  message)
+        except Exception as e:  # noqa: BLE001
+            log.debug("progress notification dropped: %s", e)
+
+    return report
+
+
 def build_server(assistant: Assistant, allow_dirs: Sequence[Path] = ()):
     """An ``MCPServer`` whose tools call ``assistant`` (one session shared by the client)."""
-    from mcp.server.mcpserver import MCPServer
-    from mcp.server.mcpserver.exceptions import ToolError
 
     kb_dir = Path(assistant.config.kb_dir)
     image_roots = [kb_dir, *map(Path, allow_dirs)]
@@ -98,7 +119,7 @@ def build_server(assistant: Assistant, allow_dirs: Sequence[Path] = ()):
             image_path: Annotated[str | None, Field(description="image file, relative to the "
                                                     "knowledge-base folder")] = None,
             use_kb: Annotated[bool, Field(description="allow knowledge-base retrieval")] = True,
-            ) -> dict[str, Any]:
+            ctx: Context | None = None) -> dict[str, Any]:
         if not question.strip():
             raise ToolError("question: empty")
         images = []
@@ -107,7 +128,14 @@ def build_server(assistant: Assistant, allow_dirs: Sequence[Path] = ()):
             if not img.is_file():
                 raise ToolError(f"image_path: {image_path!r} not found")
             images.append(img)
-        trace = assistant.ask(question, images=images, use_kb=use_kb)
+        report = _progress_reporter(ctx)
+        done = [0]
+
+        def on_step(step) -> None:          # one notification per agent as it finishes
+            done[0] += 1
+            report(done[0], None, f"{step.name}: {step.output.splitlines()[0] if step.output else ''}"[:200])
+
+        trace = assistant.ask(question, images=images, use_kb=use_kb, on_step=on_step)
         if trace.error:
             raise ToolError(trace.error)
         return trace_summary(trace)
@@ -126,17 +154,18 @@ def build_server(assistant: Assistant, allow_dirs: Sequence[Path] = ()):
     @server.tool(description="Index documents inside the knowledge-base folder: no paths = sync the "
                              "whole folder (new, changed and deleted files); else only the given files "
                              "(relative to the knowledge-base folder).")
-    def index_documents(paths: Annotated[list[str] | None, Field(max_length=MAX_PATHS)] = None
-                        ) -> dict[str, Any]:
+    def index_documents(paths: Annotated[list[str] | None, Field(max_length=MAX_PATHS)] = None,
+                        ctx: Context | None = None) -> dict[str, Any]:
         kb = assistant.kb
+        progress = _progress_reporter(ctx)
         if paths:
             files = [_confine(p, [kb_dir], "paths") for p in paths]
             missing = [str(f) for f in files if not f.is_file()]
             if missing:
                 raise ToolError(f"paths: {missing[0]} not found")
-            report = kb.add_files(files)
+            report = kb.add_files(files, progress=progress)
         else:
-            report = kb.index()
+            report = kb.index(progress=progress)
         out = {"summary": report.summary() if hasattr(report, "summary") else str(report),
                "files": [f["path"] if isinstance(f, dict) else str(f) for f in kb.files()]}
         for key in ("added", "changed", "deleted", "unchanged", "chunks"):

@@ -80,7 +80,13 @@ def test_stdio_server_lists_and_calls_every_tool(tmp_path, coco_sample_dir):
         (kb / "cats.txt").write_text("Cats sleep sixteen hours a day.\n", encoding="utf-8")
         out["index_one"] = await s.call_tool("index_documents", {"paths": ["cats.txt"]})
         out["search"] = await s.call_tool("search_knowledge_base", {"query": "how many experts", "k": 2})
-        out["ask"] = await s.call_tool("ask", {"question": "How many experts does MoE-LoRA use?"})
+        progress = out["progress"] = []
+
+        async def on_progress(done, total, message):
+            progress.append(message)
+
+        out["ask"] = await s.call_tool("ask", {"question": "How many experts does MoE-LoRA use?"},
+                                       progress_callback=on_progress)
         out["ask_image"] = await s.call_tool("ask", {"question": "What is in the photo?",
                                                      "image_path": "photo.jpg", "use_kb": False})
         out["summary"] = await s.call_tool("save_session_summary", {"title": "MCP session"})
@@ -113,6 +119,8 @@ def test_stdio_server_lists_and_calls_every_tool(tmp_path, coco_sample_dir):
     assert ans["citations"] == [{"n": 1, "source": "moe.md", "page": None,
                                  "chunk_id": ans["evidence"][0]["chunk_id"]}]
     assert [s["name"] for s in ans["steps"]] == ["planner", "manager", "knowledge", "responder", "reviewer"]
+    assert [m.split(":")[0] for m in out["progress"]] == ["planner", "manager", "knowledge", "responder",
+                                                           "reviewer"]        # streamed as each agent finished
     img = payload(out["ask_image"])
     assert not img["decision"]["retrieve"] and img["evidence"] == []
 
