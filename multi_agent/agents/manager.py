@@ -40,7 +40,8 @@ def decide(model: BaseChatModel, question: str, plan: Plan, lang: str, *, use_kb
     user = (f"{labels['question']}: {question}\n{labels['plan']}:\n{plan_lines(plan.steps)}\n"
             f"needs_kb: {str(plan.needs_kb).lower()}")
     text = generate_text(model, [SystemMessage(system), HumanMessage(user)],
-                         on_token=on_token, cancel=cancel, max_new_tokens=max_new_tokens)
+                         on_token=on_token, cancel=cancel, max_new_tokens=max_new_tokens,
+                         temperature=0.0)   # structured output: always greedy
     return parse_decision(text, question, plan, use_kb=use_kb, kb_available=kb_available,
                           tool_names={t.name for t in tools})
 

@@ -27,7 +27,8 @@ def plan(model: BaseChatModel, question: str, n_images: int, lang: str, kb_avail
     if n_images:
         user += "\n" + labels["images"].format(n=n_images)
     text = generate_text(model, [SystemMessage(prompts.PLANNER[lang]), HumanMessage(user)],
-                         on_token=on_token, cancel=cancel, max_new_tokens=max_new_tokens)
+                         on_token=on_token, cancel=cancel, max_new_tokens=max_new_tokens,
+                         temperature=0.0)   # structured output: always greedy
     return parse_plan(text, lang, kb_available)
 
 

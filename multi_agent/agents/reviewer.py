@@ -27,7 +27,8 @@ def review(model: BaseChatModel, question: str, evidence: Sequence[Any], answer:
     ev = format_evidence(evidence) if evidence else labels["no_evidence"]
     user = f"{labels['question']}: {question}\n\n{labels['evidence']}:\n{ev}\n\n{labels['answer']}:\n{answer}"
     text = generate_text(model, [SystemMessage(prompts.REVIEWER[lang]), HumanMessage(user)],
-                         on_token=on_token, cancel=cancel, max_new_tokens=max_new_tokens)
+                         on_token=on_token, cancel=cancel, max_new_tokens=max_new_tokens,
+                         temperature=0.0)   # structured output: always greedy
     verdict, feedback = parse_review(text)
     return verdict, feedback, text
 

@@ -213,10 +213,14 @@ def test_local_loads_a_trained_adapter_as_its_own_shared_instance(tiny_model_dir
 
 def test_assistant_on_an_openai_compatible_server(openai_server, tmp_path):
     from multi_agent.assistant import Assistant, AssistantConfig
-    a = Assistant(AssistantConfig(backend="openai", openai_url=openai_server, reports_dir=tmp_path))
+    a = Assistant(AssistantConfig(backend="openai", openai_url=openai_server, reports_dir=tmp_path,
+                                  temperature=0.7))
     a.warm_up()                                               # lists the server's models
     trace = a.ask("Hello?", use_kb=False)
     assert trace.error is None and trace.answer == "Hello from the server."
+    temps = {r["messages"][0]["content"].split(" of ")[0]: r["temperature"] for r in _FakeOpenAI.requests}
+    assert temps == {"You are the Planner": 0.0, "You are the Manager": 0.0, "You are the Responder": 0.7,
+                     "You are the Reviewer": 0.0}             # structured steps stay greedy
     down = Assistant(AssistantConfig(backend="openai", openai_url="http://127.0.0.1:9/v1"))
     with pytest.raises(Exception):
         down.warm_up()
