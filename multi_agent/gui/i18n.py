@@ -17,6 +17,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "chat.error": ("Error", "错误"),
     "chat.info": ("Note", "提示"),
     "chat.cancelled": ("(stopped)", "（已停止）"),
+    "chat.empty": ("(the model returned no text)", "（模型没有返回文字）"),
     "chat.thinking": ("Thinking…", "思考中…"),
     "chat.welcome": (
         "Ask a question, attach images (button, drag-and-drop or paste), and tick "
@@ -30,7 +31,6 @@ TEXT: dict[str, tuple[str, str]] = {
         "知识库已更新：新增 {added}，修改 {changed}，删除 {deleted}，跳过 {skipped}，共 {chunks} 个片段。",
     ),
     "chat.skipped_files": ("Not added (only PDF, TXT, MD): {names}", "未添加（仅支持 PDF、TXT、MD）：{names}"),
-    "chat.model_ready": ("Model ready: {name}", "模型已就绪：{name}"),
     # input row
     "input.placeholder": (
         "Type a question — Enter sends, Shift+Enter adds a line",
@@ -80,7 +80,6 @@ TEXT: dict[str, tuple[str, str]] = {
     # menus / actions
     "menu.file": ("&File", "文件(&F)"),
     "menu.model": ("&Model", "模型(&M)"),
-    "menu.view": ("&View", "视图(&V)"),
     "menu.language": ("&Language", "语言(&L)"),
     "act.export": ("Export session", "导出会话"),
     "act.save_as": ("Save session as…", "会话另存为…"),

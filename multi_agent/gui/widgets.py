@@ -437,7 +437,7 @@ class EvidencePanel(QWidget):
             score = _get(h, "score")
             item = QTreeWidgetItem([str(n), str(_get(h, "source", "")),
                                     "" if page in (None, 0) else str(page),
-                                    f"{score:.3f}" if isinstance(score, (int, float)) else ""])
+                                    f"{score:.4f}" if isinstance(score, (int, float)) else ""])
             item.setData(0, Qt.UserRole, n - 1)
             item.setToolTip(1, (_get(h, "text", "") or "")[:400])
             for col in (0, 2, 3):

@@ -423,8 +423,10 @@ class MainWindow(QMainWindow):
             note = f"{self.tr_('chat.cancelled')} · {note}"
         streamed = self.chat.messages[self._answer_at].text
         answer = getattr(trace, "answer", "") or streamed
-        if answer:
+        if answer.strip():
             self.chat.set_text(self._answer_at, answer, note=note)
+        elif not getattr(trace, "error", None) and not trace.cancelled:
+            self.chat.set_text(self._answer_at, f"*{self.tr_('chat.empty')}*", note=note)
         else:
             self.chat.messages.pop(self._answer_at)
             self.chat.render()

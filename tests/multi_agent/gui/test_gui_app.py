@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from PyQt5.QtCore import QMimeData, Qt
+from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QImage
 from PyQt5.QtWidgets import QApplication, QToolButton
 
@@ -65,6 +65,19 @@ def test_prefs_defaults_match_assistant_config():
         assert getattr(prefs, name) == getattr(cfg, name), name
 
 
+def test_every_interface_string_has_both_languages():
+    import re
+
+    from multi_agent.gui.i18n import TEXT
+
+    used = set()
+    for path in (REPO_DIR / "multi_agent" / "gui").glob("*.py"):
+        used |= set(re.findall(r"""(?:tr_|\bt)\(["']([a-z_.]+)["']""", path.read_text(encoding="utf-8")))
+    assert used and not used - TEXT.keys(), sorted(used - TEXT.keys())
+    assert all(en and zh and en != zh or k.startswith(("evidence.col.n", "dlg.markdown"))
+               for k, (en, zh) in TEXT.items())
+
+
 def test_script_runs_from_repo_root():
     """``python multi_agent/main_app.py`` finds the package without installing it."""
     out = subprocess.run([sys.executable, "multi_agent/main_app.py", "--help"], cwd=REPO_DIR,
@@ -79,9 +92,9 @@ def test_attach_by_drop_paste_and_remove(make_window, make_assistant, ui, qtbot,
 
     ui.drop_files(w.input, [images[0]])        # drop on the input box
     ui.drop_files(w, [images[1]])              # drop anywhere on the window
-    mime = QMimeData()
-    mime.setImageData(QImage(str(images[0])).scaled(50, 40))
-    w.input.insertFromMimeData(mime)           # what Ctrl+V does with an image on the clipboard
+    QApplication.clipboard().setImage(QImage(str(images[0])).scaled(50, 40))
+    w.input.setFocus()
+    qtbot.keyClick(w.input, Qt.Key_V, Qt.ControlModifier)  # paste an image from the clipboard
     paths = w.attachments.paths()
     assert paths[:2] == [str(images[0]), str(images[1])] and len(paths) == 3
     assert paths[2].endswith(".png") and QImage(paths[2]).size().width() == 50

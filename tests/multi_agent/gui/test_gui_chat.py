@@ -80,6 +80,7 @@ def test_enter_many_times_runs_one_request(make_window, make_assistant, ui, qtbo
     assert [t.question for t in assistant.history] == ["first question"]
     assert [m.role for m in w.chat.messages].count("user") == 1
     assert w.input.toPlainText() == "typed while it runs"  # nothing typed was lost
+    qtbot.waitUntil(lambda: not w.runner._live)  # the worker thread ended and was reaped
     # ... and the window is usable afterwards.
     ui.ask(w, "second question")
     assert [t.question for t in assistant.history] == ["first question", "second question"]
