@@ -264,8 +264,10 @@ def test_load_onto_mismatched_base_fails_with_one_line(tiny_model_dir, tmp_path)
     dropped = "base_model.model.model.language_model.layers.1.self_attn.q_proj.lora_router.weight"
     del sd[dropped]
     save_file(sd, str(out / "adapter_model.safetensors"))
+    base = load_base(tiny_model_dir)
     with pytest.raises(AdapterLoadError, match=f"{dropped} is missing"):
-        load_moelora(load_base(tiny_model_dir), out)
+        load_moelora(base, out)
+    assert not moelora_layers(base), "a failed load leaves the base model unwrapped"
 
 
 def test_trainable_count_equals_formula(tiny_model_dir):

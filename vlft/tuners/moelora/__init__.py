@@ -35,7 +35,8 @@ __all__ = [
     "MoeLoraConfig", "MoeLoraLinear", "RoutingContext", "apply_moelora", "save_moelora", "load_moelora",
     "load_moelora_weights",
     "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "is_moelora_dir",
-    "moelora_summary", "moelora_layers", "routed_layers", "find_target_modules", "set_moelora_stats", "moelora_disabled",
+    "moelora_summary", "moelora_layers", "routed_layers", "find_target_modules", "set_moelora_stats",
+    "moelora_disabled",
     "moelora_state_dict", "get_moelora_config", "AdapterLoadError", "PEFT_TYPE", "MOELORA_VERSION",
     "CONFIG_NAME", "WEIGHTS_NAME",
 ]

@@ -113,6 +113,7 @@ def apply_moelora(model: nn.Module, config: MoeLoraConfig,
         raise ValueError("model already has MoE-LoRA layers; load adapters onto a fresh base model")
     names = module_names if module_names is not None else find_target_modules(
         model, config.target_modules, config.exclude_modules)
+    save_names = _modules_to_save(model, config)   # resolved (and checked) before anything changes
     gen = torch.Generator().manual_seed(config.init_seed) if config.init_seed is not None else None
     ctx = RoutingContext()
     for p in model.parameters():
@@ -126,7 +127,7 @@ def apply_moelora(model: nn.Module, config: MoeLoraConfig,
                               router_bias=config.router_bias, router_init_scale=config.router_init_scale,
                               adapter_dtype=_ADAPTER_DTYPES[config.adapter_dtype], generator=gen, context=ctx)
         setattr(parent, child, layer)
-    for name in _modules_to_save(model, config):
+    for name in save_names:
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
     setattr(model, _CONFIG_ATTR, config)
@@ -231,18 +232,10 @@ def load_moelora(model: nn.Module, directory: str | Path, is_trainable: bool = F
                 f"{directory}: module {n} is not a Linear in this {type(model).__name__} "
                 f"(adapter trained on {config.base_model_name_or_path}?); Linear names here look like: "
                 f"{_name_examples(_linear_names(model), 5)}")
-    # Check shapes against the bare Linears before wrapping anything: a failed load leaves the model as is.
-    E, r = config.num_experts, config.r
-    for n in expert_modules:
-        lin = names[n]
-        need = {"lora_expert_A": (E * r, lin.in_features), "lora_expert_B": (lin.out_features, E * r),
-                "lora_router.weight": (E, lin.in_features)}
-        for k, shape in need.items():
-            t = state.get(f"{KEY_PREFIX}{n}.{k}")
-            if t is not None and tuple(t.shape) != shape:
-                raise AdapterLoadError(
-                    f"{directory}: {n}.{k} has shape {tuple(t.shape)} in the adapter but this model needs "
-                    f"{shape} (adapter trained on {config.base_model_name_or_path}?)")
+    # Check keys and shapes against the bare model before wrapping anything: a failed load
+    # leaves the model as it was.
+    _check_state(_expected_shapes(model, expert_modules, config), state, directory,
+                 config.base_model_name_or_path)
     apply_moelora(model, config, module_names=expert_modules)
     _copy_checked(model, state, directory, config.base_model_name_or_path)
     for p in _trainable_refs(model):
@@ -267,20 +260,42 @@ def load_moelora_weights(model: nn.Module, directory: str | Path) -> nn.Module:
     return model
 
 
-def _copy_checked(model: nn.Module, state: dict[str, torch.Tensor], directory: Path, trained_on: Any) -> None:
-    """Validate every key and shape first (one error naming the folder and module), then copy."""
-    expected = moelora_state_dict_refs(model)
+def _expected_shapes(model: nn.Module, expert_modules: list[str], config: MoeLoraConfig) -> dict[str, tuple]:
+    """Key -> shape the adapter file must hold for these (still bare) Linears and modules_to_save."""
+    E, r = config.num_experts, config.r
+    out: dict[str, tuple] = {}
+    for n in expert_modules:
+        lin = model.get_submodule(n)
+        out.update({f"{KEY_PREFIX}{n}.lora_expert_A": (E * r, lin.in_features),
+                    f"{KEY_PREFIX}{n}.lora_expert_B": (lin.out_features, E * r),
+                    f"{KEY_PREFIX}{n}.lora_router.weight": (E, lin.in_features)})
+        if config.router_bias:
+            out[f"{KEY_PREFIX}{n}.lora_router.bias"] = (E,)
+    for name in _modules_to_save(model, config):
+        for k, t in model.get_submodule(name).named_parameters():
+            out[f"{KEY_PREFIX}{name}.{k}"] = tuple(t.shape)
+    return out
+
+
+def _check_state(expected: dict[str, tuple], state: dict[str, torch.Tensor], directory: Path,
+                 trained_on: Any) -> None:
+    """One AdapterLoadError naming the folder and the first key that is missing, extra or misshapen."""
     for k in sorted(set(expected) | set(state)):
         if k not in state:
             raise AdapterLoadError(f"{directory}: {k} is missing from {WEIGHTS_NAME}")
         if k not in expected:
             raise AdapterLoadError(f"{directory}: {k} in {WEIGHTS_NAME} has no place in this model "
                                    f"(config and weights disagree)")
-        if tuple(state[k].shape) != tuple(expected[k].shape):
-            module = k[len(KEY_PREFIX):]
+        if tuple(state[k].shape) != tuple(expected[k]):
             raise AdapterLoadError(
-                f"{directory}: {module} has shape {tuple(state[k].shape)} in the adapter but this model "
-                f"needs {tuple(expected[k].shape)} (adapter trained on {trained_on}?)")
+                f"{directory}: {k[len(KEY_PREFIX):]} has shape {tuple(state[k].shape)} in the adapter but "
+                f"this model needs {tuple(expected[k])} (adapter trained on {trained_on}?)")
+
+
+def _copy_checked(model: nn.Module, state: dict[str, torch.Tensor], directory: Path, trained_on: Any) -> None:
+    """Validate every key and shape first, then copy into the live parameters."""
+    expected = moelora_state_dict_refs(model)
+    _check_state({k: tuple(v.shape) for k, v in expected.items()}, state, directory, trained_on)
     with torch.no_grad():
         for k, t in expected.items():
             t.copy_(state[k].to(device=t.device, dtype=t.dtype))
