@@ -55,3 +55,8 @@ def scripted():
 @pytest.fixture
 def make_hit():
     return FakeHit
+
+
+@pytest.fixture
+def make_kb():
+    return RecordingKB

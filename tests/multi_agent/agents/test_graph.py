@@ -54,9 +54,8 @@ def test_use_kb_false_forces_no_retrieval_even_if_the_manager_wants_it(scripted,
     assert "switched off" in trace.decision.reason
 
 
-def test_empty_knowledge_base_is_not_searched(scripted):
-    from conftest import RecordingKB  # noqa: PLC0415 (pytest puts this folder on sys.path)
-    empty = RecordingKB(has_files=False)
+def test_empty_knowledge_base_is_not_searched(scripted, make_kb):
+    empty = make_kb(has_files=False)
     trace = Chain(scripted(Manager=decision(True, "x")), empty).run("q?")
     assert empty.queries == [] and trace.decision.reason == "knowledge base is empty"
 
