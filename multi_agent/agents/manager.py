@@ -27,9 +27,23 @@ MAX_QUERY_CHARS = 300
 
 
 def describe_tools(tools: Sequence[BaseTool]) -> str:
+    """``- save_session_summary(title?: string): ...``: short enough for a 4B model's prompt."""
     if not tools:
         return "(none)"
-    return "\n".join(f"- {t.name}({json.dumps(t.args, ensure_ascii=False)}): {t.description}" for t in tools)
+    lines = []
+    for t in tools:
+        required = set((t.tool_call_schema.model_json_schema() if t.args_schema else {}).get("required", []))
+        args = ", ".join(f"{name}{'' if name in required else '?'}: {_type_name(spec)}"
+                         for name, spec in t.args.items())
+        lines.append(f"- {t.name}({args}): {t.description}")
+    return "\n".join(lines)
+
+
+def _type_name(spec: dict[str, Any]) -> str:
+    if "type" in spec:
+        return str(spec["type"])
+    kinds = [s.get("type") for s in spec.get("anyOf", []) if s.get("type") not in (None, "null")]
+    return "|".join(kinds) or "any"
 
 
 def decide(model: BaseChatModel, question: str, plan: Plan, lang: str, *, use_kb: bool,

@@ -74,3 +74,11 @@ def test_citations_map_to_evidence_and_out_of_range_are_dropped(make_hit):
     assert [c["n"] for c in cits] == [2, 1, 3]
     assert cits[0] == {"n": 2, "source": "d2.pdf", "page": 2, "chunk_id": "d2#0"}
     assert parse_citations("nothing cited [1]", []) == []
+
+
+def test_tools_are_described_compactly_for_the_manager(tmp_path):
+    from multi_agent.agents.manager import describe_tools
+    from multi_agent.tools import make_summary_tool
+    text = describe_tools([make_summary_tool(list, tmp_path)])
+    assert text.startswith("- save_session_summary(title?: string): Save the whole conversation")
+    assert describe_tools([]) == "(none)"
