@@ -122,6 +122,27 @@ def test_aux_loss_matches_switch_formula_and_ignores_padding():
     torch.testing.assert_close(layer.aux_loss, 4 * (sel.mean(0) / 2 * probs.mean(0)).sum())
 
 
+def test_aux_loss_alone_rebalances_a_collapsed_router():
+    """Learning check: descending the Switch loss spreads tokens that all went to one expert."""
+    torch.manual_seed(0)
+    layer = MoeLoraLinear(nn.Linear(16, 16), r=2, lora_alpha=4, num_experts=4, top_k=1,
+                          router_init_scale=1.0).train()
+    with torch.no_grad():
+        layer.lora_router.weight[0] += 0.5                  # expert 0 wins almost every token
+    x = torch.randn(512, 16) + 1.0
+    opt = torch.optim.Adam(layer.lora_router.parameters(), lr=0.05)
+    layer(x)
+    first_aux, first_max = layer.aux_loss.item(), layer.load_fraction.max().item()
+    for _ in range(60):
+        layer(x)
+        opt.zero_grad()
+        layer.aux_loss.backward()
+        opt.step()
+    layer(x)
+    assert first_max > 0.9 and first_aux > 3.0
+    assert layer.aux_loss.item() < 1.2 and layer.load_fraction.max().item() < 0.45
+
+
 def test_starts_equal_to_base_and_bf16_input_keeps_dtype():
     base = nn.Linear(16, 8).to(torch.bfloat16)
     layer = MoeLoraLinear(base, r=4, lora_alpha=8, num_experts=4, top_k=2)
