@@ -204,12 +204,19 @@ class VLGenerator:
 
     def build_inputs(self, conversations: Sequence[Conversation]):
         """Tokenized, padded model inputs for a batch (images loaded and resized here)."""
+        return self._encode(*self._load(conversations))
+
+    def _load(self, conversations: Sequence[Conversation]) -> tuple[list[str], list]:
+        """Prompt texts (chat template applied) and the batch's images, in order."""
         texts, images = [], []
         for conv in conversations:
             conv, imgs = load_conversation_images(conv)
             texts.append(self.processor.apply_chat_template(conv, tokenize=False,
                                                             add_generation_prompt=True))
             images.extend(imgs)
+        return texts, images
+
+    def _encode(self, texts: list[str], images: list):
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         return inputs.to(self.device)
 
@@ -235,16 +242,19 @@ class VLGenerator:
     def _run(self, conversations, max_new_tokens, temperature, top_p, streamer, stops) -> list[str]:
         import torch
 
-        inputs = self.build_inputs(conversations)
+        texts, images = self._load(conversations)  # file/URL reads happen outside the lock
         kwargs = self._generation_kwargs(max_new_tokens, temperature, top_p)
         if streamer is not None:
             kwargs["streamer"] = streamer
         if stops is not None:
             kwargs["stopping_criteria"] = stops
+        # The lock also covers the tokenizer: HF fast tokenizers raise "Already borrowed" when
+        # two threads use one at once.
         with self._lock, torch.inference_mode():
+            inputs = self._encode(texts, images)
             out = self.model.generate(**inputs, **kwargs)
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]  # left padding: prompts end together
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            new_tokens = out[:, inputs["input_ids"].shape[1]:]  # left padding: prompts end together
+            return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
 def batched(items: Sequence[Any] | Iterable[Any], n: int) -> Iterable[list[Any]]:
