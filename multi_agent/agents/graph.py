@@ -143,7 +143,7 @@ class Chain:
         try:
             d = manager.decide(self.model, s["question"], s["plan"], s["lang"], use_kb=s["use_kb"],
                                kb_available=s["kb_available"], tools=list(self.tools.values()),
-                               cancel=ctx.cancel, max_new_tokens=self.settings.manager_tokens)
+                               history=ctx.history, cancel=ctx.cancel, max_new_tokens=self.settings.manager_tokens)
         except GenerationCancelled:
             return {"cancelled": True}
         if s.get("kb_error") and s["use_kb"]:

@@ -46,13 +46,23 @@ def _type_name(spec: dict[str, Any]) -> str:
     return "|".join(kinds) or "any"
 
 
+HISTORY_TURNS = 2       # earlier turns shown, so "and what rank?" becomes a standalone query
+HISTORY_CHARS = 200
+
+
 def decide(model: BaseChatModel, question: str, plan: Plan, lang: str, *, use_kb: bool,
-           kb_available: bool, tools: Sequence[BaseTool] = (), cancel: threading.Event | None = None,
-           max_new_tokens: int = 160, on_token: TokenCallback | None = None) -> Decision:
+           kb_available: bool, tools: Sequence[BaseTool] = (), history: Sequence[tuple[str, str]] = (),
+           cancel: threading.Event | None = None, max_new_tokens: int = 160,
+           on_token: TokenCallback | None = None) -> Decision:
     labels = prompts.LABELS[lang]
     system = prompts.MANAGER[lang].format(tools=describe_tools(tools))
-    user = (f"{labels['question']}: {question}\n{labels['plan']}:\n{plan_lines(plan.steps)}\n"
-            f"needs_kb: {str(plan.needs_kb).lower()}")
+    user = ""
+    if history:
+        user = f"{labels['earlier']}:\n" + "\n".join(
+            f"Q: {clean_line(q, HISTORY_CHARS)}\nA: {clean_line(a, HISTORY_CHARS)}"
+            for q, a in history[-HISTORY_TURNS:]) + "\n\n"
+    user += (f"{labels['question']}: {question}\n{labels['plan']}:\n{plan_lines(plan.steps)}\n"
+             f"needs_kb: {str(plan.needs_kb).lower()}")
     text = generate_text(model, [SystemMessage(system), HumanMessage(user)],
                          on_token=on_token, cancel=cancel, max_new_tokens=max_new_tokens,
                          temperature=0.0)   # structured output: always greedy

@@ -39,7 +39,7 @@ MANAGER = {
     "en": (
         "You are the Manager of a multimodal assistant. Given the question and the Planner's plan, decide "
         "whether to search the knowledge base and with which search query (keywords, same language as the "
-        "documents). You may also call a tool.\n"
+        "documents; make it standalone: resolve references to earlier turns). You may also call a tool.\n"
         "Tools:\n{tools}\n"
         "Reply with JSON only:\n"
         '{{"retrieve": true, "query": "...", "reason": "...", "tool_call": null}}\n'
@@ -48,7 +48,7 @@ MANAGER = {
     ),
     "zh": (
         "你是多模态助手的 Manager（调度者）。根据问题和 Planner 的计划，决定是否检索知识库，以及检索用的查询语句"
-        "（关键词，与文档语言一致）。你也可以调用工具。\n"
+        "（关键词，与文档语言一致；要能独立理解，补全对前文的指代）。你也可以调用工具。\n"
         "工具：\n{tools}\n"
         "只输出 JSON：\n"
         '{{"retrieve": true, "query": "...", "reason": "...", "tool_call": null}}\n'
@@ -90,10 +90,11 @@ REVIEWER = {
 LABELS = {
     "en": dict(question="Question", plan="Plan", evidence="Evidence", no_evidence="(no evidence retrieved)",
                answer="Answer", draft="Previous answer", feedback="Reviewer feedback",
-               rewrite="Rewrite the answer to fix the feedback.", images="Images attached: {n}"),
+               rewrite="Rewrite the answer to fix the feedback.", images="Images attached: {n}",
+               earlier="Earlier in this conversation"),
     "zh": dict(question="问题", plan="计划", evidence="参考资料", no_evidence="（未检索资料）",
                answer="回答", draft="上一版回答", feedback="审核意见",
-               rewrite="请根据审核意见重写回答。", images="附带图片：{n} 张"),
+               rewrite="请根据审核意见重写回答。", images="附带图片：{n} 张", earlier="之前的对话"),
 }
 
 # Used when the Planner's output is unusable (the tiny random model, a truncated reply...).

@@ -100,6 +100,8 @@ def test_history_reaches_the_responder(scripted, kb):
     msgs = model.calls("Responder")[0]
     texts = [message_text(m) for m in msgs]
     assert texts[1:3] == ["first question", "first answer"] and "second question" in texts[-1]
+    manager_prompt = message_text(model.calls("Manager")[0][-1])   # for a standalone search query
+    assert "Q: first question\nA: first answer" in manager_prompt
 
 
 def test_chinese_question_gets_chinese_prompts(scripted, kb):
