@@ -86,6 +86,22 @@ def test_script_runs_from_repo_root():
     assert "--model_dir" in out.stdout and "--kb-dir" in out.stdout
 
 
+def test_headless_demo_asks_and_saves_a_screenshot(settings_file, kb_dir, tmp_path, capsys, qapp):
+    """``main_app.py --ask Q --screenshot P`` (make demo, CI): real event loop, then exits 0."""
+    from PyQt5.QtCore import QTimer
+
+    from multi_agent import main_app
+
+    QTimer.singleShot(120_000, qapp.quit)  # never hang the suite
+    shot = tmp_path / "demo.png"
+    rc = main_app.main(["--settings", str(settings_file), "--backend", "scripted", "--kb-dir", str(kb_dir),
+                        "--lang", "en", "--ask", "What is MoE-LoRA?", "--screenshot", str(shot)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "[assistant] According to the knowledge base [1]" in out
+    assert QImage(str(shot)).width() > 600
+
+
 def test_attach_by_drop_paste_and_remove(make_window, make_assistant, ui, qtbot, shoot):
     w = make_window(make_assistant(ui.scripted("A plate of food.")))
     images = sorted((COCO_SAMPLE_DIR / "images").glob("*.jpg"))[:2]
