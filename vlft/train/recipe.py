@@ -258,6 +258,8 @@ def save(trainer, cfg: TrainConfig, processor, data: dict[str, Any], train_outpu
         "train_loss": train_output.training_loss,
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
+        "eval_loss": next((h["eval_loss"] for h in reversed(trainer.state.log_history) if "eval_loss" in h),
+                          None),
         "runtime_s": train_output.metrics.get("train_runtime"),
         **trainer.meter.overall(world_size=world),
         **memory_metrics(),
@@ -293,12 +295,30 @@ def predict_and_log(trainer, cfg: TrainConfig, processor, data: dict[str, Any]) 
 
 
 # -- the whole stage ------------------------------------------------------------------------------
+def preflight(cfg: TrainConfig) -> None:
+    """Fail in one line on missing inputs before spending minutes loading a 4B model."""
+    from vlft.data.dataset import DataError
+    from vlft.models.loading import check_model_dir
+    from vlft.train.checkpoint import resolve_resume
+
+    check_model_dir(cfg.model_name_or_path)
+    for name in ("data_path", "eval_data_path"):
+        path = getattr(cfg, name)
+        if path and not Path(path).is_file():
+            raise DataError(f"{name}: {path}: data file not found")
+    if cfg.image_folder and not Path(cfg.image_folder).is_dir():
+        raise DataError(f"image_folder: {cfg.image_folder}: folder not found")
+    if (cfg.resume_from_checkpoint or "").lower() not in ("", "auto", "true", "latest", "false", "no", "none"):
+        resolve_resume(cfg.resume_from_checkpoint, cfg.output_dir)  # an explicit folder must exist
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune and save; returns the training summary (empty dict on non-main ranks)."""
     from transformers import set_seed
 
     from vlft.train.callbacks import finish_swanlab, init_swanlab
 
+    preflight(cfg)
     set_seed(cfg.seed)  # adapter init is part of "same run, same weights"
     model, processor, precision, targets = setup_model(cfg)
     data = setup_data(cfg, processor)
