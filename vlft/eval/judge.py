@@ -104,7 +104,7 @@ class OpenAIJudge:
             r = self.client.chat.completions.create(
                 model=self.model, messages=[{"role": "user", "content": prompt}],
                 temperature=0, max_tokens=self.max_tokens)
-        except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError) as e:
+        except openai.APIError as e:  # unreachable, auth, unknown model, rate limit, 5xx: judging stops
             raise JudgeError(f"judge endpoint {self.url}: {e.__class__.__name__}: {e}") from None
         return r.choices[0].message.content or ""
 

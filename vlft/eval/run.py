@@ -98,8 +98,8 @@ def plan_systems(cfg: EvalConfig) -> list[System]:
     return systems
 
 
-def _free(obj) -> None:
-    del obj
+def _free_memory() -> None:
+    """After the last reference to a model is dropped: return its memory before the next load."""
     gc.collect()
     try:
         import torch
@@ -126,7 +126,8 @@ def caption_system(cfg: EvalConfig, system: System, items: list[dict]) -> dict:
     res = predict(gen, items, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                   desc=f"captioning ({system.name})")
     seconds = time.perf_counter() - t0
-    _free(gen)
+    del gen
+    _free_memory()
     for line in res.errors:
         print(f"skipped: {line}", file=sys.stderr)
     return dict(entry, rows=res.rows, skipped=res.errors, seconds=round(seconds, 2),
@@ -139,7 +140,7 @@ def run_judge(cfg: EvalConfig, rows_by_system: dict[str, list[dict]]) -> dict:
     from vlft.eval.judge import JUDGE_PROMPT, JudgeError, LocalJudge, OpenAIJudge, judge_rows
 
     out: dict = {"prompt_template": JUDGE_PROMPT, "n_per_system": cfg.judge_limit, "systems": {}}
-    gen = None
+    gen = judge = None
     try:
         if cfg.judge == "openai":
             judge = OpenAIJudge(cfg.judge_url, cfg.judge_model, cfg.judge_api_key)
@@ -157,8 +158,8 @@ def run_judge(cfg: EvalConfig, rows_by_system: dict[str, list[dict]]) -> dict:
         print(f"error: {e}", file=sys.stderr)
         out["error"] = str(e)
     finally:
-        if gen is not None:
-            _free(gen)
+        gen = judge = None  # noqa: F841 - drop the local model before returning
+        _free_memory()
     return out
 
 
