@@ -67,3 +67,16 @@ def test_local_judge_keeps_prompt_and_raw_answer(peaked_dir, val_split):
     item = res.items[0]
     assert judge.name.startswith("local:") and item["prompt"] == build_prompt("a man cooking", rec["references"])
     assert isinstance(item["answer"], str) and res.n_scored + res.n_unparsed == 1
+
+
+def test_judge_failure_is_recorded_not_fatal(capsys):
+    from vlft.eval.run import EvalConfig, run_judge
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = EvalConfig(data_path="val.json", judge_url=f"http://127.0.0.1:{port}/v1", judge_model="m")
+    assert cfg.judge == "openai"  # --judge-url alone selects the OpenAI-compatible judge
+    out = run_judge(cfg, {"base": [{"id": "1", "prediction": "a", "references": ["b"]}]})
+    assert "error" in out and out["prompt_template"] == JUDGE_PROMPT
+    assert capsys.readouterr().err.count("error:") == 1
