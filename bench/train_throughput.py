@@ -55,6 +55,11 @@ class Setting:
     warmup: int = 2            # optimizer steps
     steps: int = 4             # timed optimizer steps
     chunk: int = 1024          # labelled tokens per logits chunk (fast loss)
+    compile: bool = False      # torch.compile each language-model decoder layer (inductor)
+    pad_multiple: int = 1      # pad sequence length to a multiple (static shapes for compile)
+    moe_aux_in_backward: bool = False  # bench-only patch: router-loss gradient applied in each layer's backward
+    mem_budget: float | None = None  # compile: torch._functorch activation_memory_budget (0 = recompute all)
+    profile: bool = False      # also profile one optimizer step (torch.profiler), table under --out's folder
 
     @property
     def build_key(self):
@@ -64,19 +69,31 @@ class Setting:
 def default_settings(tiny: bool) -> list[Setting]:
     seed = Setting("a_seed_4bit_fp16_mb1x8_ckpt_fullloss", "a", dtype="fp16", micro_batch=1, accum=8,
                    ckpt_every=1, loss="plain", warmup=1, steps=3)
-    b = [Setting(f"b_4bit_mb{mb}x{acc}_ckpt{ck}" + (f"_pack{pk}" if pk else ""), "b", micro_batch=mb,
-                 accum=acc, ckpt_every=ck, pack_tokens=pk)
-         for mb, acc, ck, pk in [(8, 4, 0, None), (16, 2, 1, None), (16, 2, 2, None), (32, 1, 1, None),
-                                 (32, 1, 1, 1024), (48, 1, 1, None), (64, 1, 1, None)]]
-    c = [Setting(f"c_bf16_mb{mb}_ckpt{ck}" + (f"_pack{pk}" if pk else ""), "c", quant="none", micro_batch=mb,
-                 accum=1, ckpt_every=ck, pack_tokens=pk, warmup=2, steps=5)
-         for mb, ck, pk in [(32, 0, None), (64, 0, None), (64, 0, 1024), (96, 0, None), (128, 0, None)]]
+    b = [Setting("b_4bit_mb48_ckpt1", "b", micro_batch=48, accum=1, ckpt_every=1, chunk=256),
+         Setting("b_4bit_mb56_ckpt1", "b", micro_batch=56, accum=1, ckpt_every=1, chunk=256)]
+    c = [Setting("c_bf16_mb64_ckpt0", "c", quant="none", micro_batch=64, accum=1, ckpt_every=0, chunk=256)]
+    cb = dict(compile=True, pad_multiple=32, warmup=3)
+    compiled = [Setting("b_4bit_mb64_compile_budget0", "b", micro_batch=64, accum=1, ckpt_every=0, chunk=256,
+                        mem_budget=0.0, **cb),
+                Setting("b_4bit_mb64_ckpt1_compile_budget0", "b", micro_batch=64, accum=1, ckpt_every=1,
+                        chunk=256, mem_budget=0.0, **cb),
+                Setting("c_bf16_mb64_ckpt0_compile", "c", quant="none", micro_batch=64, accum=1, ckpt_every=0,
+                        chunk=256, **cb)]
     if tiny:  # keep the CPU smoke run short
         seed = replace(seed, accum=2, steps=1)
-        b = [replace(s, micro_batch=max(1, s.micro_batch // 8), accum=1, warmup=1, steps=1) for s in b[:2]] + \
-            [replace(b[4], micro_batch=4, accum=1, warmup=1, steps=1, pack_tokens=256)]
-        c = [replace(s, micro_batch=4, warmup=1, steps=1) for s in c[:1]]
-    return [seed, *b, *c]
+        small = dict(micro_batch=4, warmup=1, steps=1)
+        b = [replace(b[0], **small), replace(b[1], **small, pack_tokens=256, profile=True)]
+        c = [replace(c[0], **small)]
+        compiled = [replace(compiled[0], **small)]
+    return [seed, *b, *c, *compiled]
+
+
+def d_variants(b_best: Setting) -> list[Setting]:
+    """MoE-LoRA at (b)'s winning (eager) setting: as shipped, and with a bench-only patch that
+    applies the router-loss gradient inside each layer's backward (see patch_moelora_aux)."""
+    base = replace(b_best, group="d", adapter="moelora", profile=False, compile=False, pad_multiple=1)
+    stem = b_best.name.replace("b_", "d_moelora_", 1)
+    return [replace(base, name=stem), replace(base, name=stem + "_auxinbwd", moe_aux_in_backward=True)]
 
 
 # ---------------------------------------------------------------- model + adapters
@@ -130,13 +147,13 @@ def make_batches(samples, setting: Setting, pad_id: int, device: str, n_batches:
     for _ in range(n_batches):
         group = [next(cyc) for _ in range(setting.micro_batch)]
         if setting.loss == "plain":  # what an HF collator gives: positions computed by the model each step
-            b = fast.collate_padded(group, pad_id)
+            b = fast.collate_padded(group, pad_id, pad_to_multiple=setting.pad_multiple)
             b.pop("position_ids", None)
             b["mm_token_type_ids"] = (b["input_ids"] == IMAGE_TOKEN_ID).int()
         elif setting.pack_tokens:
-            b = fast.pack_batch(group, pad_id, max_tokens=setting.pack_tokens)
+            b = fast.pack_batch(group, pad_id, max_tokens=setting.pack_tokens, pad_to_multiple=setting.pad_multiple)
         else:
-            b = fast.collate_padded(group, pad_id)
+            b = fast.collate_padded(group, pad_id, pad_to_multiple=setting.pad_multiple)
         b["_samples"] = len(group)
         b["_tokens"] = sum(s["input_ids"].numel() for s in group)
         out.append(fast.to_device(b, device))
@@ -162,6 +179,9 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
     else:
         fast.set_checkpointing(model, setting.ckpt_every)
     model.train()
+    if setting.adapter == "moelora":
+        configure_moelora(model, setting)
+    compiled = compile_layers(model, setting.mem_budget) if setting.compile else 0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=device.startswith("cuda"))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
@@ -205,14 +225,118 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
             n_s += s
             n_t += t
     alloc, reserved = common.peak_memory_gb(device)
+    prof = profile_step(opt_step, setting, device) if setting.profile else {}
+    if compiled:
+        uncompile_layers(model)
     sps = n_s / r["s"]
     res = dict(name=setting.name, group=setting.group, samples_per_s=sps, tokens_per_s=n_t / r["s"],
                peak_alloc_gb=alloc, peak_reserved_gb=reserved,
                mfu=sps * flops_per_sample / (common.H100_BF16_DENSE_TFLOPS * 1e12),
                loss=float(loss.detach()) * setting.accum, timed_s=r["s"], warmup_s=warm_s,
-               trainable_params=sum(p.numel() for p in params), setting=asdict(setting))
+               trainable_params=sum(p.numel() for p in params), setting=asdict(setting), **prof)
     del opt, batches, it
     return res
+
+
+def compile_layers(model, mem_budget: float | None = None) -> int:
+    """torch.compile every language-model decoder layer in place (one graph shared by all layers).
+
+    ``mem_budget`` < 1 lets the compiler's partitioner recompute activations (and dequantized
+    4-bit weights) in backward instead of saving them: compiled-code activation checkpointing.
+    """
+    import torch._dynamo
+    import torch._functorch.config as fcfg
+
+    torch._dynamo.reset()
+    fcfg.activation_memory_budget = 1.0 if mem_budget is None else mem_budget
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    layers = fast.unwrap_causal_lm(model).model.language_model.layers
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
+def uncompile_layers(model) -> None:
+    for layer in fast.unwrap_causal_lm(model).model.language_model.layers:
+        layer._compiled_call_impl = None
+
+
+def configure_moelora(model, setting: Setting) -> None:
+    from vlft.tuners import moelora
+
+    if setting.moe_aux_in_backward:
+        patch_moelora_aux(model, coef=0.01)
+
+
+class _AuxGradInBackward(torch.autograd.Function):
+    """Identity on ``out``; in backward also sends ``grad_P`` into the router moments ``P``
+    (the Megatron-LM MoEAuxLossAutoScaler idea)."""
+
+    @staticmethod
+    def forward(ctx, out, P, grad_P):
+        ctx.save_for_backward(grad_P)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_P,) = ctx.saved_tensors
+        return grad_out, grad_P, None
+
+
+def patch_moelora_aux(model, coef: float) -> None:
+    """Bench-only experiment (not shipped). The shipped loss adds coef * mean_l switch_loss(P_l, f_l)
+    at the end, so backward reaches every layer's router through a side branch at its start: with
+    activation checkpointing that branch unpacks each layer's saved tensors right away, so all 36
+    layers are recomputed and held at once (no memory saved). Here each layer's router gets the
+    same gradient, d/dP_l = coef / L * E * f_l, inside its own backward instead, and P is detached
+    so the final aux term only logs. Same gradients (see tests), checkpointing works again."""
+    from vlft.tuners.moelora import layer as Lmod, model as Mmod
+
+    layers = list(Mmod.routed_layers(model).values())
+    scale = coef / max(len(layers), 1)
+    for m in layers:
+        if getattr(m, "_bench_aux_patched", False):
+            continue
+        orig = m.forward
+
+        def forward(x, *a, _orig=orig, _m=m, **k):
+            out = _orig(x, *a, **k)
+            P = getattr(_m, "router_P", None)
+            if _m.training and P is not None and P.requires_grad and torch.is_grad_enabled():
+                grad_P = scale * P.shape[-1] * _m.router_f.detach().to(P.dtype)
+                out = _AuxGradInBackward.apply(out, P, grad_P)
+                _m.router_P = P.detach()
+            return out
+
+        m.forward = forward
+        m._bench_aux_patched = True
+    assert Lmod  # the layer module defines router_P / router_f (checked by the test)
+
+
+def profile_step(opt_step, setting: Setting, device: str) -> dict:
+    """One optimizer step under torch.profiler: GPU busy fraction and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        opt_step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    dev_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
+    n_kernels = sum(e.count for e in events if getattr(e, "self_device_time_total", 0) > 0)
+    table = events.table(sort_by="self_device_time_total" if device == "cuda" else "self_cpu_time_total",
+                         row_limit=25)
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    (PROFILE_DIR / f"prof_{setting.name}.txt").write_text(table)
+    print(f"[profile {setting.name}] wall {wall:.3f}s (profiled), GPU busy {dev_us / 1e6:.3f}s "
+          f"({100 * dev_us / 1e6 / wall:.0f}%), device ops {n_kernels}")
+    return dict(profile_wall_s=wall, profile_gpu_busy_s=dev_us / 1e6, profile_device_ops=n_kernels)
+
+
+PROFILE_DIR = Path("bench/out")
 
 
 def fmt(r: dict) -> str:
@@ -273,31 +397,50 @@ def main(argv=None) -> int:
     for s in samples:
         s["position_ids"] = fast.rope_positions(rope_fn, s["input_ids"], s["image_grid_thw"], IMAGE_TOKEN_ID)
 
-    flops = None
-    model = None
-    key = None
-    for st in settings + ([None] if want_d else []):
+    state: dict = {}
+    global PROFILE_DIR
+    PROFILE_DIR = out.parent
+    queue = list(settings)
+    # (d) runs right after the eager (b) settings, at (b)'s winner among them
+    n_b = max((i for i, s in enumerate(queue) if s.group == "b" and not s.compile), default=-1) + 1
+    if want_d and n_b:
+        queue.insert(n_b, None)
+    for st in queue:
         if st is None:  # (d): MoE-LoRA vs LoRA at (b)'s winner
-            st = pick_b(results, args.mem_limit_gb)
-            if st is None:
+            best = pick_b(results, args.mem_limit_gb)
+            if best is None:
                 print("[d] no (b) setting within the memory limit to compare at")
-                break
-            st = replace(st, name=st.name.replace("b_", "d_moelora_", 1), group="d", adapter="moelora")
-        if st.build_key != key:
-            model = None
+                continue
+            d_queue = d_variants(best)
+            for dst in d_queue:
+                run_one(dst, device, args, samples, pad_id, results, save, state)
+            continue
+        run_one(st, device, args, samples, pad_id, results, save, state)
+
+    print(summary(results, args.mem_limit_gb))
+    save()
+    return 0
+
+
+def run_one(st: Setting, device, args, samples, pad_id, results, save, state) -> None:
+    if True:
+        if st.build_key != state.get("key"):
+            state["model"] = None
             common.reset_memory(device)
             t0 = time.perf_counter()
-            model, aux, dtype = build(st, device, args.tiny)
-            key = st.build_key
-            if model is None:
+            state["model"], state["aux"], state["dtype"] = build(st, device, args.tiny)
+            state["key"] = st.build_key
+            if state["model"] is None:
                 results.append(dict(name=st.name, group=st.group, error="adapter not available"))
-                continue
-            if flops is None:
-                flops = common.count_flops(model, samples[0])
-                print(f"FLOPs/sample: text {flops.text:.3e}, lm_head {flops.lm_head:.3e}, vision {flops.vision:.3e}")
-            print(f"built {key} in {time.perf_counter() - t0:.1f}s")
+                state["key"] = None
+                return
+            if state.get("flops") is None:
+                f = state["flops"] = common.count_flops(state["model"], samples[0])
+                print(f"FLOPs/sample: text {f.text:.3e}, lm_head {f.lm_head:.3e}, vision {f.vision:.3e}")
+            print(f"built {st.build_key} in {time.perf_counter() - t0:.1f}s", flush=True)
         try:
-            r = run_setting(st, model, aux, dtype, samples, pad_id, device, flops.total)
+            r = run_setting(st, state["model"], state["aux"], state["dtype"], samples, pad_id, device,
+                            state["flops"].total)
         except torch.OutOfMemoryError as e:
             r = dict(name=st.name, group=st.group, error=f"OOM: {str(e)[:200]}")
         except Exception as e:  # noqa: BLE001 - one failing setting must not lose the others
@@ -307,10 +450,6 @@ def main(argv=None) -> int:
         print(fmt(r), flush=True)
         save()
         common.reset_memory(device)
-
-    print(summary(results, args.mem_limit_gb))
-    save()
-    return 0
 
 
 def pick_b(results, limit_gb) -> Setting | None:
@@ -325,22 +464,24 @@ def pick_b(results, limit_gb) -> Setting | None:
 def summary(results, limit_gb) -> str:
     lines = ["", "| setting | samples/s | tokens/s | peak alloc GiB | peak reserved GiB | MFU |",
              "|---|---|---|---|---|---|", *[fmt(r) for r in results]]
-    by = {r["name"]: r for r in results if "error" not in r}
-    a = next((r for r in results if r["group"] == "a" and "error" not in r), None)
+    ok = [r for r in results if "error" not in r]
+    by = {r["name"]: r for r in ok}
+    a = next((r for r in ok if r["group"] == "a"), None)
     b_s = pick_b(results, limit_gb)
     b = by.get(b_s.name) if b_s else None
-    c = max((r for r in results if r["group"] == "c" and "error" not in r), key=lambda r: r["mfu"], default=None)
-    d = next((r for r in results if r["group"] == "d" and "error" not in r), None)
+    c = max((r for r in ok if r["group"] == "c"), key=lambda r: r["mfu"], default=None)
     if a and b:
         lines.append(f"speed-up over the seed stack: {b['samples_per_s'] / a['samples_per_s']:.1f}x "
                      f"((b) {b['name']} {b['samples_per_s']:.2f} vs (a) {a['samples_per_s']:.2f} samples/s, "
                      f"(b) peak reserved {b['peak_reserved_gb']:.2f} GiB)")
     if c:
         lines.append(f"(c) best MFU: {100 * c['mfu']:.1f}% ({c['name']}, {c['samples_per_s']:.1f} samples/s)")
-    if b and d:
-        lines.append(f"(d) MoE-LoRA vs LoRA at {b['name']}: {d['samples_per_s']:.2f} vs {b['samples_per_s']:.2f} "
-                     f"samples/s ({100 * (1 - d['samples_per_s'] / b['samples_per_s']):+.1f}% slower), "
-                     f"peak reserved {d['peak_reserved_gb']:.2f} GiB")
+    for d in (r for r in ok if r["group"] == "d"):
+        ref = next((r for r in ok if r["group"] == "b" and d["name"].startswith(r["name"].replace("b_", "d_moelora_", 1))), None)
+        if ref:
+            lines.append(f"(d) {d['name']}: {d['samples_per_s']:.2f} vs LoRA {ref['samples_per_s']:.2f} samples/s "
+                         f"({100 * (1 - d['samples_per_s'] / ref['samples_per_s']):+.1f}% slower), "
+                         f"peak reserved {d['peak_reserved_gb']:.2f} vs {ref['peak_reserved_gb']:.2f} GiB")
     return "\n".join(lines)
 
 
