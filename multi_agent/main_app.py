@@ -23,10 +23,11 @@ class AppArgs(BaseConfig):
     """Start the Qwen-VL multi-agent desktop assistant."""
 
     settings: str | None = field(None, "settings INI file (default: the per-user one)")
-    language: Literal["en", "zh"] | None = field(None, "interface language; unset: the saved one, else the system locale",
-                                                 aliases=("lang",))
+    language: Literal["en", "zh"] | None = field(
+        None, "interface language; unset: the saved one, else the system locale", aliases=("lang",))
     backend: Literal["local", "openai", "scripted"] | None = field(None, "chat-model backend")
-    model_dir: str | None = field(None, "model folder; unset: the saved one, else the embedded tiny model", aliases=("model",))
+    model_dir: str | None = field(None, "model folder; unset: the saved one, else the embedded tiny model",
+                                  aliases=("model",))
     adapter: str | None = field(None, "LoRA adapter folder; unset: the saved one, else none")
     kb_dir: str | None = field(None, "knowledge-base folder", aliases=("kb",))
     max_new_tokens: int | None = field(None, "longest answer in tokens")

@@ -42,7 +42,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "input.use_kb": ("Use knowledge base (RAG)", "启用知识库检索 (RAG)"),
     "input.clear": ("New chat", "新对话"),
     "input.remove": ("Remove", "移除"),
-    "input.empty": ("Type a question first (images alone are not a question).", "请先输入问题（仅有图片不能作为问题）。"),
+    "input.empty": ("Type a question first (images alone are not a question).",
+                    "请先输入问题（仅有图片不能作为问题）。"),
     "input.busy": ("A request is running: wait or press Stop.", "正在处理上一个请求：请等待或点击停止。"),
     # side panels
     "panel.plan": ("Plan && decision", "计划与调度"),
@@ -116,7 +117,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "status.cancelling": ("Stopping…", "正在停止…"),
     "status.indexing": ("Indexing…", "正在索引…"),
     "status.load_failed": ("Model failed to load: {err}", "模型加载失败：{err}"),
-    "status.no_assistant": ("No model loaded: open Model → Model && settings.", "未加载模型：请打开 模型 → 模型与设置。"),
+    "status.no_assistant": ("No model loaded: open Model → Model & settings.",
+                            "未加载模型：请打开 模型 → 模型与设置。"),
 }
 
 

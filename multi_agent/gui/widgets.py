@@ -6,21 +6,21 @@ Widgets only display and emit signals; the window wires them to the Assistant vi
 from __future__ import annotations
 
 import html
-import re
 import tempfile
 import time
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import markdown
 from markdown.inlinepatterns import InlineProcessor
-from PyQt5.QtCore import QMimeData, QSize, Qt, QTimer, QUrl, pyqtSignal
-from PyQt5.QtGui import QColor, QImage, QPixmap, QTextDocument
+from PyQt5.QtCore import QMimeData, Qt, QTimer, QUrl, pyqtSignal
+from PyQt5.QtGui import QImage, QPixmap
 from PyQt5.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QLabel,
-                             QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSizePolicy,
-                             QSplitter, QTextBrowser, QToolButton, QTreeWidget, QTreeWidgetItem,
-                             QVBoxLayout, QWidget)
+                             QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
+                             QTextBrowser, QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
+                             QWidget)
 
 from multi_agent.gui.i18n import Translator
 
@@ -51,9 +51,7 @@ class _Citation(InlineProcessor):
     """``[3]`` -> a ``cite:3`` link, so clicking a citation selects that evidence row."""
 
     def handleMatch(self, m, data):  # noqa: N802 (markdown API)
-        import xml.etree.ElementTree as etree
-
-        a = etree.Element("a")
+        a = ElementTree.Element("a")
         a.set("href", f"cite:{m.group(1)}")
         a.text = f"[{m.group(1)}]"
         return a, m.start(0), m.end(0)
@@ -119,9 +117,6 @@ class ChatView(QTextBrowser):
     def clear_messages(self) -> None:
         self.messages.clear()
         self.render()
-
-    def plain_text(self) -> str:
-        return self.toPlainText()
 
     # view
     def schedule_render(self) -> None:
@@ -190,7 +185,8 @@ class InputBox(QPlainTextEdit):
         super().__init__(parent)
         self.setTabChangesFocus(True)
         self.setMaximumHeight(110)
-        self._paste_dir: Path | None = None
+        self._paste_dir: Path | None = None  # pasted images are saved here to be sent as files
+        self._pasted = 0
 
     def keyPressEvent(self, event):  # noqa: N802 (Qt API)
         if event.key() in (Qt.Key_Return, Qt.Key_Enter) and not (event.modifiers() & Qt.ShiftModifier):
@@ -223,7 +219,8 @@ class InputBox(QPlainTextEdit):
             return None
         if self._paste_dir is None:
             self._paste_dir = Path(tempfile.mkdtemp(prefix="assistant-paste-"))
-        path = self._paste_dir / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{id(img) % 10000}.png"
+        self._pasted += 1
+        path = self._paste_dir / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{self._pasted}.png"
         return str(path) if img.save(str(path), "PNG") else None
 
     # drag and drop
@@ -357,7 +354,13 @@ class PlanPanel(QTextBrowser):
         self.render()
 
     def add_step(self, step: Any) -> None:
+        """One finished agent: its StepTrace.data holds the plan / the decision."""
         self.steps.append(step)
+        name, data = _get(step, "name"), _get(step, "data") or {}
+        if name == "planner":
+            self.plan = data
+        elif name == "manager":
+            self.decision = data
         self.render()
 
     def show_trace(self, trace: Any) -> None:

@@ -401,19 +401,14 @@ class MainWindow(QMainWindow):
         self.chat.append_text(self._answer_at, text)
 
     def _on_step(self, step: Any) -> None:
-        """Fill the side panels as each agent finishes (StepTrace.data holds its structured output)."""
-        self.plan_panel.steps.append(step)
+        """Fill the side panels as each agent finishes, not only when the turn ends."""
+        self.plan_panel.add_step(step)
         name, data = getattr(step, "name", ""), getattr(step, "data", None) or {}
-        if name == "planner":
-            self.plan_panel.plan = data
-        elif name == "manager":
-            self.plan_panel.decision = data
-        elif name == "knowledge":
+        if name == "knowledge":
             self.evidence_panel.set_hits(data.get("hits") or [])
         elif name == "reviewer":
             self.review_panel.set_review(data)
             self._restart_stream = data.get("verdict") == "RETRY"
-        self.plan_panel.render()
 
     def _on_answer(self, trace: Any) -> None:
         if self._answer_at is None:
