@@ -23,7 +23,7 @@ class Reranker:
     def __init__(self, model, name: str):
         self.model, self.name = model, name
 
-    def score(self, query: str, texts: list[str], batch_size: int = 16) -> np.ndarray:
+    def score(self, query: str, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """(n,) relevance scores (model logits; higher is more relevant)."""
         if not texts:
             return np.zeros(0, dtype=np.float32)
