@@ -17,7 +17,7 @@ from PyQt5.QtCore import QEvent, Qt, QUrl
 from PyQt5.QtGui import QDesktopServices, QGuiApplication, QKeySequence
 from PyQt5.QtWidgets import (QAction, QActionGroup, QCheckBox, QFileDialog, QGroupBox,
                              QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QStyle,
-                             QToolButton, QVBoxLayout, QWidget)
+                             QShortcut, QToolButton, QVBoxLayout, QWidget)
 
 from multi_agent.gui.dialogs import SettingsDialog
 from multi_agent.gui.i18n import LANGUAGES, Translator, system_language
@@ -156,6 +156,7 @@ class MainWindow(QMainWindow):
         self.kb_panel.reindex_requested.connect(self.reindex)
         self.evidence_panel.open_requested.connect(self.open_hit)
         self.chat.citation_clicked.connect(self.evidence_panel.select)
+        QShortcut(QKeySequence(Qt.Key_Escape), self, self.cancel)
         self.chat.link_clicked.connect(self.opener)
 
     def _boxed(self, widget: QWidget) -> QGroupBox:
@@ -404,6 +405,10 @@ class MainWindow(QMainWindow):
         """Fill the side panels as each agent finishes, not only when the turn ends."""
         self.plan_panel.add_step(step)
         name, data = getattr(step, "name", ""), getattr(step, "data", None) or {}
+        if self._answer_at is not None:  # progress under the answer: "planner ✓ · manager ✓"
+            self.chat.messages[self._answer_at].note = " · ".join(
+                f"{getattr(s, 'name', '?')} ✓" for s in self.plan_panel.steps)
+            self.chat.schedule_render()
         if name == "knowledge":
             self.evidence_panel.set_hits(data.get("hits") or [])
         elif name == "reviewer":

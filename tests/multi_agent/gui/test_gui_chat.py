@@ -124,6 +124,7 @@ def test_cancel_stops_generation(make_window, make_assistant, ui, qtbot, shoot):
     w.input.setPlainText("tell me everything")
     qtbot.keyClick(w.input, Qt.Key_Return)
     qtbot.waitUntil(lambda: "w5 " in w.chat.messages[-1].text, timeout=30_000)
+    assert "planner ✓" in w.chat.messages[-1].note  # progress of the agents so far
     shoot(w, "streaming")
     qtbot.mouseClick(w.cancel_button, Qt.LeftButton)
     assert not w.cancel_button.isEnabled()
@@ -135,6 +136,13 @@ def test_cancel_stops_generation(make_window, make_assistant, ui, qtbot, shoot):
     assert assistant.history[-1].cancelled
     assert w.send_button.isEnabled()
     shoot(w, "cancelled")
+
+    w.input.setPlainText("again")  # Esc stops too
+    qtbot.keyClick(w.input, Qt.Key_Return)
+    qtbot.waitUntil(lambda: "w5 " in w.chat.messages[-1].text, timeout=30_000)
+    qtbot.keyClick(w.input, Qt.Key_Escape)
+    ui.wait_idle(w, 5_000)
+    assert "(stopped)" in w.chat.messages[-1].note
 
 
 def test_errors_show_in_chat_and_window_stays_usable(make_window, make_assistant, ui, tmp_path, shoot):
