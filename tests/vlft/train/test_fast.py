@@ -162,3 +162,25 @@ def test_selective_checkpointing_same_gradients(tiny):
     finally:
         fast.set_checkpointing(model, 0)
     _assert_close(got_g, ref_g, rtol=1e-5)
+
+
+def test_lm_loss_on_the_training_collator_batch(tiny):
+    """Drop-in for the Trainer's compute_loss: same value as model(**batch).loss on SftCollator output."""
+    from PIL import Image
+
+    from vlft.train.collator import SftCollator
+
+    model, processor = tiny
+    model.train()
+    rng = np.random.default_rng(1)
+    records = [{"id": str(i), "messages": [
+        {"role": "user", "content": [{"type": "image", "image": Image.fromarray(
+            rng.integers(0, 256, (64, 64 + 32 * i, 3), dtype=np.uint8))}, {"type": "text", "text": "COCO Yes:"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": cap}]}]} for i, cap in enumerate(CAPTIONS)]
+    batch = SftCollator(processor, max_length=512)(records)
+    ref = model(**batch, use_cache=False).loss
+    ref_g = _grads(model, ref)
+    got = fast.lm_loss(model, batch, chunk_size=8)
+    got_g = _grads(model, got)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    _assert_close(got_g, ref_g)

@@ -36,7 +36,9 @@ def lm_loss(model, batch: dict, chunk_size: int = 1024, vision_no_grad: bool | N
     kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                   position_ids=batch.get("position_ids"), use_cache=False)
     if batch.get("position_ids") is None and batch.get("image_grid_thw") is not None:
-        kwargs["mm_token_type_ids"] = (batch["input_ids"] == lm.config.image_token_id).int()
+        # the model computes M-RoPE positions itself (e.g. a batch from vlft.train.collator.SftCollator)
+        mm = batch.get("mm_token_type_ids")
+        kwargs["mm_token_type_ids"] = mm if mm is not None else (batch["input_ids"] == lm.config.image_token_id).int()
     if batch.get("pixel_values") is not None:
         if vision_no_grad:
             with torch.no_grad():
