@@ -26,7 +26,6 @@ from vlft.paths import REPO_DIR
 
 DEFAULT_KB_DIR = REPO_DIR / "multi_agent" / "knowledge_base"
 DEFAULT_REPORTS_DIR = REPO_DIR / "multi_agent" / "output" / "reports"
-SCRIPTED_NOTICE = "Scripted backend: canned answers for tests and demos, no model loaded."
 
 
 @dataclass
@@ -86,6 +85,7 @@ class Assistant:
         if self._chat_model is not None:
             return getattr(self._chat_model, "notice", None)
         if self.config.backend == "scripted":
+            from multi_agent.llm.scripted import SCRIPTED_NOTICE
             return SCRIPTED_NOTICE
         if self.config.backend == "local":
             from multi_agent.llm.local import model_notice
@@ -222,14 +222,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.notice:
         print(f"note: {a.notice}", file=sys.stderr)
 
-    def on_step(s: StepTrace) -> None:
-        if s.name != "responder":
-            print(f"[{s.name} {s.seconds:.1f}s] " + s.output.replace("\n", "\n    "), file=sys.stderr)
+    state = {"label": "answer: ", "midline": False}
 
-    print("answer: ", end="", flush=True)
+    def on_step(s: StepTrace) -> None:
+        if state["midline"]:                  # end the streamed answer line before the step line
+            print(flush=True)
+            state["midline"] = False
+        if s.name != "responder":
+            print(f"[{s.name} {s.seconds:.1f}s] " + s.output.replace("\n", "\n    "), file=sys.stderr,
+                  flush=True)
+        if s.name == "reviewer" and s.data.get("rewrite_next"):
+            state["label"] = "rewritten answer: "
+
+    def on_token(t: str) -> None:
+        if state["label"]:                    # first token of an answer (or of its rewrite)
+            print(state["label"], end="", flush=True)
+            state["label"] = ""
+        print(t, end="", flush=True)
+        state["midline"] = True
+
+    try:                                      # load first, so step timings are the agents' own
+        a.warm_up()
+    except Exception as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     trace = a.ask(opts["question"], images=opts["image"], use_kb=not opts["no_kb"],
-                  on_token=lambda t: print(t, end="", flush=True), on_step=on_step)
-    print()
+                  on_token=on_token, on_step=on_step)
+    if state["midline"]:
+        print()
     if trace.error:
         print(f"error: {trace.error}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ from pydantic import Field, PrivateAttr
 
 from multi_agent.llm.base import message_text
 
+SCRIPTED_NOTICE = "Scripted backend: canned answers for tests and demos, no model loaded."
 _TOKEN = re.compile(r"\s*\S+|\s+")
 ROLES = ("Planner", "Manager", "Responder", "Reviewer")
 _ROLE = re.compile(r"(?:You are the|你是多模态助手的)\s*(Planner|Manager|Responder|Reviewer)")
@@ -65,6 +66,10 @@ class ScriptedChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "scripted"
+
+    @property
+    def notice(self) -> str:
+        return SCRIPTED_NOTICE
 
     def calls(self, role: str) -> list[list[BaseMessage]]:
         """Recorded prompts of one agent (``"Planner"``, ``"Manager"``, ...)."""
