@@ -65,6 +65,7 @@ def run_app(args: AppArgs) -> int:
             setattr(prefs, name, value)
     settings.save(prefs)
     window = MainWindow(settings)
+    window.setAttribute(Qt.WA_DeleteOnClose)
     window.show()
     if args.ask:
         demo = HeadlessDemo(window, args.ask, args.screenshot)

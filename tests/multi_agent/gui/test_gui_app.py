@@ -28,7 +28,7 @@ def test_main_app_starts_on_embedded_tiny_model(qtbot, monkeypatch, tiny_model_d
     seen = {}
 
     def run_loop(app):  # stands in for app.exec_(): drive the window, then close it
-        (w,) = [t for t in QApplication.topLevelWidgets() if isinstance(t, MainWindow)]
+        (w,) = [t for t in QApplication.topLevelWidgets() if isinstance(t, MainWindow) and t.isVisible()]
         qtbot.waitUntil(lambda: w.assistant is not None and not w.busy, timeout=120_000)
         seen["status"] = w.model_label.text()
         tokens: list[str] = []
@@ -92,10 +92,15 @@ def test_headless_demo_asks_and_saves_a_screenshot(settings_file, kb_dir, tmp_pa
 
     from multi_agent import main_app
 
-    QTimer.singleShot(120_000, qapp.quit)  # never hang the suite
+    guard = QTimer(singleShot=True, interval=120_000)  # never hang the suite
+    guard.timeout.connect(qapp.quit)
+    guard.start()
     shot = tmp_path / "demo.png"
-    rc = main_app.main(["--settings", str(settings_file), "--backend", "scripted", "--kb-dir", str(kb_dir),
-                        "--lang", "en", "--ask", "What is MoE-LoRA?", "--screenshot", str(shot)])
+    try:
+        rc = main_app.main(["--settings", str(settings_file), "--backend", "scripted", "--kb-dir",
+                            str(kb_dir), "--lang", "en", "--ask", "What is MoE-LoRA?", "--screenshot", str(shot)])
+    finally:
+        guard.stop()
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "[assistant] According to the knowledge base [1]" in out
