@@ -154,3 +154,28 @@ def log_prediction_table(rows: list[dict], step: int | None = None) -> None:
     if images:
         payload["predictions/images"] = images
     swanlab.log(payload, step=step)
+
+
+# -- console ---------------------------------------------------------------------------------------
+def _short(logs: dict | None) -> dict:
+    # per-expert / per-group MoE stats (dozens of keys) go to the tracker only
+    return {k: v for k, v in (logs or {}).items() if not (k.startswith("moe/") and k.count("/") > 1)}
+
+
+def use_console_progress(trainer) -> None:
+    """Progress bar on (transformers hides it when its log level is quiet), and console log lines
+    without the per-expert MoE stats; the tracker still gets every key."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class ConsoleProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return super().on_log(args, state, control, logs=_short(logs), **kwargs)
+
+    class ConsolePrinter(PrinterCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return super().on_log(args, state, control, logs=_short(logs), **kwargs)
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ConsoleProgress())
+    elif trainer.pop_callback(PrinterCallback) is not None:
+        trainer.add_callback(ConsolePrinter())

@@ -189,6 +189,7 @@ def training_arguments(cfg: TrainConfig, precision, has_eval: bool):
         # MoE-LoRA: experts no token picked in a micro-batch get no gradient.
         ddp_find_unused_parameters=cfg.adapter == "moelora",
         optim="adamw_torch",
+        disable_tqdm=False,  # transformers hides the bar when its logger is quiet (our default)
     )
 
 
@@ -196,10 +197,14 @@ def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], prec
     from vlft.train.collator import SftCollator
     from vlft.train.trainer import VlftTrainer
 
+    from vlft.train.callbacks import use_console_progress
+
     args = training_arguments(cfg, precision, data["eval"] is not None)
-    return VlftTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["eval"],
-                       data_collator=SftCollator(processor, cfg.model_max_length),
-                       processing_class=processor, **_moe_hooks(cfg))
+    trainer = VlftTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["eval"],
+                          data_collator=SftCollator(processor, cfg.model_max_length),
+                          processing_class=processor, **_moe_hooks(cfg))
+    use_console_progress(trainer)
+    return trainer
 
 
 def fit(trainer, cfg: TrainConfig):

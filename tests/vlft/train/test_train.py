@@ -45,10 +45,20 @@ def test_each_adapter_trains_and_saves_peft_format(make_cfg, adapter, capsys):
                           target_modules=cfg.lora_target_modules), lin)
 
 
-def test_qlora_4bit_on_cpu(make_cfg):
-    summary = train(make_cfg(load_in_4bit=True, max_steps=2))
+def test_qlora_4bit_on_cpu_with_eval_set(make_cfg, caption_json):
+    from bitsandbytes.nn import Linear4bit
+
+    cfg = make_cfg(load_in_4bit=True, max_steps=2, eval_data_path=str(caption_json),
+                   save_strategy="steps", save_steps=2)
+    model, processor, precision, targets = R.setup_model(cfg)
+    assert any(isinstance(m, Linear4bit) for m in model.modules())
+    data = R.setup_data(cfg, processor)
+    trainer = R.build_trainer(cfg, model, processor, data, precision)
+    summary = R.save(trainer, cfg, processor, data, R.fit(trainer, cfg), precision, targets, None)
     assert summary["precision"]["quant"] == "4bit"
     assert summary["final_loss"] == summary["final_loss"]  # not NaN
+    assert summary["eval_loss"] is not None and summary["data"]["eval"]["n_kept"] == 4
+    assert (Path(cfg.output_dir) / "checkpoint-2" / "adapter_model.safetensors").is_file()
 
 
 def test_four_samples_overfit_and_adapter_reloads_to_identical_logits(make_cfg, peaked_model_dir):
