@@ -310,7 +310,7 @@ class MainWindow(QMainWindow):
         kb = getattr(assistant, "kb", None)
         self.kb_panel.set_folder(str(getattr(kb, "kb_dir", "") or getattr(getattr(kb, "config", None), "kb_dir", "")))
         self._update_model_label()
-        self.refresh_files()
+        self.kb_panel.set_files([])  # filled in by the index sync below
         notice = getattr(assistant, "notice", None)
         self.statusBar().showMessage(notice or self.tr_("status.ready"))
         self._update_controls()
@@ -514,8 +514,9 @@ class MainWindow(QMainWindow):
         self.kb_panel.set_busy(True)
         self._index_explicit = explicit
 
-    def _on_indexed(self, report: Any) -> None:
-        self.refresh_files()
+    def _on_indexed(self, result: tuple[Any, list[dict]]) -> None:
+        report, files = result
+        self.kb_panel.set_files(files)
         skipped = list(getattr(report, "skipped", None) or [])  # [(path, reason)]
         counts = {k: int(getattr(report, k, 0) or 0) for k in ("added", "changed", "deleted", "chunks")}
         # A start-up sync that found nothing new stays quiet.
@@ -523,15 +524,6 @@ class MainWindow(QMainWindow):
             self.chat.add("info", self.tr_("chat.indexed", skipped=len(skipped), **counts))
         if skipped:
             self.chat.add("error", "\n".join(f"{p}: {why}" for p, why in skipped))
-
-    def refresh_files(self) -> None:
-        kb = getattr(self.assistant, "kb", None)
-        try:
-            files = kb.files() if kb is not None else []
-        except Exception as e:  # noqa: BLE001 (an unreadable index must not take the window down)
-            log.warning("cannot list knowledge-base files: %s", e)
-            files = []
-        self.kb_panel.set_files(files)
 
     def open_hit(self, hit: Any) -> None:
         """Open the evidence's source file with the desktop's default app."""

@@ -125,15 +125,21 @@ def ask_job(assistant: Any, question: str, images: list[str], use_kb: bool) -> W
 
 
 def index_job(kb: Any, paths: list[str] | None = None) -> Worker:
-    """Add ``paths`` to the knowledge base (or re-scan its folder when None), reporting progress."""
+    """Add ``paths`` to the knowledge base (or re-scan its folder when None), reporting progress.
+
+    Returns ``(IndexReport, kb.files())``: listing the files reads the index from disk, so it
+    happens here too, not on the GUI thread.
+    """
 
     def fn(w: Worker):
         def progress(done: int, total: int, path: Any = "") -> None:
             w.progress.emit(int(done), int(total), str(path))
 
         if paths is None:
-            return _call_with_progress(kb.index, progress)
-        return _call_with_progress(kb.add_files, progress, [Path(p) for p in paths])
+            report = _call_with_progress(kb.index, progress)
+        else:
+            report = _call_with_progress(kb.add_files, progress, [Path(p) for p in paths])
+        return report, kb.files()
 
     return Worker("index", fn)
 
