@@ -27,6 +27,10 @@ class VlftTrainer(Trainer):
         self._aux_sum = 0.0
         self._aux_n = 0
 
+    def train(self, *args, **kwargs):
+        self.meter = ThroughputMeter()  # rates from the first step, not from Trainer construction
+        return super().train(*args, **kwargs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         mask = inputs.get("attention_mask")
         self.meter.add(samples=len(inputs["input_ids"]),

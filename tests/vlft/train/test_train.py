@@ -111,6 +111,7 @@ def test_moelora_aux_loss_is_added_to_the_lm_loss(make_cfg):
     data = R.setup_data(cfg, processor)
     trainer = R.build_trainer(cfg, model, processor, data, precision)
     batch = SftCollator(processor, cfg.model_max_length)([data["train"][0], data["train"][1]])
+    model.gradient_checkpointing_enable({"use_reentrant": False})  # as in training: recompute in backward
     model.train()
     total = trainer.compute_loss(model, batch)
     aux = moelora_aux_loss(model)
