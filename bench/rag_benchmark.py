@@ -222,7 +222,7 @@ def main(argv=None) -> int:
                        "incremental_embedded": inc.embedded, "index_mb": round(index_bytes / 2**20, 1)}
         print("ours build:", json.dumps(res["ours"]), flush=True)
 
-        # ---- queries: one sentence of a random chunk, run number removed ------------------------
+        # ---- queries: one sentence of a random chunk minus its unique run number ------------------------
         rng = random.Random(1)
         chunks = load_snapshot(cfg).chunks
         en = [c for c in chunks if c.source.endswith(".md")]
@@ -232,8 +232,7 @@ def main(argv=None) -> int:
             for c in rng.sample(pool, args.queries // 2):
                 sents = [x for x in (c.text.split(". ") if lang == "en" else c.text.split("。")) if len(x) > 10]
                 sent = rng.choice(sents).strip().rstrip(".。")
-                q = (" ".join(w for w in sent.split(" ") if not w.isdigit()) if lang == "en"
-                     else sent.split("，实验编号")[0])
+                q = sent.split(" in run ")[0] if lang == "en" else sent.split("，实验编号")[0]
                 queries.append(q)
                 needles.append(sent)
                 langs.append(lang)
