@@ -247,8 +247,12 @@ def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = 
         vectors = embedder.encode([c.text for c in added_flat], batch_size=cfg.batch_size,
                                   progress=len(added_flat) > 256 and progress is None)
         report.embedded = len(added_flat)
-        dim = int(vectors.shape[1]) if len(added_flat) else int((old.manifest.get("dim") if old and not full
-                                                                 else 0) or embedder.dim)
+        if added_flat:
+            dim = int(vectors.shape[1])
+        elif old is not None and not full and old.manifest.get("dim"):
+            dim = int(old.manifest["dim"])
+        else:
+            dim = embedder.dim
         version = _next_version(index_dir, old.version if old else None)
         tmp = index_dir / f".tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)

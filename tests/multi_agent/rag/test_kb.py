@@ -196,3 +196,11 @@ def test_config_validation():
         RagConfig(store="chroma")
     assert RagConfig(reranker="none").reranker is None
     assert RagConfig(kb_dir=Path("x")).index_dir == Path("x/.index")
+
+
+def test_settings_change_rebuilds_everything(kb_dir, embedder):
+    first = KnowledgeBase(_cfg(kb_dir)).index()
+    rep = KnowledgeBase(_cfg(kb_dir).replace(chunk_size=120, chunk_overlap=20)).index()
+    assert rep.version != first.version and rep.embedded == rep.chunks > first.chunks
+    hit = KnowledgeBase(_cfg(kb_dir).replace(chunk_size=120, chunk_overlap=20)).search("负载均衡损失", k=1)[0]
+    assert len(hit.text) <= 120 and hit.source == "zh_gbk.txt"
