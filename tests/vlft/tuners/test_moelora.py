@@ -19,7 +19,9 @@ from vlft.tuners.moelora import (
     expected_trainable_params,
     is_moelora_dir,
     load_moelora,
+    aux_in_backward,
     moelora_aux_loss,
+    set_moelora_aux,
     moelora_disabled,
     moelora_layers,
     moelora_stats,
@@ -186,16 +188,16 @@ def test_training_router_grads_and_aux_loss_in_loss(tiny_model_dir, batch):
     cfg = MoeLoraConfig(r=4, lora_alpha=8, num_experts=4, top_k=2, target_modules=ALL_TARGETS,
                         router_aux_loss_coef=0.5)
     model = apply_moelora(load_base(tiny_model_dir), cfg).train()
+    assert aux_in_backward(model)  # default with a coefficient: gradient applied per layer in backward
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=5e-3)
     losses = []
     for _ in range(8):
         out = model(**batch)
         aux = moelora_aux_loss(model)
-        assert aux.requires_grad and 0.99 < aux.item() < float(cfg.num_experts)
-        loss = out.loss + cfg.router_aux_loss_coef * aux
+        assert not aux.requires_grad and 0.99 < aux.item() < float(cfg.num_experts)  # logged value
         opt.zero_grad()
-        loss.backward()
+        out.loss.backward()
         routers = [m.lora_router.weight.grad for m in moelora_layers(model).values()]
         assert all(g is not None for g in routers)
         opt.step()
@@ -203,7 +205,9 @@ def test_training_router_grads_and_aux_loss_in_loss(tiny_model_dir, batch):
     assert all(g.abs().sum() > 0 for g in routers), "every router gets a gradient once B != 0"
     assert losses[-1] < losses[0] - 0.5, f"loss should fall on one repeated batch: {losses}"
 
-    # The aux term reaches the routers through the same graph the trainer backpropagates.
+    # Old way (coef 0 in the tuner): the aux term reaches the routers through the graph the
+    # caller backpropagates, and total gradient = LM part + coef * aux part.
+    set_moelora_aux(model, 0.0)
     model.zero_grad()
     model(**batch)
     moelora_aux_loss(model).backward()
@@ -215,7 +219,6 @@ def test_training_router_grads_and_aux_loss_in_loss(tiny_model_dir, batch):
     lm_grad = [m.lora_router.weight.grad.clone() for m in moelora_layers(model).values()]
     moelora_aux_loss(model).mul(cfg.router_aux_loss_coef).backward()
     for m, g_lm, g_aux in zip(moelora_layers(model).values(), lm_grad, aux_grad):
-        # total gradient = LM part + coef * aux part: the aux loss is really in the loss
         torch.testing.assert_close(m.lora_router.weight.grad, g_lm + cfg.router_aux_loss_coef * g_aux)
 
     stats = moelora_stats(model)
@@ -235,6 +238,53 @@ def test_gradient_checkpointing_keeps_aux_gradient(tiny_model_dir, batch):
     (out.loss + 0.01 * moelora_aux_loss(model)).backward()
     for m in moelora_layers(model).values():
         assert m.lora_router.weight.grad.abs().sum() > 0 and m.lora_expert_A.grad.abs().sum() > 0
+
+
+def _adapter_grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "ckpt-nonreentrant"])
+def test_aux_gradient_in_backward_equals_summed_aux_loss(tiny_model_dir, batch, checkpointing):
+    """In-backward aux gradient (default) == gradient of lm_loss + coef * moelora_aux_loss (old way),
+    for routers and experts, with and without non-reentrant checkpointing; also with a backward
+    scale (gradient accumulation) applied to both the LM loss and the aux gradient."""
+    coef = 0.3
+    cfg = MoeLoraConfig(r=4, num_experts=4, top_k=2, target_modules=ALL_TARGETS, router_aux_loss_coef=coef,
+                        init_seed=1)
+    grads, auxes = {}, {}
+    for mode in ("summed", "in_backward", "scaled"):
+        model = apply_moelora(load_base(tiny_model_dir), cfg).train()
+        randomize_B(model)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if mode == "summed":
+            set_moelora_aux(model, 0.0)
+            out = model(**batch)
+            aux = moelora_aux_loss(model)
+            assert aux.requires_grad
+            (out.loss + coef * aux).backward()
+        elif mode == "in_backward":
+            out = model(**batch)
+            aux = moelora_aux_loss(model)
+            assert not aux.requires_grad
+            out.loss.backward()
+        else:  # both parts scaled by 1/4, e.g. 4 accumulation steps
+            set_moelora_aux(model, grad_scale=lambda: 0.25)
+            out = model(**batch)
+            aux = moelora_aux_loss(model)
+            (out.loss * 0.25).backward()
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad *= 4
+        auxes[mode], grads[mode] = aux.item(), _adapter_grads(model)
+    assert len(grads["summed"]) == 3 * len(moelora_layers(model))  # A, B, router of every layer
+    assert any("router" in n and g.abs().sum() > 0 for n, g in grads["summed"].items())
+    for mode in ("in_backward", "scaled"):
+        assert auxes[mode] == pytest.approx(auxes["summed"], rel=1e-6)
+        assert grads[mode].keys() == grads["summed"].keys()
+        for n, g in grads["summed"].items():
+            torch.testing.assert_close(grads[mode][n], g, rtol=1e-5, atol=1e-7, msg=f"{mode}: {n}")
 
 
 def test_save_load_fresh_base_identical_logits(tiny_model_dir, batch, tmp_path):
@@ -377,7 +427,8 @@ def test_stats_toggle_and_eval_records_nothing(tiny_model_dir, batch):
     set_moelora_stats(model, enabled=False)
     model.train()
     model(**batch)
-    assert moelora_stats(model) == {} and moelora_aux_loss(model).requires_grad
+    # stats off, aux still computed (its gradient in backward: the logged value is detached)
+    assert moelora_stats(model) == {} and moelora_aux_loss(model).item() > 0.99
     set_moelora_stats(model, every=3)                 # forwards 2, 3, 4 -> only the 3rd records
     seen = []
     for _ in range(3):

@@ -3,7 +3,8 @@
     from vlft.tuners.moelora import MoeLoraConfig, apply_moelora, moelora_aux_loss, save_moelora
     cfg = MoeLoraConfig(r=8, num_experts=4, top_k=2, target_modules=["q_proj", "v_proj"])
     model = apply_moelora(model, cfg)
-    loss = out.loss + cfg.router_aux_loss_coef * moelora_aux_loss(model)
+    loss = out.loss          # the router aux-loss gradient (coef * aux) is applied inside each
+                             # layer's backward; moelora_aux_loss(model) is its detached value, to log
     save_moelora(model, "output/run"); load_moelora(fresh_model, "output/run")
 """
 
@@ -13,6 +14,7 @@ from vlft.tuners.moelora.model import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     AdapterLoadError,
+    aux_in_backward,
     apply_moelora,
     count_trainable,
     expected_trainable_params,
@@ -28,6 +30,7 @@ from vlft.tuners.moelora.model import (
     moelora_summary,
     routed_layers,
     save_moelora,
+    set_moelora_aux,
     set_moelora_stats,
 )
 
@@ -36,7 +39,7 @@ __all__ = [
     "load_moelora_weights",
     "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "is_moelora_dir",
     "moelora_summary", "moelora_layers", "routed_layers", "find_target_modules", "set_moelora_stats",
-    "moelora_disabled",
+    "moelora_disabled", "set_moelora_aux", "aux_in_backward",
     "moelora_state_dict", "get_moelora_config", "AdapterLoadError", "PEFT_TYPE", "MOELORA_VERSION",
     "CONFIG_NAME", "WEIGHTS_NAME",
 ]

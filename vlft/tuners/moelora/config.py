@@ -27,7 +27,8 @@ class MoeLoraConfig(BaseConfig):
     num_experts: int = field(4, "E: LoRA experts per targeted Linear")
     top_k: int = field(2, "experts mixed per token (1 <= top_k <= num_experts)")
     router_aux_loss_coef: float = field(
-        0.01, "weight of the Switch load-balancing loss the trainer adds to the LM loss")
+        0.01, "weight of the Switch load-balancing loss; its gradient is applied inside each layer's "
+              "backward (0 = off: add coef * moelora_aux_loss(model) to the loss yourself)")
     target_modules: Any = field(
         None, "module names to wrap: a list of names/suffixes (e.g. q_proj, attn.qkv), a regex "
               "string (full match on the dotted name, like PEFT), or 'all-linear'")

@@ -108,6 +108,9 @@ def apply_moelora(model: nn.Module, config: MoeLoraConfig,
     """In place: freeze the model, wrap each targeted Linear in a MoeLoraLinear, return the model.
 
     ``module_names`` (exact dotted names) overrides the config's patterns; the loader uses it.
+    With ``config.router_aux_loss_coef`` > 0 the load-balancing gradient is applied inside each
+    layer's backward (``set_moelora_aux``): do not add ``coef * moelora_aux_loss(model)`` to the
+    loss yourself (it would add nothing: that value is then detached, for logging only).
     """
     if any(isinstance(m, MoeLoraLinear) for m in model.modules()):
         raise ValueError("model already has MoE-LoRA layers; load adapters onto a fresh base model")
@@ -132,8 +135,43 @@ def apply_moelora(model: nn.Module, config: MoeLoraConfig,
             p.requires_grad_(True)
     setattr(model, _CONFIG_ATTR, config)
     setattr(model, _CONTEXT_ATTR, ctx)
-    model.register_forward_pre_hook(_capture_mask(ctx), with_kwargs=True)
+    ctx.aux_coef, ctx.n_layers = float(config.router_aux_loss_coef), len(names)
+    _mask_hook_target(model).register_forward_pre_hook(_capture_mask(ctx), with_kwargs=True)
     return model
+
+
+def _mask_hook_target(model: nn.Module) -> nn.Module:
+    """The Qwen-VL inner model (``model.model``) when there is one: the fast loss path
+    (vlft.train.fast.lm_loss) calls it directly, and the top model's forward passes
+    ``attention_mask`` to it by keyword, so one hook there sees every forward."""
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, nn.Module) and hasattr(inner, "language_model") else model
+
+
+def set_moelora_aux(model: nn.Module, coef: float | None = None, grad_scale: Any = None) -> None:
+    """Configure the in-backward load-balancing gradient of every MoE-LoRA layer in ``model``.
+
+    ``coef``: the aux-loss weight (0 = off: ``moelora_aux_loss`` then keeps its graph and the caller
+    adds ``coef * aux`` to the loss the old way). ``grad_scale``: what the LM loss is multiplied by
+    before ``backward`` (float, or a zero-argument callable evaluated in backward), e.g.
+    ``1 / gradient_accumulation_steps``. Either left as None is kept as it is.
+    """
+    layers = list(routed_layers(model).values())
+    if not layers:
+        raise ValueError("model has no MoE-LoRA adapter")
+    for ctx in {id(m.context): m.context for m in layers}.values():
+        ctx.n_layers = len(layers)
+        if coef is not None:
+            if coef < 0:
+                raise ValueError(f"coef must be >= 0, got {coef}")
+            ctx.aux_coef = float(coef)
+        if grad_scale is not None:
+            ctx.aux_grad_scale = grad_scale
+
+
+def aux_in_backward(model: nn.Module) -> bool:
+    """True when the model's MoE-LoRA layers apply the aux-loss gradient in their own backward."""
+    return any(m.context.aux_coef > 0 for m in routed_layers(model).values())
 
 
 def _capture_mask(ctx: RoutingContext):
@@ -322,6 +360,9 @@ def _trainable_refs(model: nn.Module) -> list[nn.Parameter]:
 def moelora_aux_loss(model: nn.Module) -> torch.Tensor:
     """MEAN over MoE-LoRA layers of the last training forward's load-balancing loss.
 
+    When the layers apply its gradient in backward (``aux_in_backward``, the default of
+    ``apply_moelora`` with a coefficient) the value is detached: log it, do not add it.
+
     The mean (not the sum) keeps the value ~1.0 at perfectly even routing whatever the number of
     targeted layers, so ``router_aux_loss_coef`` means the same for q,v-only and all-linear runs.
     Zero (no grad) when no training forward has run. Multiply by the coef and add to the LM loss.
@@ -335,7 +376,8 @@ def moelora_aux_loss(model: nn.Module) -> torch.Tensor:
                           torch.stack([m.router_f for m in layers])).mean()
     else:  # layers with different E (several PEFT adapters)
         aux = torch.stack([switch_loss(m.router_P, m.router_f) for m in layers]).mean()
-    if torch.is_grad_enabled() and not aux.requires_grad and not _warned["no_grad_aux"]:
+    if (torch.is_grad_enabled() and not aux.requires_grad and not _warned["no_grad_aux"]
+            and not any(m.context.aux_coef > 0 for m in layers)):
         _warned["no_grad_aux"] = True
         log.warning("MoE-LoRA: the router aux loss has no gradient: reentrant gradient checkpointing runs "
                     "the forward under no_grad; use gradient_checkpointing_kwargs={'use_reentrant': False}")
@@ -461,6 +503,6 @@ __all__ = [
     "AdapterLoadError", "apply_moelora", "save_moelora", "load_moelora", "load_moelora_weights",
     "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "moelora_summary",
     "moelora_layers", "routed_layers", "find_target_modules",
-    "set_moelora_stats", "moelora_disabled", "moelora_state_dict", "get_moelora_config", "is_moelora_dir",
+    "set_moelora_stats", "moelora_disabled", "set_moelora_aux", "aux_in_backward", "moelora_state_dict", "get_moelora_config", "is_moelora_dir",
     "CONFIG_NAME", "WEIGHTS_NAME",
 ]

@@ -116,7 +116,7 @@ class PeftMoeLoraLinear(nn.Module, LoraLayer, MoeRouted):
             gates, probs = route(self.lora_router[name](xa), k, self.scaling[name], self._wants_probs())
             delta = mix_experts(self.lora_dropout[name](xa), A, B, gates, self.r[name])
             self._record(probs, gates)
-            result = result + delta.to(result.dtype)
+            result = self._attach_aux(result + delta.to(result.dtype))
         return result
 
     def merge(self, *args: Any, **kwargs: Any) -> None:
