@@ -20,17 +20,47 @@ $(STAMP): pyproject.toml scripts/torch_spec.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch in the same pip command as the rest, so no dependency pulls another build.
-	$(PY) -m pip install $$(PIP="$(PY) -m pip" sh scripts/torch_spec.sh) -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q $$(PIP="$(PY) -m pip" sh scripts/torch_spec.sh) -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@echo "== 1/7 model: tiny random-weight Qwen3-VL with the real tokenizer/template (offline)"
 	$(PY) download_model.py --tiny --target $(DEMO)/tiny-qwen3-vl
+	@echo "== 2/7 data: bundled COCO sample -> CSV (records without images are skipped and listed)"
 	$(PY) download_data2csv.py --coco-json data/coco_sample/captions_val2017_coco-mini.json \
 	    --images data/coco_sample/images --output $(DEMO)/data/captions.csv \
 	    --image-dir $(DEMO)/data/images --all-captions
 	$(PY) csv2json.py --csv $(DEMO)/data/captions.csv --json $(DEMO)/data/train.json --val-ratio 0.2 --seed 0
+	@echo "== 3/7 train: LoRA and MoE-LoRA, logged to SwanLab (offline)"
+	$(PY) lora.py --model $(DEMO)/tiny-qwen3-vl --train_json $(DEMO)/data/train.json \
+	    --eval_data_path $(DEMO)/data/val.json --output_dir $(DEMO)/lora --max_steps 4 \
+	    --per_device_train_batch_size 2 --gradient_accumulation_steps 1 --logging_steps 1 \
+	    --save_steps 2 --num_sample_predictions 2 --max_new_tokens 8 --swanlab_mode offline
+	$(PY) MoeLORA.py --model $(DEMO)/tiny-qwen3-vl --train_json $(DEMO)/data/train.json \
+	    --output_dir $(DEMO)/moelora --max_steps 4 --per_device_train_batch_size 2 \
+	    --gradient_accumulation_steps 1 --logging_steps 1 --save_steps 2 \
+	    --num_sample_predictions 2 --max_new_tokens 8 --swanlab_mode offline
+	@echo "== 4/7 evaluate: base vs LoRA vs MoE-LoRA on the val split (BLEU/ROUGE-L/CIDEr-D)"
+	$(PY) evaluate.py --model $(DEMO)/tiny-qwen3-vl --adapter $(DEMO)/lora $(DEMO)/moelora \
+	    --data_path $(DEMO)/data/val.json --output_dir $(DEMO)/eval --max_new_tokens 16
+	@echo "== 5/7 export: merge the LoRA into 16-bit weights, then caption with the merged model"
+	$(PY) export.py --model $(DEMO)/tiny-qwen3-vl --adapter $(DEMO)/lora --output $(DEMO)/merged --overwrite
+	$(PY) test.py --model $(DEMO)/merged --image image/demo.jpg --prompt "描述这张图片" --max_new_tokens 16
+	@echo "== 6/7 knowledge base: index the sample documents, query in Chinese and English"
+	$(PY) -m multi_agent.rag index
+	$(PY) -m multi_agent.rag query "如何防止所有词元挤到同一个专家?" --k 3
+	$(PY) -m multi_agent.rag query "which LoRA rank and learning rate should I use" --k 3
+	@echo "== 7/7 assistant: one turn through Planner/Manager/Knowledge/Responder/Reviewer + summary"
+	$(PY) -m multi_agent.assistant --model_dir $(DEMO)/tiny-qwen3-vl \
+	    --max_new_tokens 32 -q "Describe the image." --image image/demo.jpg --summary
 	@echo
-	@echo "demo finished: model $(DEMO)/tiny-qwen3-vl, data $(DEMO)/data"
+	@echo "demo finished:"
+	@echo "  model            $(DEMO)/tiny-qwen3-vl"
+	@echo "  data             $(DEMO)/data/{train,val}.json"
+	@echo "  adapters         $(DEMO)/lora  $(DEMO)/moelora  (merged: $(DEMO)/merged)"
+	@echo "  metrics          $(DEMO)/eval/report.md  $(DEMO)/eval/report.json"
+	@echo "  SwanLab logs     $(DEMO)/lora/swanlog  $(DEMO)/moelora/swanlog  $(DEMO)/eval/swanlog"
+	@echo "  session report   multi_agent/output/reports/"
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
