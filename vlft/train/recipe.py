@@ -155,6 +155,7 @@ def training_arguments(cfg: TrainConfig, precision, has_eval: bool):
     from transformers import TrainingArguments
 
     cuda = precision.device == "cuda"
+    cfg = cfg.resolve_auto(precision.device)
     return TrainingArguments(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -179,8 +180,7 @@ def training_arguments(cfg: TrainConfig, precision, has_eval: bool):
         bf16=precision.bf16,
         fp16=precision.fp16,
         use_cpu=not cuda,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=False,  # set_checkpointing (build_trainer): LM layers only, non-reentrant
         remove_unused_columns=False,  # samples are dicts decoded by the collator
         label_names=["labels"],
         report_to=["swanlab"] if cfg.report_to == "swanlab" else "none",
@@ -193,16 +193,33 @@ def training_arguments(cfg: TrainConfig, precision, has_eval: bool):
     )
 
 
+def set_checkpointing(model, cfg: TrainConfig) -> int:
+    """Gradient checkpointing on every ``checkpoint_every``-th decoder layer (non-reentrant: keeps the
+    MoE router gradient), never in the frozen vision tower; off without ``gradient_checkpointing``.
+    Returns the number of checkpointed layers (-1: not a Qwen-VL model, HF's policy on all layers)."""
+    from vlft.train import fast
+    every = cfg.checkpoint_every if cfg.gradient_checkpointing else 0
+    try:
+        return fast.set_checkpointing(model, every=every)
+    except TypeError:  # not a Qwen-VL ForConditionalGeneration
+        if every:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return -1
+
+
 def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], precision):
+    cfg = cfg.resolve_auto(precision.device)
     from vlft.train.collator import SftCollator
     from vlft.train.trainer import VlftTrainer
 
     from vlft.train.callbacks import use_console_progress
 
     args = training_arguments(cfg, precision, data["eval"] is not None)
+    set_checkpointing(model, cfg)
     trainer = VlftTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["eval"],
                           data_collator=SftCollator(processor, cfg.model_max_length),
-                          processing_class=processor, **_moe_hooks(cfg))
+                          processing_class=processor, loss_impl=cfg.loss_impl,
+                          loss_chunk_size=cfg.loss_chunk_size, **_moe_hooks(cfg))
     use_console_progress(trainer)
     return trainer
 
@@ -326,6 +343,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     preflight(cfg)
     set_seed(cfg.seed)  # adapter init is part of "same run, same weights"
     model, processor, precision, targets = setup_model(cfg)
+    cfg = cfg.resolve_auto(precision.device)  # auto batch size / accumulation / learning rate
+    print(f"batch {cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation, "
+          f"learning rate {cfg.learning_rate:g}, {cfg.loss_impl} loss")
     data = setup_data(cfg, processor)
     print(f"data: {data['stats']['train']['n_kept']} training samples"
           + (f", {data['stats']['eval']['n_kept']} eval samples" if data["eval"] is not None else "")

@@ -1,4 +1,4 @@
-"""transformers.Trainer plus the two things it lacks here: the MoE aux loss and our metrics."""
+"""transformers.Trainer plus what it lacks here: the fast loss, the MoE aux loss, and our metrics."""
 
 from __future__ import annotations
 
@@ -10,49 +10,106 @@ from vlft.train.callbacks import ThroughputMeter, memory_metrics
 
 
 class VlftTrainer(Trainer):
-    """Adds ``router_aux_loss_coef * aux_loss`` to the LM loss and logs throughput/memory/MoE stats.
+    """Trainer with the labelled-token loss, the MoE-LoRA router loss and throughput/memory/MoE logs.
+
+    ``loss_impl``: 'fast' = ``vlft.train.fast.lm_loss`` (logits only on labelled tokens, chunked
+    cross-entropy; same value as ``model(**batch).loss``) in training; 'hf' = the model's own loss.
+    Evaluation always uses the model's loss.
+
+    MoE-LoRA (``moelora=True``): the router load-balancing gradient, ``aux_coef * d aux / d router``,
+    is applied inside each layer's backward by the tuner (``set_moelora_aux``), scaled like the LM
+    loss (1 / accumulation steps, fp16 loss scale). The reported ``loss`` is then the LM loss
+    alone; ``moe/aux_loss`` logs the aux value (mean over the micro-batches since the last log).
+    Only when the model's aux loss still carries a graph (a tuner without the in-backward path)
+    is ``aux_coef * aux`` added to the loss here, and then the reported loss includes it.
 
     ``aux_loss_fn(model) -> scalar tensor`` reads the router state of the forward just run;
     ``stats_fn(model) -> dict[str, float]`` gives per-expert load / router entropy.
+    Per-micro-step counters (tokens, aux) stay on the device and are read at logging steps only.
     """
 
     def __init__(self, *args, aux_loss_fn: Callable[[Any], Any] | None = None, aux_coef: float = 0.0,
-                 stats_fn: Callable[[Any], dict] | None = None, moelora: bool = False, **kwargs):
+                 stats_fn: Callable[[Any], dict] | None = None, moelora: bool = False,
+                 loss_impl: str = "hf", loss_chunk_size: int = 256, **kwargs):
         super().__init__(*args, **kwargs)
         self.moelora = moelora
         self.aux_loss_fn = aux_loss_fn if aux_coef > 0 else None
         self.aux_coef = aux_coef
         self.stats_fn = stats_fn
+        self.loss_impl, self.loss_chunk_size = loss_impl, loss_chunk_size
         self.meter = ThroughputMeter()
-        self._aux_sum = 0.0
+        self._tokens = None            # device tensor: non-pad tokens since the last flush
+        self._aux_sum = None           # device tensor: sum of aux values since the last log
         self._aux_n = 0
+        if moelora:
+            from vlft.tuners.moelora import set_moelora_aux
+            set_moelora_aux(self.accelerator.unwrap_model(self.model), coef=aux_coef,
+                            grad_scale=self._aux_grad_scale)
+
+    def _aux_grad_scale(self):
+        """What the LM loss is multiplied by before backward (read in backward, no host sync):
+        1 / accumulation steps (the Trainer divides, or the loss is normalised by the token count
+        of the whole accumulated batch), times the fp16 loss-scaler's current scale if any."""
+        s = 1.0 / self._ga_steps()
+        scaler = getattr(self.accelerator, "scaler", None)
+        scale = getattr(scaler, "_scale", None) if scaler is not None and scaler.is_enabled() else None
+        return s if scale is None else scale * s
+
+    def _ga_steps(self) -> int:
+        # set by the training loop (the last accumulation window of an epoch may be shorter)
+        return getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
 
     def train(self, *args, **kwargs):
         self.meter = ThroughputMeter()  # rates from the first step, not from Trainer construction
-        return super().train(*args, **kwargs)
+        self._tokens = None
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._flush_tokens()
+
+    def _flush_tokens(self) -> None:
+        if self._tokens is not None:
+            self.meter.add(samples=0, tokens=int(self._tokens))  # one host sync per log
+            self._tokens = None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         mask = inputs.get("attention_mask")
-        self.meter.add(samples=len(inputs["input_ids"]),
-                       tokens=int(mask.sum()) if mask is not None else inputs["input_ids"].numel())
+        n = mask.sum() if mask is not None else inputs["input_ids"].numel()
+        self._tokens = n if self._tokens is None else self._tokens + n
+        self.meter.add(samples=len(inputs["input_ids"]), tokens=0)
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def _use_fast_loss(self, model, return_outputs: bool) -> bool:
+        # DDP/FSDP wrappers must run their own forward (gradient sync): fast path on the bare model only.
+        return (self.loss_impl == "fast" and model.training and not return_outputs
+                and self.accelerator.unwrap_model(model) is model)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch)
+        if self._use_fast_loss(model, return_outputs):
+            from vlft.train.fast import lm_loss
+            loss = lm_loss(model, inputs, chunk_size=self.loss_chunk_size, num_items=num_items_in_batch)
+            # Divided by the accumulated batch's token count: training_step must not divide again.
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss (tokens summed over ranks)
+            outputs = None
+        else:
+            self.loss_is_scaled_for_ga = None  # Trainer decides, as for its own loss
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
         if self.aux_loss_fn is not None and model.training:
             aux = self.aux_loss_fn(self.accelerator.unwrap_model(model))
             if aux is not None:
-                self._aux_sum += float(aux.detach())
+                a = aux.detach().float()
+                self._aux_sum = a if self._aux_sum is None else self._aux_sum + a
                 self._aux_n += 1
-                term = self.aux_coef * aux.to(loss.dtype)
-                # When the model normalised the LM loss by the token count of the whole
-                # accumulated batch, training_step will not divide by the accumulation steps;
-                # the aux term (a per-micro-batch mean) must then be divided here.
-                if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-                    # (No process-count factor: DDP averages this per-rank term as intended.)
-                    term = term / self.current_gradient_accumulation_steps
-                loss = loss + term
+                if aux.requires_grad:  # no in-backward path: add the term to the loss
+                    term = self.aux_coef * aux.to(loss.dtype)
+                    scaled = (self.loss_is_scaled_for_ga if self.loss_is_scaled_for_ga is not None
+                              else self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+                    if scaled:  # training_step will not divide by the accumulation steps
+                        term = term / self._ga_steps()
+                    loss = loss + term
         return (loss, outputs) if return_outputs else loss
 
     # -- MoE-LoRA is injected in place (not a PeftModel): save/load only its tensors, so a
@@ -81,12 +138,13 @@ class VlftTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (not eval / end-of-training summary)
+            self._flush_tokens()
             logs.update(self.meter.rates(world_size=self.accelerator.num_processes))
             logs.update(memory_metrics())
             if self.stats_fn is not None:  # routing of the last training forward
                 stats = self.stats_fn(self.accelerator.unwrap_model(self.model)) or {}
                 logs.update({k if k.startswith("moe/") else f"moe/{k}": float(v) for k, v in stats.items()})
             if self._aux_n:  # mean over the micro-batches since the last log
-                logs["moe/aux_loss"] = self._aux_sum / self._aux_n
-                self._aux_sum, self._aux_n = 0.0, 0
+                logs["moe/aux_loss"] = float(self._aux_sum) / self._aux_n
+                self._aux_sum, self._aux_n = None, 0
         super().log(logs, start_time)

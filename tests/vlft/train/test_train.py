@@ -102,25 +102,53 @@ def test_resume_ends_with_the_same_weights_as_a_straight_run(make_cfg, tmp_path)
         assert torch.equal(a[k], b[k]), k
 
 
-def test_moelora_aux_loss_is_added_to_the_lm_loss(make_cfg):
+def test_moelora_aux_gradient_in_backward_and_logged_not_added(make_cfg):
+    """The trainer's loss is the LM loss alone (the router aux gradient is applied in each layer's
+    backward by the tuner); its gradient equals that of lm + coef * aux; aux is logged."""
     from vlft.train.collator import SftCollator
-    from vlft.tuners.moelora import moelora_aux_loss
+    from vlft.tuners.moelora import moelora_aux_loss, set_moelora_aux
 
-    cfg = make_cfg(adapter="moelora", router_aux_loss_coef=0.5, lora_dropout=0.0)
+    coef = 0.5
+    cfg = make_cfg(adapter="moelora", router_aux_loss_coef=coef, lora_dropout=0.0)
     model, processor, precision, _ = R.setup_model(cfg)
     data = R.setup_data(cfg, processor)
-    trainer = R.build_trainer(cfg, model, processor, data, precision)
+    trainer = R.build_trainer(cfg, model, processor, data, precision)  # checkpointing on (non-reentrant)
     batch = SftCollator(processor, cfg.model_max_length)([data["train"][0], data["train"][1]])
-    model.gradient_checkpointing_enable({"use_reentrant": False})  # as in training: recompute in backward
     model.train()
+    with torch.no_grad():  # experts non-zero, so LM and aux gradients both reach the routers
+        for n, p in model.named_parameters():
+            if "lora_expert_B" in n:
+                p.copy_(torch.randn_like(p) * 0.05)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+
     total = trainer.compute_loss(model, batch)
     aux = moelora_aux_loss(model)
+    assert not aux.requires_grad and aux > 0.99
     lm = model(**batch).loss
-    assert aux > 0
-    torch.testing.assert_close(total, lm + 0.5 * aux)
-    total.backward()
-    routers = [p.grad for n, p in model.named_parameters() if "router" in n and p.requires_grad]
-    assert routers and all(g is not None and g.abs().sum() > 0 for g in routers)
+    torch.testing.assert_close(total, lm, rtol=1e-5, atol=1e-6)  # reported loss excludes aux
+    model.zero_grad()
+    trainer.compute_loss(model, batch).backward()
+    got = {n: p.grad.clone() for n, p in params.items()}
+
+    set_moelora_aux(model, 0.0)  # the old way: aux with its graph, added to the loss by hand
+    model.zero_grad()
+    ref = model(**batch).loss
+    ref_aux = moelora_aux_loss(model)
+    assert ref_aux.requires_grad
+    torch.testing.assert_close(ref_aux.detach(), aux)
+    (ref + coef * ref_aux).backward()
+    for n, p in params.items():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-7, msg=n)
+    assert any("router" in n and g.abs().sum() > 0 for n, g in got.items())
+
+    # aux is accumulated on the device and logged as the mean at the next logging step
+    set_moelora_aux(model, coef)
+    trainer._aux_sum, trainer._aux_n = None, 0
+    trainer.compute_loss(model, batch)
+    logged = {}
+    trainer.callback_handler.on_log = lambda args, state, control, logs: logged.update(logs) or control
+    trainer.log({"loss": 1.0})
+    assert logged["moe/aux_loss"] == pytest.approx(aux.item(), rel=1e-5)
 
 
 def test_target_matching_nothing_fails_with_one_line(make_cfg, capsys, tiny_model_dir, caption_json, tmp_path):

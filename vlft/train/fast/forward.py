@@ -43,7 +43,8 @@ def lm_loss(model, batch: dict, chunk_size: int = 1024, vision_no_grad: bool | N
         if vision_no_grad:
             with torch.no_grad():
                 feats = inner.get_image_features(batch["pixel_values"], batch["image_grid_thw"], return_dict=True)
-            kwargs["mm_encoder_outputs"] = {"image": feats}
+            # image_grid_thw too: without precomputed positions the model derives M-RoPE from it
+            kwargs.update(mm_encoder_outputs={"image": feats}, image_grid_thw=batch["image_grid_thw"])
         else:
             kwargs.update(pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"])
     hidden = inner(**kwargs).last_hidden_state
