@@ -28,19 +28,21 @@ import torch  # noqa: E402
 LIMIT_GB = 8.0
 
 
-def train_defaults(adapter: str) -> dict:
+def train_defaults(adapter: str, device: str) -> dict:
+    """TrainConfig's defaults with the auto batch size / accumulation / LR resolved for ``device``."""
     try:
         from vlft.train.config import MoeTrainConfig, TrainConfig  # noqa: F401
         cls = MoeTrainConfig if adapter == "moelora" else TrainConfig
-        cfg = cls()
+        cfg = cls().resolve_auto(device)
         src = f"vlft.train.config.{cls.__name__}"
         return dict(src=src, batch=cfg.per_device_train_batch_size, accum=cfg.gradient_accumulation_steps,
-                    ckpt=cfg.gradient_checkpointing, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                    targets=cfg.lora_target_modules, max_len=cfg.model_max_length)
+                    lr=cfg.learning_rate, ckpt=cfg.gradient_checkpointing, ckpt_every=cfg.checkpoint_every,
+                    loss_impl=cfg.loss_impl, chunk=cfg.loss_chunk_size, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                    dropout=cfg.lora_dropout, targets=cfg.lora_target_modules, max_len=cfg.model_max_length)
     except Exception as e:  # noqa: BLE001
         print(f"TrainConfig not usable ({type(e).__name__}: {e}); using the seed's defaults")
-        return dict(src="seed defaults", batch=1, accum=8, ckpt=True, r=8, alpha=16, dropout=0.05,
-                    targets="q_proj,k_proj,v_proj,o_proj", max_len=2048)
+        return dict(src="seed defaults", batch=1, accum=8, lr=1e-4, ckpt=True, ckpt_every=1, loss_impl="hf",
+                    chunk=256, r=8, alpha=16, dropout=0.05, targets="q_proj,k_proj,v_proj,o_proj", max_len=2048)
 
 
 def synthetic_records(n: int, seed: int = 0) -> list[dict]:
@@ -91,14 +93,16 @@ def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
 
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="qlora_mem_"), per_device_train_batch_size=d["batch"],
-                             gradient_accumulation_steps=d["accum"], max_steps=steps, learning_rate=1e-4,
+                             gradient_accumulation_steps=d["accum"], max_steps=steps, learning_rate=d["lr"],
                              logging_steps=1, save_strategy="no", report_to="none", bf16=bf16,
-                             gradient_checkpointing=d["ckpt"], remove_unused_columns=False,
-                             gradient_checkpointing_kwargs={"use_reentrant": False},
-                             use_cpu=device == "cpu", dataloader_num_workers=0)
+                             remove_unused_columns=False, use_cpu=device == "cpu", dataloader_num_workers=0)
+    from vlft.train import fast  # the recipe's policy: LM decoder layers, non-reentrant, not the vision tower
+    fast.set_checkpointing(model, every=d["ckpt_every"] if d["ckpt"] else 0)
     aux = aux_fn_for(adapter)
     trainer = VlftTrainer(model=model, args=args, train_dataset=records,
-                          data_collator=SftCollator(processor, d["max_len"]), aux_loss_fn=aux, aux_coef=0.01)
+                          data_collator=SftCollator(processor, d["max_len"]), aux_loss_fn=aux, aux_coef=0.01,
+                          moelora=adapter == "moelora",  # router-loss gradient in each layer's backward
+                          loss_impl=d["loss_impl"], loss_chunk_size=d["chunk"])
     trainer.train()
     return "vlft.train.trainer.VlftTrainer + SftCollator"
 
@@ -112,6 +116,9 @@ def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
         model.enable_input_require_grads()
         fast.unwrap_causal_lm(model).gradient_checkpointing_enable()
     aux = aux_fn_for(adapter)
+    if aux is not None:  # the tuner applies the router-loss gradient in backward, scaled like the loss
+        from vlft.tuners.moelora import set_moelora_aux
+        set_moelora_aux(model, coef=0.01, grad_scale=1.0 / d["accum"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -124,7 +131,7 @@ def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
             b = fast.to_device(b, device)
             with torch.autocast(device_type=device, dtype=dtype, enabled=device == "cuda"):
                 loss = model(**b, use_cache=False).loss
-                if aux is not None:
+                if aux is not None:  # detached (gradient applied in backward): adds to the value only
                     loss = loss + 0.01 * aux(model)
             (loss / d["accum"]).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -135,7 +142,7 @@ def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
 
 def measure(adapter: str, tiny: bool, steps: int) -> dict:
     device = "cpu" if tiny else "cuda"
-    d = train_defaults(adapter)
+    d = train_defaults(adapter, device)
     processor = common.load_bench_processor()
     records = synthetic_records(max(16, d["batch"] * d["accum"]))
     common.reset_memory(device)

@@ -56,7 +56,7 @@ class Setting:
     chunk: int = 1024          # labelled tokens per logits chunk (fast loss)
     compile: bool = False      # torch.compile each language-model decoder layer (inductor)
     pad_multiple: int = 1      # pad sequence length to a multiple (static shapes for compile)
-    moe_aux_in_backward: bool = False  # bench-only patch: router-loss gradient applied in each layer's backward
+    moe_aux_in_backward: bool = True  # MoE-LoRA: router-loss gradient in each layer's backward (shipped); False = old sum at the end
     mem_budget: float | None = None  # compile: torch._functorch activation_memory_budget (0 = recompute all)
     profile: bool = False      # also profile one optimizer step (torch.profiler), table under --out's folder
 
@@ -102,11 +102,12 @@ def default_settings(tiny: bool, plan: str = "measured") -> list[Setting]:
 
 
 def d_variants(b_best: Setting) -> list[Setting]:
-    """MoE-LoRA at (b)'s winning (eager) setting: as shipped, and with a bench-only patch that
-    applies the router-loss gradient inside each layer's backward (see patch_moelora_aux)."""
+    """MoE-LoRA at (b)'s winning (eager) setting: as shipped (the tuner applies the router-loss
+    gradient inside each layer's backward), and ``_auxsummed``: the aux loss summed into the loss
+    at the end (the pre-fix behaviour, all checkpointed layers recomputed at once)."""
     base = replace(b_best, group="d", adapter="moelora", profile=False, compile=False, pad_multiple=1)
     stem = b_best.name.replace("b_", "d_moelora_", 1)
-    return [replace(base, name=stem), replace(base, name=stem + "_auxinbwd", moe_aux_in_backward=True)]
+    return [replace(base, name=stem), replace(base, name=stem + "_auxsummed", moe_aux_in_backward=False)]
 
 
 # ---------------------------------------------------------------- model + adapters
@@ -275,53 +276,11 @@ def uncompile_layers(model) -> None:
 
 
 def configure_moelora(model, setting: Setting) -> None:
-    if setting.moe_aux_in_backward:
-        patch_moelora_aux(model, coef=0.01)
+    """The tuner's in-backward aux gradient (coef 0.01, scaled like the loss: / accum), or off, in which
+    case loss_fn's ``0.01 * aux`` carries the gradient (the model is shared by both (d) rows)."""
+    from vlft.tuners.moelora import set_moelora_aux
 
-
-class _AuxGradInBackward(torch.autograd.Function):
-    """Identity on ``out``; in backward also sends ``grad_P`` into the router moments ``P``
-    (the Megatron-LM MoEAuxLossAutoScaler idea)."""
-
-    @staticmethod
-    def forward(ctx, out, P, grad_P):
-        ctx.save_for_backward(grad_P)
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (grad_P,) = ctx.saved_tensors
-        return grad_out, grad_P, None
-
-
-def patch_moelora_aux(model, coef: float) -> None:
-    """Bench-only experiment (not shipped). The shipped loss adds coef * mean_l switch_loss(P_l, f_l)
-    at the end, so backward reaches every layer's router through a side branch at its start: with
-    activation checkpointing that branch unpacks each layer's saved tensors right away, so all 36
-    layers are recomputed and held at once (no memory saved). Here each layer's router gets the
-    same gradient, d/dP_l = coef / L * E * f_l, inside its own backward instead, and P is detached
-    so the final aux term only logs. Identical gradients on the tiny model (CPU); the memory
-    effect on a GPU is what the ``_auxinbwd`` row measures."""
-    from vlft.tuners.moelora import model as Mmod
-
-    layers = list(Mmod.routed_layers(model).values())
-    scale = coef / max(len(layers), 1)
-    for m in layers:
-        if getattr(m, "_bench_aux_patched", False):
-            continue
-        orig = m.forward
-
-        def forward(x, *a, _orig=orig, _m=m, **k):
-            out = _orig(x, *a, **k)
-            P = getattr(_m, "router_P", None)
-            if _m.training and P is not None and P.requires_grad and torch.is_grad_enabled():
-                grad_P = scale * P.shape[-1] * _m.router_f.detach().to(P.dtype)
-                out = _AuxGradInBackward.apply(out, P, grad_P)
-                _m.router_P = P.detach()
-            return out
-
-        m.forward = forward
-        m._bench_aux_patched = True
+    set_moelora_aux(model, coef=0.01 if setting.moe_aux_in_backward else 0.0, grad_scale=1.0 / setting.accum)
 
 
 def profile_step(opt_step, setting: Setting, device: str) -> dict:
@@ -493,7 +452,7 @@ def summary(results, limit_gb) -> str:
         ref = next((r for r in ok if r["group"] == "b" and d["name"].startswith(r["name"].replace("b_", "d_moelora_", 1))), None)
         if ref:
             lines.append(f"(d) {d['name']}: {d['samples_per_s']:.2f} vs LoRA {ref['samples_per_s']:.2f} samples/s "
-                         f"({100 * (1 - d['samples_per_s'] / ref['samples_per_s']):+.1f}% slower), "
+                         f"({100 * (d['samples_per_s'] / ref['samples_per_s'] - 1):+.1f}% speed), "
                          f"peak reserved {d['peak_reserved_gb']:.2f} vs {ref['peak_reserved_gb']:.2f} GiB")
     return "\n".join(lines)
 
