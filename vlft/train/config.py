@@ -141,7 +141,7 @@ class TrainConfig(BaseConfig):
         cuda = device == "cuda"
         bs = self.per_device_train_batch_size or (32 if cuda else 1)
         ga = self.gradient_accumulation_steps or (1 if cuda else 8)
-        lr = self.learning_rate or round(1e-4 * math.sqrt(bs * ga / 8), 8)
+        lr = self.learning_rate or float(f"{1e-4 * math.sqrt(bs * ga / 8):.3g}")  # 3 significant digits
         return self.replace(per_device_train_batch_size=bs, gradient_accumulation_steps=ga, learning_rate=lr)
 
     @property

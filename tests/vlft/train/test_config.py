@@ -67,3 +67,26 @@ def test_flags_override_yaml(tmp_path):
 def test_bad_values_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=f"^{field}:"):
         TrainConfig(**kw)
+
+
+def test_auto_batch_accumulation_and_lr_resolve_by_device(tmp_path):
+    cfg = parse_config(TrainConfig, SEED_ARGS)
+    assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.learning_rate) == (None,) * 3
+    cuda, cpu = cfg.resolve_auto("cuda"), cfg.resolve_auto("cpu")
+    assert (cuda.per_device_train_batch_size, cuda.gradient_accumulation_steps) == (32, 1)
+    assert cuda.learning_rate == pytest.approx(2e-4)
+    assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps) == (1, 8)  # the seed's 1 x 8
+    assert cpu.learning_rate == pytest.approx(1e-4)
+    assert cfg.loss_impl == "fast" and cfg.checkpoint_every == 1 and cfg.gradient_checkpointing
+    # explicit values win; "auto" works on the command line and in YAML
+    cfg = parse_config(TrainConfig, SEED_ARGS + ["--per_device_train_batch_size", "4", "--learning_rate", "auto"])
+    r = cfg.resolve_auto("cuda")
+    assert (r.per_device_train_batch_size, r.gradient_accumulation_steps) == (4, 1)
+    assert r.learning_rate == pytest.approx(1e-4 * (4 / 8) ** 0.5, rel=1e-2)
+    y = tmp_path / "r.yaml"
+    y.write_text("per_device_train_batch_size: auto\ngradient_accumulation_steps: 2\nloss_impl: hf\n",
+                 encoding="utf-8")
+    cfg = parse_config(TrainConfig, ["--config", str(y)])
+    assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.loss_impl) == (None, 2, "hf")
+    with pytest.raises(SystemExit):
+        parse_config(TrainConfig, SEED_ARGS + ["--per_device_train_batch_size", "0"])

@@ -184,3 +184,6 @@ def test_lm_loss_on_the_training_collator_batch(tiny):
     got_g = _grads(model, got)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     _assert_close(got_g, ref_g)
+    # frozen vision tower (the training default): features under no_grad, positions still from the grid
+    frozen = fast.lm_loss(model, batch, chunk_size=8, vision_no_grad=True)
+    torch.testing.assert_close(frozen, ref, rtol=1e-6, atol=1e-6)

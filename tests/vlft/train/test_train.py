@@ -113,6 +113,14 @@ def test_moelora_aux_gradient_in_backward_and_logged_not_added(make_cfg):
     model, processor, precision, _ = R.setup_model(cfg)
     data = R.setup_data(cfg, processor)
     trainer = R.build_trainer(cfg, model, processor, data, precision)  # checkpointing on (non-reentrant)
+    layers = model.model.language_model.layers
+    assert all(layer.gradient_checkpointing for layer in layers) and trainer.loss_impl == "fast"
+    assert not any(getattr(b, "gradient_checkpointing", False) for b in model.model.visual.modules()
+                   if b is not model.model.visual)
+    assert trainer._aux_grad_scale() == 1.0  # 1 / accumulation steps (1 here), no fp16 scaler on the CPU
+    trainer.current_gradient_accumulation_steps = 4  # as the training loop sets it
+    assert trainer._aux_grad_scale() == 0.25
+    trainer.current_gradient_accumulation_steps = 1
     batch = SftCollator(processor, cfg.model_max_length)([data["train"][0], data["train"][1]])
     model.train()
     with torch.no_grad():  # experts non-zero, so LM and aux gradients both reach the routers
