@@ -20,8 +20,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 
 ChatModel = BaseChatModel
 TokenCallback = Callable[[str], None]
@@ -33,6 +35,15 @@ class GenerationCancelled(Exception):
     def __init__(self, partial: str = ""):
         super().__init__("generation cancelled")
         self.partial = partial
+
+
+class StreamingChatModel(BaseChatModel):
+    """A backend implements ``_stream`` only; the non-streaming call joins its chunks."""
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        text = "".join(c.message.content for c in self._stream(messages, stop, run_manager, **kwargs))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
 
 # -- factory table ---------------------------------------------------------------------

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
 
-from multi_agent.llm.base import to_normalized
+from multi_agent.llm.base import StreamingChatModel, to_normalized
 from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from vlft.paths import DEFAULT_TINY_DIR
 
@@ -81,7 +80,7 @@ class _Failed:
         self.exc = exc
 
 
-class LocalVLChatModel(BaseChatModel):
+class LocalVLChatModel(StreamingChatModel):
     """Qwen-VL in this process. Images: content parts ``{"type": "image", "image": path | PIL}``."""
 
     model_dir: str | None = None        # None: the embedded tiny model
@@ -107,11 +106,6 @@ class LocalVLChatModel(BaseChatModel):
 
     def generator(self):
         return shared_generator(self.model_dir, self.adapter, self.quant, self.max_pixels, self.min_pixels)
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        text = "".join(c.message.content for c in self._stream(messages, stop, run_manager, **kwargs))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
 from pydantic import PrivateAttr
 
-from multi_agent.llm.base import to_normalized
+from multi_agent.llm.base import StreamingChatModel, to_normalized
 
 
 def image_url(image: Any) -> str:
@@ -56,7 +55,7 @@ def to_openai(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     return out
 
 
-class OpenAICompatChatModel(BaseChatModel):
+class OpenAICompatChatModel(StreamingChatModel):
     base_url: str = "http://localhost:8000/v1"
     model: str = ""                 # empty: the first model the server lists
     api_key: str | None = None      # None: $OPENAI_API_KEY, else "EMPTY" (local servers ignore it)
@@ -97,11 +96,6 @@ class OpenAICompatChatModel(BaseChatModel):
                 raise RuntimeError(f"{self.base_url}: the server lists no models; pass a model name")
             self._model_name = models[0].id
         return self._model_name
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        text = "".join(c.message.content for c in self._stream(messages, stop, run_manager, **kwargs))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,

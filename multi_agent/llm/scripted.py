@@ -14,12 +14,11 @@ import time
 from typing import Any, Callable, Iterator
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
 from pydantic import Field, PrivateAttr
 
-from multi_agent.llm.base import message_text
+from multi_agent.llm.base import StreamingChatModel, message_text
 
 SCRIPTED_NOTICE = "Scripted backend: canned answers for tests and demos, no model loaded."
 _TOKEN = re.compile(r"\s*\S+|\s+")
@@ -37,7 +36,6 @@ def role_of(messages: list[BaseMessage]) -> str | None:
 
 def _demo_answer(messages: list[BaseMessage]) -> str:
     role = role_of(messages)
-    system = message_text(messages[0]) if messages and messages[0].type == "system" else ""
     user = message_text(messages[-1]) if messages else ""
     if role == "Planner":
         return ('{"steps": ["Read the question and any image", "Search the knowledge base for '
@@ -53,7 +51,7 @@ def _demo_answer(messages: list[BaseMessage]) -> str:
     return "OK"
 
 
-class ScriptedChatModel(BaseChatModel):
+class ScriptedChatModel(StreamingChatModel):
     """Canned, deterministic answers; ``prompts`` records every call's messages."""
 
     rules: dict[str, Any] = Field(default_factory=dict)
@@ -96,11 +94,6 @@ class ScriptedChatModel(BaseChatModel):
             self._used[key] = i + 1
             return rule[min(i, len(rule) - 1)]
         return str(rule)
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        text = "".join(c.message.content for c in self._stream(messages, stop, run_manager, **kwargs))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
