@@ -329,6 +329,9 @@ def main(argv=None) -> int:
                     help="measured: the settings behind bench/RESULTS.md; next: not yet run experiments")
     ap.add_argument("--mem_limit_gb", type=float, default=7.0, help="(b) peak reserved memory limit")
     ap.add_argument("--samples", type=int, default=64, help="distinct synthetic samples")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="timed optimizer steps for the (b)/(c)/(d) settings (0: each setting's own); more "
+                         "steps average out the run-to-run jitter of short windows")
     ap.add_argument("--out", default="bench/out/train_throughput.json")
     args = ap.parse_args(argv)
     global IMAGE_TOKEN_ID
@@ -356,6 +359,9 @@ def main(argv=None) -> int:
         want_d = "d" in keys
     else:
         want_d = True
+
+    if args.steps:
+        settings = [s if s.group == "a" else replace(s, steps=args.steps) for s in settings]
 
     results: list[dict] = []
     out = Path(args.out)
