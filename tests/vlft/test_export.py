@@ -11,18 +11,13 @@ import pytest
 import torch
 
 from vlft.adapters.loading import load_adapter
-from vlft.adapters.testing import (cached_dir, make_peaked_model, make_random_adapter, peft_config,
+from vlft.adapters.testing import (make_random_adapter, peft_config,
                                    perturb_adapter)
 from vlft.export import ExportConfig, ExportError, export_merged
 from vlft.infer import caption_messages, list_images
 from vlft.models.loading import Precision, load_model, load_processor
 from vlft.paths import REPO_DIR
 
-
-@pytest.fixture(scope="module")
-def peaked_dir(tmp_path_factory, tiny_model_dir):
-    return cached_dir(tmp_path_factory.getbasetemp(), "peaked-tiny",
-                      lambda p: make_peaked_model(tiny_model_dir, p))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from vlft.adapters.testing import cached_dir, make_peaked_model, make_random_adapter
 from vlft.infer import (ImageLoadError, VLGenerator, caption_messages, list_images, load_image,
                         merge_repeated)
 from vlft.paths import REPO_DIR
@@ -22,16 +21,6 @@ from vlft.paths import REPO_DIR
 MAX_NEW = 8
 
 
-@pytest.fixture(scope="module")
-def peaked_dir(tmp_path_factory, tiny_model_dir):
-    return cached_dir(tmp_path_factory.getbasetemp(), "peaked-tiny",
-                      lambda p: make_peaked_model(tiny_model_dir, p))
-
-
-@pytest.fixture(scope="module")
-def lora_dir(tmp_path_factory, peaked_dir):
-    return cached_dir(tmp_path_factory.getbasetemp(), "adapter-lora",
-                      lambda p: make_random_adapter(peaked_dir, p, "lora", seed=1))
 
 
 @pytest.fixture(scope="module")

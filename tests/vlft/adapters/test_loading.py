@@ -9,14 +9,9 @@ import pytest
 import torch
 
 from vlft.adapters.loading import AdapterLoadError, describe_adapter, load_adapter
-from vlft.adapters.testing import cached_dir, make_peaked_model, make_random_adapter, rename_adapter_keys
+from vlft.adapters.testing import cached_dir, make_random_adapter, rename_adapter_keys
 from vlft.models.loading import load_model, resolve_precision
 
-
-@pytest.fixture(scope="module")
-def peaked_dir(tmp_path_factory, tiny_model_dir):
-    return cached_dir(tmp_path_factory.getbasetemp(), "peaked-tiny",
-                      lambda p: make_peaked_model(tiny_model_dir, p))
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,8 @@ import threading
 
 import pytest
 
-from vlft.adapters.testing import cached_dir, make_peaked_model, make_random_adapter
 
 
-@pytest.fixture(scope="session")
-def peaked_dir(tmp_path_factory, tiny_model_dir):
-    return cached_dir(tmp_path_factory.getbasetemp(), "peaked-tiny",
-                      lambda p: make_peaked_model(tiny_model_dir, p))
-
-
-@pytest.fixture(scope="session")
-def lora_dir(tmp_path_factory, peaked_dir):
-    return cached_dir(tmp_path_factory.getbasetemp(), "adapter-lora",
-                      lambda p: make_random_adapter(peaked_dir, p, "lora", seed=1))
 
 
 @pytest.fixture(scope="session")
