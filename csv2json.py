@@ -11,18 +11,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.config import parse_config
+    from vlft.cli import run_stage
     from vlft.data.convert import Csv2JsonConfig, CsvError, csv_to_json
     from vlft.data.encoding import EncodingError
-    from vlft.utils.logging import setup_logging
 
-    cfg = parse_config(Csv2JsonConfig, argv)
-    setup_logging(cfg.verbose)
-    try:
-        result = csv_to_json(cfg)
-    except (CsvError, EncodingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rc, result = run_stage(Csv2JsonConfig, csv_to_json, argv, errors=(CsvError, EncodingError))
+    if rc:
+        return rc
     print(result.summary())
     return 0 if result.n_train else 1
 

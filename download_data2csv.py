@@ -12,19 +12,14 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.config import parse_config
+    from vlft.cli import run_stage
     from vlft.data.collect import CollectError, DownloadDataConfig, collect
     from vlft.data.convert import CsvError
     from vlft.data.encoding import EncodingError
-    from vlft.utils.logging import setup_logging
 
-    cfg = parse_config(DownloadDataConfig, argv)
-    setup_logging(cfg.verbose)
-    try:
-        result = collect(cfg)
-    except (CollectError, CsvError, EncodingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rc, result = run_stage(DownloadDataConfig, collect, argv, errors=(CollectError, CsvError, EncodingError))
+    if rc:
+        return rc
     if sum(result.skipped.values()):
         print(f"rejected rows are listed in {result.rejects}")
     print(result.summary())

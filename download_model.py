@@ -13,17 +13,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.config import parse_config
+    from vlft.cli import run_stage
     from vlft.hub import DownloadModelConfig, HubError, fetch_model
-    from vlft.utils.logging import setup_logging
 
-    cfg = parse_config(DownloadModelConfig, argv)
-    setup_logging(cfg.verbose)
-    try:
-        path = fetch_model(cfg)
-    except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rc, path = run_stage(DownloadModelConfig, fetch_model, argv, errors=(HubError,))
+    if rc:
+        return rc
     print(f"model ready: {path}")
     return 0
 

@@ -16,21 +16,14 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.adapters.loading import AdapterLoadError
-    from vlft.config import parse_config
+    from vlft.cli import run_stage
     from vlft.data.dataset import DataError
     from vlft.eval.run import EvalConfig, evaluate
-    from vlft.infer import merge_repeated
     from vlft.models.loading import ModelLoadError
-    from vlft.utils.logging import setup_logging
 
-    argv = sys.argv[1:] if argv is None else argv
-    cfg = parse_config(EvalConfig, merge_repeated(list(argv), ("--adapter",)))
-    setup_logging(cfg.verbose)
-    try:
-        report = evaluate(cfg)
-    except (ModelLoadError, AdapterLoadError, DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rc, report = run_stage(EvalConfig, evaluate, argv, errors=(ModelLoadError, AdapterLoadError, DataError, ValueError))
+    if rc:
+        return rc
     print(open(report["paths"]["markdown"], encoding="utf-8").read())
     print(f"report: {report['paths']['markdown']} (and report.json)")
     failed = [n for n, s in report["systems"].items() if s.get("error")]

@@ -15,18 +15,13 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.adapters.loading import AdapterLoadError
-    from vlft.config import parse_config
+    from vlft.cli import run_stage
     from vlft.export import ExportConfig, ExportError, export_merged
     from vlft.models.loading import ModelLoadError
-    from vlft.utils.logging import setup_logging
 
-    cfg = parse_config(ExportConfig, argv)
-    setup_logging(cfg.verbose)
-    try:
-        out = export_merged(cfg)
-    except (ExportError, AdapterLoadError, ModelLoadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rc, out = run_stage(ExportConfig, export_merged, argv, errors=(ExportError, AdapterLoadError, ModelLoadError))
+    if rc:
+        return rc
     print(f"merged model written: {out}")
     return 0
 

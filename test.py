@@ -14,20 +14,14 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.adapters.loading import AdapterLoadError
-    from vlft.config import parse_config
+    from vlft.cli import run_stage
     from vlft.data.dataset import DataError
-    from vlft.infer import ImageLoadError, InferConfig, merge_repeated, run_inference
+    from vlft.infer import ImageLoadError, InferConfig, run_inference
     from vlft.models.loading import ModelLoadError
-    from vlft.utils.logging import setup_logging
 
-    argv = sys.argv[1:] if argv is None else argv
-    cfg = parse_config(InferConfig, merge_repeated(list(argv), ("--image",)))
-    setup_logging(cfg.verbose)
-    try:
-        return run_inference(cfg)
-    except (ModelLoadError, AdapterLoadError, ImageLoadError, DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rc, result = run_stage(InferConfig, run_inference, argv,
+                           errors=(ModelLoadError, AdapterLoadError, ImageLoadError, DataError, ValueError))
+    return rc or result
 
 
 if __name__ == "__main__":

@@ -114,7 +114,9 @@ def build_parser(cls: type[BaseConfig], description: str | None = None,
         elif get_origin(base) is Literal:
             kw["choices"] = list(get_args(base))
         elif get_origin(base) in (list, tuple):
+            # `--image a b` and `--image a --image b` both give [a, b].
             kw["nargs"] = "+"
+            kw["action"] = "extend"
         else:
             kw["metavar"] = f.name.upper()
         parser.add_argument(*flags, **kw)

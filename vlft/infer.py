@@ -366,31 +366,6 @@ def _text_of(msg: Message) -> str:
     return "".join(p.get("text", "") for p in c or [] if p.get("type") == "text")
 
 
-def merge_repeated(argv: list[str], flags: Sequence[str]) -> list[str]:
-    """CLI helper: ``--image a --image b`` -> ``--image a b`` (argparse keeps only the last of a repeated
-    flag; list fields take several values after one flag)."""
-    out: list[str] = []
-    values: dict[str, list[str]] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, val = arg.partition("=")
-        if name in flags:
-            vals = values.setdefault(name, [])
-            if eq:
-                vals.append(val)
-            else:
-                while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                    i += 1
-                    vals.append(argv[i])
-        else:
-            out.append(arg)
-        i += 1
-    for name, vals in values.items():
-        out += [name, *vals]
-    return out
-
-
 # -- test.py -----------------------------------------------------------------------------------
 @dataclass
 class InferConfig(BaseConfig):

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from vlft.infer import (ImageLoadError, VLGenerator, caption_messages, list_images, load_image,
-                        merge_repeated)
+from vlft.infer import ImageLoadError, VLGenerator, caption_messages, list_images, load_image
 from vlft.paths import REPO_DIR
 
 MAX_NEW = 8
@@ -117,13 +116,6 @@ def test_bad_images_get_one_line(tmp_path):
         load_image(tmp_path / "missing.png")
 
 
-def test_merge_repeated_flags():
-    assert merge_repeated(["--image", "a", "--prompt", "x", "--image=b", "--image", "c", "d"], ("--image",)) == \
-        ["--prompt", "x", "--image", "a", "b", "c", "d"]
-
-
-# -- test.py ------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
 def _cli():
     # "test" would import the standard library's test package: load the file under another name.
     spec = importlib.util.spec_from_file_location("vlft_test_cli", REPO_DIR / "test.py")

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 
 def main(config_cls, argv: Sequence[str] | None = None) -> int:
     from vlft.adapters.registry import AdapterError
-    from vlft.config import parse_config
+    from vlft.cli import run_stage
     from vlft.data.dataset import DataError
     from vlft.models.loading import ModelLoadError
     from vlft.train import train
     from vlft.train.checkpoint import CheckpointError
-    from vlft.utils.logging import setup_logging
 
-    cfg = parse_config(config_cls, argv)
-    setup_logging(cfg.verbose)
-    try:
-        train(cfg)
-    except (AdapterError, DataError, ModelLoadError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    rc, _ = run_stage(config_cls, train, argv, errors=(AdapterError, DataError, ModelLoadError, CheckpointError),
+                      error_rc=2)
+    return rc

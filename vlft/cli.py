@@ -1,0 +1,28 @@
+"""What every stage script does around its one library call."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Sequence, TypeVar
+
+from vlft.config import BaseConfig, parse_config
+
+C = TypeVar("C", bound=BaseConfig)
+
+
+def run_stage(config_cls: type[C], stage: Callable[[C], Any], argv: Sequence[str] | None = None,
+              errors: tuple[type[BaseException], ...] = (), error_rc: int = 1) -> tuple[int, Any]:
+    """Parse flags (defaults < --config YAML < flags), set up logging, run ``stage(cfg)``.
+
+    A known error (``errors``) becomes one ``error: ...`` line on stderr and ``(error_rc, None)``,
+    never a traceback; otherwise returns ``(0, result)``.
+    """
+    from vlft.utils.logging import setup_logging
+
+    cfg = parse_config(config_cls, argv)
+    setup_logging(getattr(cfg, "verbose", False))
+    try:
+        return 0, stage(cfg)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return error_rc, None
