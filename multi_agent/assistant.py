@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
 
-    from vlft.config import ConfigError, build_parser, load_yaml
+    from vlft.config import build_parser, config_from_args
     from vlft.utils.logging import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m multi_agent.assistant",
@@ -210,13 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_parser(AssistantConfig, parser=parser)
     ns = vars(parser.parse_args(argv))
     opts = {k: ns.pop(k) for k in ("question", "image", "no_kb", "summary", "verbose")}
-    recipe = ns.pop("config", None)
-    try:
-        data = load_yaml(recipe) if recipe else {}
-        data.update(ns)
-        config = AssistantConfig.from_dict(data, source=recipe or "command line")
-    except ConfigError as e:
-        parser.exit(2, f"error: {e}\n")
+    config = config_from_args(AssistantConfig, ns, parser)
     setup_logging(opts["verbose"])
     a = Assistant(config)
     if a.notice:

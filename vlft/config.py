@@ -126,7 +126,13 @@ def build_parser(cls: type[BaseConfig], description: str | None = None,
 def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str | None = None) -> C:
     """defaults < --config YAML < explicit flags. Errors exit with one line (argparse style)."""
     parser = build_parser(cls, description)
-    ns = vars(parser.parse_args(argv))
+    return config_from_args(cls, vars(parser.parse_args(argv)), parser)
+
+
+def config_from_args(cls: type[C], ns: dict[str, Any], parser: argparse.ArgumentParser) -> C:
+    """The config from parsed flags (``ns`` holds only the flags given, plus ``config``): defaults <
+    the YAML recipe < flags. For CLIs whose parser adds flags of their own to ``build_parser``'s."""
+    ns = dict(ns)
     recipe = ns.pop("config", None)
     try:
         data = load_yaml(recipe) if recipe else {}

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Sequence
 
-from vlft.config import ConfigError, build_parser, load_yaml
+from vlft.config import build_parser, config_from_args
 
 from .config import RagConfig
 
@@ -36,14 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = _parser()
     ns = vars(parser.parse_args(argv))
-    command, verbose, recipe = ns.pop("command"), ns.pop("verbose"), ns.pop("config", None)
+    command, verbose = ns.pop("command"), ns.pop("verbose")
     query, k, rerank = ns.pop("query", None), ns.pop("k", 5), ns.pop("rerank", True)
-    try:
-        data = load_yaml(recipe) if recipe else {}
-        data.update(ns)
-        cfg = RagConfig.from_dict(data, source=recipe or "command line")
-    except ConfigError as e:
-        parser.exit(2, f"error: {e}\n")
+    cfg = config_from_args(RagConfig, ns, parser)
 
     from vlft.utils.logging import setup_logging
 
