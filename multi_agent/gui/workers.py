@@ -105,7 +105,11 @@ def load_job(config: Any) -> Worker:
 
     def fn(w: Worker):
         from multi_agent.assistant import Assistant
+        from multi_agent.llm.local import generator_key, release_generators
 
+        # Switching models: free the previous one first (one 4-bit 4B model fits an 8 GB GPU, two don't).
+        local = getattr(config, "backend", "local") == "local"
+        release_generators(keep=generator_key(config.model_dir, config.adapter) if local else None)
         assistant = Assistant(config)
         assistant.warm_up()  # the model loads lazily: load it here, not on the first question
         assistant.kb          # noqa: B018 (opens the knowledge base off the GUI thread too)

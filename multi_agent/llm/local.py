@@ -54,12 +54,42 @@ def resolve_model_dir(model_dir: str | Path | None) -> Path:
     return DEFAULT_TINY_DIR
 
 
+def generator_key(model_dir: str | Path | None, adapter: str | Path | None = None) -> tuple[str, str | None]:
+    """The cache key of :func:`shared_generator`: resolved model folder and adapter folder."""
+    path = Path(model_dir) if model_dir is not None else DEFAULT_TINY_DIR  # no build: a key only
+    return (str(path.resolve()), str(Path(adapter).resolve()) if adapter else None)
+
+
+def release_generators(keep: tuple[str, str | None] | None = None) -> int:
+    """Drop every cached model but ``keep`` and free its memory; returns how many were dropped.
+
+    Called before switching models (the app's model picker): an 8 GB GPU holds one 4-bit 4B model,
+    not two. Chat models fetch their generator from the cache on each call, so nothing else keeps
+    a dropped one alive.
+    """
+    import gc
+
+    with _LOAD_LOCK:
+        gone = [k for k in _GENERATORS if k != keep]
+        for k in gone:
+            del _GENERATORS[k]
+    if gone:
+        gc.collect()
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+    return len(gone)
+
+
 def shared_generator(model_dir: str | Path | None, adapter: str | Path | None = None,
                      quant: Quant = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS,
                      min_pixels: int | None = DEFAULT_MIN_PIXELS):
     """The process-wide ``VLGenerator`` for (model_dir, adapter); loaded on first call."""
     path = resolve_model_dir(model_dir)
-    key = (str(path.resolve()), str(Path(adapter).resolve()) if adapter else None)
+    key = generator_key(path, adapter)
     with _LOAD_LOCK:
         gen = _GENERATORS.get(key)
         if gen is None:

@@ -225,3 +225,17 @@ def test_assistant_on_an_openai_compatible_server(openai_server, tmp_path):
     with pytest.raises(Exception):
         down.warm_up()
     assert "Connection" in down.ask("Hello?", use_kb=False).error
+
+
+def test_release_generators_frees_all_but_the_kept_model(tiny_model_dir, tmp_path):
+    from multi_agent.llm import local
+    from vlft.adapters.testing import make_random_adapter
+
+    adapter = make_random_adapter(tiny_model_dir, tmp_path / "lora", "lora", seed=1)
+    a = local.shared_generator(tiny_model_dir, None, quant="none")
+    b = local.shared_generator(tiny_model_dir, adapter, quant="none")
+    assert a is not b
+    keep = local.generator_key(tiny_model_dir, adapter)
+    assert local.release_generators(keep=keep) >= 1
+    assert local.shared_generator(tiny_model_dir, adapter, quant="none") is b   # kept
+    assert local.shared_generator(tiny_model_dir, None, quant="none") is not a  # dropped, reloaded
