@@ -114,19 +114,6 @@ def recall(results: list[list[str]], needles: list[str]) -> float:
     return round(sum(any(n in t for t in texts) for texts, n in zip(results, needles)) / len(needles), 3)
 
 
-def build_tiny_cross_encoder(out: Path, tokenizer_dir: str) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=256, max_position_embeddings=512, num_labels=1)
-    BertForSequenceClassification(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def build_tiny_embedder(out: Path, tokenizer_dir: str) -> Path:
     """1-layer, 128-dim random BERT (mean pooling) with the MiniLM tokenizer: ~50x cheaper than
     all-MiniLM-L6-v2, so a 10k-chunk run fits on 2 shared cores. Its vectors carry no meaning:
@@ -164,6 +151,7 @@ def main(argv=None) -> int:
     from multi_agent.rag import KnowledgeBase, RagConfig
     from multi_agent.rag.embed import get_embedder, resolve_model_path
     from multi_agent.rag.index import load_snapshot
+    from multi_agent.rag.testing import build_tiny_cross_encoder
 
     work = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     res: dict = {"chunks_requested": args.chunks, "threads": 1, "cpu_count": os.cpu_count(),
@@ -174,7 +162,7 @@ def main(argv=None) -> int:
         kb_dir.mkdir()
         write_corpus(kb_dir, args.chunks, chunk_size, overlap)
         model_dir = resolve_model_path("default")
-        ce_dir = build_tiny_cross_encoder(work / "tiny-ce", model_dir)
+        ce_dir = build_tiny_cross_encoder(work / "tiny-ce", model_dir, hidden_size=128, num_layers=2)
         if args.embedder == "tiny":
             model_dir = str(build_tiny_embedder(work / "tiny-embedder", model_dir))
         embedder_name = "default" if args.embedder == "default" else model_dir
@@ -208,7 +196,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         kb2 = KnowledgeBase(cfg)
         kb2.index()  # what an app start does: hash files, nothing changed
-        snap = load_snapshot(cfg)
+        load_snapshot(cfg)  # and loads the index, as the app does
         start_s = time.perf_counter() - t
         victim = kb_dir / "notes_000.md"
         victim.write_text(victim.read_text(encoding="utf-8") + "\nOne more paragraph about LoRA.\n",

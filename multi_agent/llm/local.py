@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from multi_agent.llm.base import StreamingChatModel, to_normalized
-from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, free_memory
 from vlft.paths import DEFAULT_TINY_DIR
 
 Quant = Literal["auto", "4bit", "8bit", "none"]
@@ -67,20 +67,12 @@ def release_generators(keep: tuple[str, str | None] | None = None) -> int:
     not two. Chat models fetch their generator from the cache on each call, so nothing else keeps
     a dropped one alive.
     """
-    import gc
-
     with _LOAD_LOCK:
         gone = [k for k in _GENERATORS if k != keep]
         for k in gone:
             del _GENERATORS[k]
     if gone:
-        gc.collect()
-        try:
-            import torch
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        free_memory()
     return len(gone)
 
 

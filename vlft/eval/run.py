@@ -8,7 +8,6 @@ SwanLab scalars.
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from vlft.config import BaseConfig, field, require
-from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, free_memory
 from vlft.paths import DEFAULT_CAPTION_PROMPT
 
 log = logging.getLogger(__name__)
@@ -98,17 +97,6 @@ def plan_systems(cfg: EvalConfig) -> list[System]:
     return systems
 
 
-def _free_memory() -> None:
-    """After the last reference to a model is dropped: return its memory before the next load."""
-    gc.collect()
-    try:
-        import torch
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
-
-
 def caption_system(cfg: EvalConfig, system: System, items: list[dict]) -> dict:
     """Load one system, caption ``items``, free it. Returns its report entry plus "rows"."""
     from vlft.adapters.loading import AdapterLoadError, describe_adapter
@@ -127,7 +115,7 @@ def caption_system(cfg: EvalConfig, system: System, items: list[dict]) -> dict:
                   desc=f"captioning ({system.name})")
     seconds = time.perf_counter() - t0
     del gen
-    _free_memory()
+    free_memory()
     for line in res.errors:
         print(f"skipped: {line}", file=sys.stderr)
     return dict(entry, rows=res.rows, skipped=res.errors, seconds=round(seconds, 2),
@@ -159,7 +147,7 @@ def run_judge(cfg: EvalConfig, rows_by_system: dict[str, list[dict]]) -> dict:
         out["error"] = str(e)
     finally:
         gen = judge = None  # noqa: F841 - drop the local model before returning
-        _free_memory()
+        free_memory()
     return out
 
 

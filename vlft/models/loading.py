@@ -139,3 +139,16 @@ def load_processor(model_dir: str | Path, max_pixels: int | None = DEFAULT_MAX_P
     # Left padding for batched generation; the training collator pads on its own.
     processor.tokenizer.padding_side = "left"
     return processor
+
+
+def free_memory() -> None:
+    """After the last reference to a model is dropped: return its memory before the next load."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

@@ -13,19 +13,11 @@ from multi_agent.rag import rerank as rerank_mod
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory) -> Path:
     """A 1-layer BertForSequenceClassification (num_labels=1) with the real MiniLM WordPiece tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
     from multi_agent.rag.embed import resolve_model_path
+    from multi_agent.rag.testing import build_tiny_cross_encoder
 
-    out = tmp_path_factory.mktemp("tiny-cross-encoder")
-    tok = AutoTokenizer.from_pretrained(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512, num_labels=1)
-    BertForSequenceClassification(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"),
+                                    resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
 
 
 def test_rerank_reorders_by_cross_encoder_scores(indexed_kb, tiny_cross_encoder):
