@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-
 import pytest
 
 from multi_agent.agents.trace import Decision, Plan, Review, TurnTrace
+from multi_agent.rag import Hit
 from multi_agent.tools import make_summary_tool, save_session_summary, slugify
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5)
 
 
-@dataclass
-class Hit:
-    chunk_id: str
-    text: str
-    source: str
-    page: int | None
-    start: int = 0
-    end: int = 0
-    score: float = 1.0
-    scores: dict = field(default_factory=dict)
-    rank: int = 1
-
-
 def turns():
-    ev = [Hit("paper.pdf#3", "MoE-LoRA routes each token to two of four experts.", "paper.pdf", 2),
-          Hit("notes.md#0", "Rank 8 per expert.", "notes.md", None)]
+    ev = [Hit("paper.pdf#3", "MoE-LoRA routes each token to two of four experts.", "paper.pdf", 2, 0, 50, 1.0,
+              rank=1),
+          Hit("notes.md#0", "Rank 8 per expert.", "notes.md", None, 0, 18, 1.0, rank=1)]
     t1 = TurnTrace(question="How many experts does MoE-LoRA use?", answer="Four experts [1], rank 8 [2].",
                    plan=Plan(steps=["Search the paper", "Read the method", "Answer"], needs_kb=True),
                    decision=Decision(retrieve=True, query="MoE-LoRA experts"), evidence=ev,
