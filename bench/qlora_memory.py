@@ -35,7 +35,7 @@ def train_defaults(adapter: str, device: str) -> dict:
         cls = MoeTrainConfig if adapter == "moelora" else TrainConfig
         cfg = cls().resolve_auto(device)
         src = f"vlft.train.config.{cls.__name__}"
-        return dict(src=src, batch=cfg.per_device_train_batch_size, accum=cfg.gradient_accumulation_steps,
+        return dict(src=src, cfg=cfg, batch=cfg.per_device_train_batch_size, accum=cfg.gradient_accumulation_steps,
                     lr=cfg.learning_rate, ckpt=cfg.gradient_checkpointing, ckpt_every=cfg.checkpoint_every,
                     loss_impl=cfg.loss_impl, chunk=cfg.loss_chunk_size, r=cfg.lora_r, alpha=cfg.lora_alpha,
                     dropout=cfg.lora_dropout, targets=cfg.lora_target_modules, max_len=cfg.model_max_length)
@@ -96,8 +96,12 @@ def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
                              gradient_accumulation_steps=d["accum"], max_steps=steps, learning_rate=d["lr"],
                              logging_steps=1, save_strategy="no", report_to="none", bf16=bf16,
                              remove_unused_columns=False, use_cpu=device == "cpu", dataloader_num_workers=0)
-    from vlft.train import fast  # the recipe's policy: LM decoder layers, non-reentrant, not the vision tower
-    fast.set_checkpointing(model, every=d["ckpt_every"] if d["ckpt"] else 0)
+    if "cfg" in d:  # the recipe's policy: compiled layers on CUDA with triton, else checkpointing
+        from vlft.train.recipe import setup_layers
+        print(f"[{adapter}] {setup_layers(model, d['cfg'], device)}")
+    else:
+        from vlft.train import fast
+        fast.set_checkpointing(model, every=d["ckpt_every"] if d["ckpt"] else 0)
     aux = aux_fn_for(adapter)
     trainer = VlftTrainer(model=model, args=args, train_dataset=records,
                           data_collator=SftCollator(processor, d["max_len"]), aux_loss_fn=aux, aux_coef=0.01,
@@ -142,6 +146,7 @@ def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
 
 def measure(adapter: str, tiny: bool, steps: int) -> dict:
     device = "cpu" if tiny else "cuda"
+    torch._dynamo.reset()  # compiled layers of the previous adapter's model
     d = train_defaults(adapter, device)
     processor = common.load_bench_processor()
     records = synthetic_records(max(16, d["batch"] * d["accum"]))
@@ -167,7 +172,7 @@ def measure(adapter: str, tiny: bool, steps: int) -> dict:
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
         ctx = ((total - free) - torch.cuda.memory_reserved()) / 2**30  # CUDA context + libraries
-    return dict(adapter=adapter, defaults=d, attached_by=how_attached, trained_by=how, trainable_params=trainable,
+    return dict(adapter=adapter, defaults={k: v for k, v in d.items() if k != "cfg"}, attached_by=how_attached, trained_by=how, trainable_params=trainable,
                 peak_alloc_gb=alloc, peak_reserved_gb=reserved, cuda_context_gb=ctx,
                 peak_device_gb=reserved + ctx, under_limit=bool(reserved + (ctx if ctx == ctx else 0) < LIMIT_GB))
 

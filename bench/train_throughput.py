@@ -55,6 +55,7 @@ class Setting:
     steps: int = 4             # timed optimizer steps
     chunk: int = 1024          # labelled tokens per logits chunk (fast loss)
     compile: bool = False      # torch.compile each language-model decoder layer (inductor)
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" replays the layers as CUDA graphs
     pad_multiple: int = 1      # pad sequence length to a multiple (static shapes for compile)
     moe_aux_in_backward: bool = True  # MoE-LoRA: router-loss gradient in each layer's backward (shipped); False = old sum at the end
     mem_budget: float | None = None  # compile: torch._functorch activation_memory_budget (0 = recompute all)
@@ -90,24 +91,39 @@ def default_settings(tiny: bool, plan: str = "measured") -> list[Setting]:
                             chunk=256, mem_budget=0.0, **cb),
                     Setting("c_bf16_mb64_ckpt0_compile", "c", quant="none", micro_batch=64, accum=1, ckpt_every=0,
                             chunk=256, **cb)]
+    elif plan == "compiled":  # compiled decoder layers, the partitioner recomputing instead of checkpointing
+        b = [Setting("b_4bit_mb32_ckpt1_chunk1024", "b", micro_batch=32, accum=1, ckpt_every=1, chunk=1024),
+             Setting("b_4bit_mb32_compile_budget0", "b", micro_batch=32, accum=1, ckpt_every=0, chunk=1024,
+                     mem_budget=0.0, **cb),
+             Setting("b_4bit_mb48_compile_budget0", "b", micro_batch=48, accum=1, ckpt_every=0, chunk=1024,
+                     mem_budget=0.0, **cb),
+             Setting("b_4bit_mb32_compile_budget0_cudagraphs", "b", micro_batch=32, accum=1, ckpt_every=0,
+                     chunk=1024, mem_budget=0.0, compile_mode="reduce-overhead", **cb),
+             Setting("b_4bit_mb24_compile_budget0_cudagraphs", "b", micro_batch=24, accum=1, ckpt_every=0,
+                     chunk=1024, mem_budget=0.0, compile_mode="reduce-overhead", **cb)]
+        c, compiled = [], []
     else:
-        raise ValueError(f"plan: {plan!r} is not one of measured, next")
+        raise ValueError(f"plan: {plan!r} is not one of measured, next, compiled")
     if tiny:  # keep the CPU smoke run short
         seed = replace(seed, accum=2, steps=1)
         small = dict(micro_batch=4, warmup=1, steps=1)
-        b = [replace(b[0], **small), replace(b[1], **small, pack_tokens=256, profile=True)]
-        c = [replace(c[0], **small, profile=False)]
-        compiled = [replace(compiled[0], **small)]
+        b = [replace(b[0], **small), replace(b[1], **small, **({} if b[1].compile else dict(pack_tokens=256,
+                                                                                          profile=True)))]
+        c = [replace(x, **small, profile=False) for x in c[:1]]
+        compiled = [replace(x, **small) for x in compiled[:1]]
     return [seed, *b, *c, *compiled]
 
 
-def d_variants(b_best: Setting) -> list[Setting]:
-    """MoE-LoRA at (b)'s winning (eager) setting: as shipped (the tuner applies the router-loss
-    gradient inside each layer's backward), and ``_auxsummed``: the aux loss summed into the loss
-    at the end (the pre-fix behaviour, all checkpointed layers recomputed at once)."""
-    base = replace(b_best, group="d", adapter="moelora", profile=False, compile=False, pad_multiple=1)
+def d_variants(b_best: Setting, auxsummed: bool = False) -> list[Setting]:
+    """MoE-LoRA at (b)'s winning setting (compiled layers if it won; router-loss gradient inside
+    each layer's backward, as shipped), and with ``auxsummed`` the pre-fix behaviour (aux loss
+    summed at the end: all checkpointed layers recomputed at once)."""
+    base = replace(b_best, group="d", adapter="moelora")
     stem = b_best.name.replace("b_", "d_moelora_", 1)
-    return [replace(base, name=stem), replace(base, name=stem + "_auxsummed", moe_aux_in_backward=False)]
+    out = [replace(base, name=stem)]
+    if auxsummed:
+        out.append(replace(base, name=stem + "_auxsummed", moe_aux_in_backward=False, profile=False))
+    return out
 
 
 # ---------------------------------------------------------------- model + adapters
@@ -195,7 +211,12 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
     model.train()
     if setting.adapter == "moelora":
         configure_moelora(model, setting)
-    compiled = compile_layers(model, setting.mem_budget) if setting.compile else 0
+    if setting.compile:
+        torch._dynamo.reset()  # drop graphs (and the models they guard on) of earlier settings
+    compiled = fast.compile_decoder_layers(
+        model, 1.0 if setting.mem_budget is None else setting.mem_budget,
+        None if setting.compile_mode == "default" else setting.compile_mode) if setting.compile else 0
+    graphs = setting.compile and setting.compile_mode == "reduce-overhead"
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=device.startswith("cuda"))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
@@ -211,6 +232,8 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
         last = None
         for _ in range(setting.accum):
             b = next(it)
+            if graphs:  # a new iteration: the previous one's graph outputs may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 loss = loss_fn(setting, model, b, aux_fn) / setting.accum
             (scaler.scale(loss) if scaler else loss).backward()
@@ -241,7 +264,7 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
     alloc, reserved = common.peak_memory_gb(device)
     prof = profile_step(opt_step, setting, device) if setting.profile else {}
     if compiled:
-        uncompile_layers(model)
+        fast.uncompile_decoder_layers(model)
     sps = n_s / r["s"]
     res = dict(name=setting.name, group=setting.group, samples_per_s=sps, tokens_per_s=n_t / r["s"],
                peak_alloc_gb=alloc, peak_reserved_gb=reserved,
@@ -250,29 +273,6 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
                trainable_params=sum(p.numel() for p in params), setting=asdict(setting), **prof)
     del opt, batches, it
     return res
-
-
-def compile_layers(model, mem_budget: float | None = None) -> int:
-    """torch.compile every language-model decoder layer in place (one graph shared by all layers).
-
-    ``mem_budget`` < 1 lets the compiler's partitioner recompute activations (and dequantized
-    4-bit weights) in backward instead of saving them: compiled-code activation checkpointing.
-    """
-    import torch._dynamo
-    import torch._functorch.config as fcfg
-
-    torch._dynamo.reset()
-    fcfg.activation_memory_budget = 1.0 if mem_budget is None else mem_budget
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    layers = fast.unwrap_causal_lm(model).model.language_model.layers
-    for layer in layers:
-        layer.compile()
-    return len(layers)
-
-
-def uncompile_layers(model) -> None:
-    for layer in fast.unwrap_causal_lm(model).model.language_model.layers:
-        layer._compiled_call_impl = None
 
 
 def configure_moelora(model, setting: Setting) -> None:
@@ -300,7 +300,7 @@ def profile_step(opt_step, setting: Setting, device: str) -> dict:
     table = events.table(sort_by="self_device_time_total" if device == "cuda" else "self_cpu_time_total",
                          row_limit=25)
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    (PROFILE_DIR / f"prof_{setting.name}.txt").write_text(table)
+    (PROFILE_DIR / f"prof_{setting.name.replace('#', '_r')}.txt").write_text(table)
     print(f"[profile {setting.name}] wall {wall:.3f}s (profiled), GPU busy {dev_us / 1e6:.3f}s "
           f"({100 * dev_us / 1e6 / wall:.0f}%), device ops {n_kernels}")
     return dict(profile_wall_s=wall, profile_gpu_busy_s=dev_us / 1e6, profile_device_ops=n_kernels)
@@ -325,13 +325,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="tiny model on the CPU (smoke test)")
     ap.add_argument("--only", default="", help="comma list of setting-name prefixes or groups (a,b,c,d)")
-    ap.add_argument("--plan", default="measured", choices=["measured", "next"],
-                    help="measured: the settings behind bench/RESULTS.md; next: not yet run experiments")
+    ap.add_argument("--plan", default="measured", choices=["measured", "next", "compiled"],
+                    help="measured: the settings behind bench/RESULTS.md; next: not yet run experiments; "
+                         "compiled: eager vs compiled decoder layers for (b) and (d)")
     ap.add_argument("--mem_limit_gb", type=float, default=7.0, help="(b) peak reserved memory limit")
     ap.add_argument("--samples", type=int, default=64, help="distinct synthetic samples")
     ap.add_argument("--steps", type=int, default=0,
                     help="timed optimizer steps for the (b)/(c)/(d) settings (0: each setting's own); more "
                          "steps average out the run-to-run jitter of short windows")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run (b)'s winner and the (d) rows this many times, alternating, so the MoE-LoRA "
+                         "vs LoRA ratio is measured more than once in the same process")
+    ap.add_argument("--d_at", default="", help="(d): compare at these (b) settings (comma list) instead of "
+                                               "(b)'s winner")
+    ap.add_argument("--auxsummed", action="store_true", help="(d): also the pre-fix aux-loss-summed row")
+    ap.add_argument("--profile_d", action="store_true",
+                    help="(d): profile one step of LoRA and each MoE-LoRA row (GPU busy, kernel count)")
     ap.add_argument("--out", default="bench/out/train_throughput.json")
     args = ap.parse_args(argv)
     global IMAGE_TOKEN_ID
@@ -379,19 +388,22 @@ def main(argv=None) -> int:
     global PROFILE_DIR
     PROFILE_DIR = out.parent
     queue = list(settings)
-    # (d) runs right after the eager (b) settings, at (b)'s winner among them
-    n_b = max((i for i, s in enumerate(queue) if s.group == "b" and not s.compile), default=-1) + 1
+    # (d) runs right after the (b) settings, at (b)'s winner among them
+    n_b = max((i for i, s in enumerate(queue) if s.group == "b"), default=-1) + 1
     if want_d and n_b:
         queue.insert(n_b, None)
     for st in queue:
         if st is None:  # (d): MoE-LoRA vs LoRA at (b)'s winner
-            best = pick_b(results, args.mem_limit_gb)
-            if best is None:
+            bests = [pick_b(results, args.mem_limit_gb, n) for n in (args.d_at.split(",") if args.d_at else [""])]
+            if None in bests:
                 print("[d] no (b) setting within the memory limit to compare at")
-                continue
-            d_queue = d_variants(best)
-            for dst in d_queue:
-                run_one(dst, device, args, samples, pad_id, results, save, state)
+            for best, rep in itertools.product([b for b in bests if b], range(args.repeat)):
+                # LoRA again right before the MoE-LoRA rows: each ratio comes from adjacent runs
+                tag, prof = f"#{rep + 1}", args.profile_d and rep == 0
+                d_queue = [replace(d, profile=prof) for d in
+                           [best, *d_variants(best, auxsummed=args.auxsummed and rep == 0)]]
+                for dst in d_queue:
+                    run_one(replace(dst, name=dst.name + tag), device, args, samples, pad_id, results, save, state)
             continue
         run_one(st, device, args, samples, pad_id, results, save, state)
 
@@ -430,9 +442,9 @@ def run_one(st: Setting, device, args, samples, pad_id, results, save, state) ->
         common.reset_memory(device)
 
 
-def pick_b(results, limit_gb) -> Setting | None:
-    ok = [r for r in results if r.get("group") == "b" and "error" not in r
-          and not (r["peak_reserved_gb"] > limit_gb)]
+def pick_b(results, limit_gb, name: str = "") -> Setting | None:
+    ok = [r for r in results if r.get("group") == "b" and "error" not in r and "#" not in r["name"]
+          and not (r["peak_reserved_gb"] > limit_gb) and r["name"] == (name or r["name"])]
     if not ok:
         return None
     best = max(ok, key=lambda r: r["samples_per_s"])
@@ -454,12 +466,20 @@ def summary(results, limit_gb) -> str:
                      f"(b) peak reserved {b['peak_reserved_gb']:.2f} GiB)")
     if c:
         lines.append(f"(c) best MFU: {100 * c['mfu']:.1f}% ({c['name']}, {c['samples_per_s']:.1f} samples/s)")
+    ratios: dict[str, list[float]] = {}
     for d in (r for r in ok if r["group"] == "d"):
-        ref = next((r for r in ok if r["group"] == "b" and d["name"].startswith(r["name"].replace("b_", "d_moelora_", 1))), None)
+        stem, _, tag = d["name"].partition("#")
+        ref = next((r for r in ok if r["group"] == "b" and r["name"].partition("#")[2] == tag
+                    and stem.startswith(r["name"].partition("#")[0].replace("b_", "d_moelora_", 1))), None)
         if ref:
+            ratio = d["samples_per_s"] / ref["samples_per_s"]
+            ratios.setdefault(stem, []).append(ratio)
             lines.append(f"(d) {d['name']}: {d['samples_per_s']:.2f} vs LoRA {ref['samples_per_s']:.2f} samples/s "
-                         f"({100 * (d['samples_per_s'] / ref['samples_per_s'] - 1):+.1f}% speed), "
+                         f"({100 * (ratio - 1):+.1f}% speed), "
                          f"peak reserved {d['peak_reserved_gb']:.2f} vs {ref['peak_reserved_gb']:.2f} GiB")
+    for stem, rs in ratios.items():
+        lines.append(f"(d) {stem}: mean {100 * (sum(rs) / len(rs) - 1):+.1f}% vs LoRA over {len(rs)} run(s) "
+                     f"(min {100 * (min(rs) - 1):+.1f}%, max {100 * (max(rs) - 1):+.1f}%)")
     return "\n".join(lines)
 
 

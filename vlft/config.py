@@ -107,7 +107,7 @@ def build_parser(cls: type[BaseConfig], description: str | None = None,
         flags += [a if a.startswith("-") else f"--{a}" for a in f.metadata.get("aliases", ())]
         default = f.default if f.default is not dataclasses.MISSING else None
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS,
-                                  help=f"{f.metadata.get('doc', '')} (default: {default!r})")
+                                  help=f"{f.metadata.get('doc', '')} (default: {default!r})".replace('%', '%%'))
         base, _ = _unwrap_optional(tp)
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction

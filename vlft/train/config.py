@@ -77,6 +77,11 @@ class TrainConfig(BaseConfig):
                                                "checkpoint_every-th decoder layer, non-reentrant, never "
                                                "the frozen vision tower")
     checkpoint_every: int = field(1, "with gradient_checkpointing: checkpoint every n-th decoder layer")
+    compile: Optional[bool] = field(
+        None, "torch.compile each decoder layer; with gradient_checkpointing the compiler recomputes "
+              "activations instead (same memory). Default (None): on CUDA when triton is installed "
+              "(measured 1.7x the eager 4-bit step at batch 32, MoE-LoRA within 5% of LoRA; "
+              "docs/performance.md); the first steps pay about a minute of compilation")
     loss_impl: Literal["fast", "hf"] = field(
         "fast", "training loss: fast = logits and cross-entropy only on labelled tokens, chunked "
                 "(vlft.train.fast.lm_loss, same value); hf = model(**batch).loss (full-vocabulary logits)")

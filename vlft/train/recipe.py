@@ -207,6 +207,29 @@ def set_checkpointing(model, cfg: TrainConfig) -> int:
         return -1
 
 
+def use_compile(cfg: TrainConfig, device: str) -> bool:
+    """``cfg.compile``, or when left on auto: CUDA with triton installed."""
+    from vlft.train.fast import compile_available
+    ok, why = compile_available(device)
+    if cfg.compile is None:
+        if not ok and device == "cuda":
+            log.warning("compiled layers off: %s", why)
+        return ok
+    return cfg.compile
+
+
+def setup_layers(model, cfg: TrainConfig, device: str) -> str:
+    """Compiled decoder layers (the partitioner recomputing activations when ``gradient_checkpointing``)
+    or eager layers with gradient checkpointing; returns a one-line description."""
+    from vlft.train import fast
+    if use_compile(cfg, device):
+        fast.set_checkpointing(model, every=0)
+        n = fast.compile_decoder_layers(model, memory_budget=0.0 if cfg.gradient_checkpointing else 1.0)
+        return f"{n} compiled decoder layers" + (", activations recomputed" if cfg.gradient_checkpointing else "")
+    n = set_checkpointing(model, cfg)
+    return f"gradient checkpointing on {n} layers" if n else "no gradient checkpointing"
+
+
 def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], precision):
     cfg = cfg.resolve_auto(precision.device)
     from vlft.train.collator import SftCollator
@@ -215,7 +238,7 @@ def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], prec
     from vlft.train.callbacks import use_console_progress
 
     args = training_arguments(cfg, precision, data["eval"] is not None)
-    set_checkpointing(model, cfg)
+    log.info(setup_layers(model, cfg, precision.device))
     trainer = VlftTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["eval"],
                           data_collator=SftCollator(processor, cfg.model_max_length),
                           processing_class=processor, loss_impl=cfg.loss_impl,

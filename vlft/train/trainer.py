@@ -47,7 +47,7 @@ class VlftTrainer(Trainer):
                             grad_scale=self._aux_grad_scale)
 
     def _aux_grad_scale(self):
-        """What the LM loss is multiplied by before backward (read in backward, no host sync):
+        """What the LM loss is multiplied by before backward (read at each model forward, no host sync):
         1 / accumulation steps (the Trainer divides, or the loss is normalised by the token count
         of the whole accumulated batch), times the fp16 loss-scaler's current scale if any."""
         s = 1.0 / self._ga_steps()

@@ -187,3 +187,57 @@ def test_lm_loss_on_the_training_collator_batch(tiny):
     # frozen vision tower (the training default): features under no_grad, positions still from the grid
     frozen = fast.lm_loss(model, batch, chunk_size=8, vision_no_grad=True)
     torch.testing.assert_close(frozen, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("adapter", ["lora", "moelora"])
+def test_compiled_layers_same_loss_and_gradients(tiny_model_dir, tiny, adapter):
+    """Compiled decoder layers, the partitioner recomputing everything (the CUDA default of
+    lora.py / MoeLORA.py), equal the eager checkpointed path: loss and adapter gradients, with the
+    MoE-LoRA router-loss gradient applied inside each layer's backward. Real inductor on the CPU."""
+    import torch._dynamo
+    from transformers import AutoModelForImageTextToText
+
+    from vlft.adapters.registry import AdapterSpec, apply_adapter
+
+    _, processor = tiny
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    torch.manual_seed(0)
+    spec = AdapterSpec(targets="q_proj,k_proj,v_proj,o_proj", r=4, alpha=8, dropout=0.0, num_experts=4, top_k=2,
+                       router_aux_loss_coef=0.1)
+    model = apply_adapter(model, adapter, spec).train()
+    with torch.no_grad():  # B = 0 at init would hide expert/LoRA-B errors
+        for n, p in model.named_parameters():
+            if p.requires_grad and ("lora_B" in n or "lora_expert_B" in n):
+                p.normal_(0, 0.05)
+    batch = fast.collate_padded(_samples(model, processor), processor.tokenizer.pad_token_id)
+    fast.set_checkpointing(model, 1)
+    ref_loss = fast.lm_loss(model, batch)
+    ref_g = _grads(model, ref_loss)
+    fast.set_checkpointing(model, 0)
+    torch._dynamo.reset()
+    try:
+        assert fast.compile_decoder_layers(model, memory_budget=0.0) == 2
+        for _ in range(2):  # the second call runs the cached graphs
+            loss = fast.lm_loss(model, batch)
+            got_g = _grads(model, loss)
+            torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+            _assert_close(got_g, ref_g, rtol=1e-4)
+        if adapter == "moelora":
+            assert any("router" in n for n in got_g)
+    finally:
+        fast.uncompile_decoder_layers(model)
+        torch._dynamo.reset()
+
+
+def test_compile_refuses_checkpointed_layers_and_bad_budget(tiny):
+    model, _ = tiny
+    try:
+        fast.set_checkpointing(model, 1)
+        with pytest.raises(ValueError, match="checkpointing"):
+            fast.compile_decoder_layers(model)
+    finally:
+        fast.set_checkpointing(model, 0)
+    with pytest.raises(ValueError, match="memory_budget"):
+        fast.compile_decoder_layers(model, memory_budget=2.0)
+    assert fast.compile_available("cpu")[0] is False

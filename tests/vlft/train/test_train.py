@@ -166,3 +166,27 @@ def test_target_matching_nothing_fails_with_one_line(make_cfg, capsys, tiny_mode
     errors = [l for l in capsys.readouterr().err.splitlines() if "error" in l.lower()]
     assert rc == 2 and len(errors) == 1 and errors[0].startswith("error: lora_target_modules: 'visual_q_proj'")
     assert "matches no Linear" in errors[0] and not (tmp_path / "o" / "adapter_config.json").exists()
+
+
+def test_setup_layers_compiles_when_asked_and_checkpoints_otherwise(tiny_model_dir):
+    """lora.py / MoeLORA.py layer policy: auto = eager + checkpointing on the CPU; compile=True gives
+    compiled layers with checkpointing off (the partitioner recomputes)."""
+    import torch._dynamo
+    from transformers import AutoModelForImageTextToText
+
+    from vlft.train import fast
+    from vlft.train.config import TrainConfig
+    from vlft.train.recipe import setup_layers, use_compile
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    cfg = TrainConfig()
+    assert cfg.compile is None and not use_compile(cfg, "cpu")
+    assert setup_layers(model, cfg, "cpu") == "gradient checkpointing on 2 layers"
+    try:
+        assert setup_layers(model, cfg.replace(compile=True), "cpu") == \
+            "2 compiled decoder layers, activations recomputed"
+        layers = fast.compile.decoder_layers(model)
+        assert all(layer._compiled_call_impl is not None and not layer.gradient_checkpointing for layer in layers)
+    finally:
+        fast.uncompile_decoder_layers(model)
+        torch._dynamo.reset()

@@ -105,7 +105,7 @@ def test_aux_loss_matches_switch_formula_and_ignores_padding():
     x = torch.randn(2, 6, 8)
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[1, :3] = 0                                          # left padding in row 1
-    ctx.token_mask = mask
+    ctx.set_mask(mask)
     layer(x)
     real = x[mask.bool()]                                    # (9, 8) the unpadded tokens
     probs = torch.softmax(layer.lora_router(real), -1)
@@ -117,7 +117,7 @@ def test_aux_loss_matches_switch_formula_and_ignores_padding():
     ent = -(probs * probs.log()).sum(-1).mean()
     torch.testing.assert_close(layer.router_entropy, ent)
     # A mask of another shape (e.g. vision patches) is ignored: every token counts.
-    ctx.token_mask = torch.ones(3, 3)
+    ctx.set_mask(torch.ones(3, 3))
     layer(x)
     probs = torch.softmax(layer.lora_router(x.reshape(-1, 8)), -1)
     sel = torch.zeros_like(probs).scatter(-1, probs.topk(2, -1).indices, 1.0)
@@ -570,3 +570,15 @@ def test_op_count_does_not_grow_with_experts():
 
     assert ops(2, 1) == ops(16, 2) == ops(16, 8)
     assert sum(op == "mm" for op in ops(16, 2)) <= 9   # base + router + A + B forward, and backward
+
+
+def test_topk_mask_selects_like_topk_and_breaks_ties_by_index():
+    """The elementwise selection a compiled layer uses equals torch.topk's (ties: the lower index)."""
+    from vlft.tuners.moelora.layer import topk_mask
+    g = torch.Generator().manual_seed(0)
+    for E, k in [(4, 2), (8, 3), (16, 1), (5, 4)]:
+        logits = torch.randn(500, E, generator=g)
+        ref = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, logits.topk(k, -1).indices, True)
+        assert torch.equal(topk_mask(logits, k), ref)
+    tied = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 2.0, 2.0, 2.0]])
+    assert topk_mask(tied, 2).tolist() == [[True, True, False, False], [False, True, True, False]]

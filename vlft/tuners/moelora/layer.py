@@ -2,17 +2,21 @@
 
 For an input token x (in features) the layer returns
 
-    base(x) + sum_{e in topk(x)} g_e(x) * (alpha / r) * B_e A_e dropout(x)
+    base(x) + sum_{e in topk(x')} g_e(x') * (alpha / r) * B_e A_e x',    x' = dropout(x)
 
-where g(x) = softmax over the router logits W_router x, kept on the top-k experts and
-renormalised to sum to 1 (identical to a softmax over just the selected logits).
+where g(x') = softmax over the router logits W_router x', kept on the top-k experts and
+renormalised to sum to 1 (identical to a softmax over just the selected logits). The router reads
+the same dropped-out input as the experts (identical in eval, where dropout is off) so that router
+and every expert's A are one matmul: on a launch-bound 4-bit step a separate router matmul, forward
+and backward, cost ~7% of MoE-LoRA's speed (docs/moelora.md).
 
 Shapes (E experts, rank r):
     lora_expert_A  (E*r, in)   rows e*r:(e+1)*r are expert e's A (an nn.Linear weight, like PEFT's lora_A)
     lora_expert_B  (out, E*r)  columns e*r:(e+1)*r are expert e's B (like PEFT's lora_B), zero at init
     lora_router    Linear(in -> E)
-All experts run as two matmuls: x @ A_all^T -> (..., E*r), scaled per expert by the sparse
-gates (zero for unselected experts), then @ B_all^T -> (..., out). No loop over experts.
+Router and experts run as two matmuls: x' @ [W_router; A_all]^T -> (..., E + E*r), the E*r part
+scaled per expert by the sparse gates (zero for unselected experts), then @ B_all^T -> (..., out).
+No loop over experts.
 """
 
 from __future__ import annotations
@@ -40,27 +44,44 @@ class RoutingContext:
         self.stats_every: int = 1                # ...on every n-th model forward only
         self.collect_eval_stats: bool = False    # eval/generation: record nothing unless asked
         self.forward_count: int = 0              # model forwards seen by the pre-hook (host-side int)
-        self._flat: tuple | None = None          # (mask, mask as (tokens, 1) float, 1 / real tokens)
+        self.stats_now: bool = True              # this forward records statistics (set by the pre-hook)
+        self._flat: tuple | None = None          # (mask as (tokens, 1) float, 1 / real tokens)
         self.aux_coef: float = 0.0               # > 0: aux-loss gradient applied in each layer's backward
         self.n_layers: int = 1                   # layers the aux loss is averaged over
-        self.aux_grad_scale: Any = 1.0           # float or () -> float/tensor, read in backward
+        self.aux_grad_scale: Any = 1.0           # float, tensor or () -> either; read at each model forward
+        self.scale_now: Any = 1.0                # aux_grad_scale's value for this forward (set by the pre-hook)
 
     def backward_scale(self) -> Any:
         s = self.aux_grad_scale
         return s() if callable(s) else s
 
+    def start_forward(self, training: bool) -> None:
+        """Called once per model forward (pre-hook), outside any compiled region: the layers then
+        read a bool and a value instead of the ever-changing counter and the caller's scale
+        function (a compiler would guard on the one and trace into the other)."""
+        if training:
+            self.forward_count += 1
+        self.stats_now = self.collect_stats and self.forward_count % self.stats_every == 0
+        self.scale_now = self.backward_scale()
+
     def want_stats(self) -> bool:
-        return self.collect_stats and self.forward_count % self.stats_every == 0
+        return self.stats_now
+
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        """The model call's 2-D attention mask (or None), with its (tokens, 1) float form and
+        1 / real-token count computed here once per forward, not in every layer."""
+        self.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self._flat = None
+        if self.token_mask is not None:
+            flat = self.token_mask.reshape(-1, 1).float()
+            self._flat = (flat, 1.0 / flat.sum().clamp_min(1.0))
 
     def mask_for(self, lead_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(mask (tokens, 1) float, 1/real-token count) when the mask fits ``lead_shape``; cached per mask."""
+        """(mask (tokens, 1) float, 1/real-token count) when the mask fits ``lead_shape``."""
         m = self.token_mask
         if m is None or tuple(m.shape) != tuple(lead_shape):
             return None
-        if self._flat is None or self._flat[0] is not m:
-            flat = m.reshape(-1, 1).float()
-            self._flat = (m, flat, 1.0 / flat.sum().clamp_min(1.0))
-        return self._flat[1], self._flat[2]
+        return self._flat
 
 
 # -- the math, shared by MoeLoraLinear and the PEFT-registered layer (peft_compat.py) --------------
@@ -92,15 +113,29 @@ def route(logits: torch.Tensor, top_k: int, scaling: float, with_probs: bool
     probs = torch.softmax(logits, dim=-1) if (with_probs or top_k == E) else None
     if top_k == E:  # dense mixture: nothing to select
         return probs * scaling, probs
+    if torch.compiler.is_compiling():
+        # Elementwise selection fuses with the softmax into one kernel; topk + scatter would be two
+        # extra kernels per projection, forward and backward (the 4-bit step is launch-bound).
+        kept = logits.masked_fill(~topk_mask(logits, top_k), float("-inf"))
+        return torch.softmax(kept, dim=-1) * scaling, probs
     top_l, top_i = logits.topk(top_k, dim=-1)
     gates = torch.zeros_like(logits).scatter(-1, top_i, torch.softmax(top_l, dim=-1) * scaling)
     return gates, probs
 
 
-def mix_experts(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Tensor,
-                r: int) -> torch.Tensor:
-    """sum_e gates_e * B_e A_e x for all tokens with two matmuls: (..., in) -> (..., out)."""
-    h = F.linear(x, A)                                            # (..., E*r): every expert's A at once
+def topk_mask(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., E) bool, True on each row's k largest logits (ties: the lower index wins), from
+    pairwise comparisons: (..., E, E) elementwise work instead of a sort, cheap for E <= 64."""
+    E = logits.shape[-1]
+    idx = torch.arange(E, device=logits.device)
+    me, other = logits.unsqueeze(-1), logits.unsqueeze(-2)                 # (..., E, 1), (..., 1, E)
+    ahead = (other > me) | ((other == me) & (idx < idx.unsqueeze(-1)))  # other j ranks before e
+    return ahead.sum(-1) < k
+
+
+def mix_experts(h: torch.Tensor, B: torch.Tensor, gates: torch.Tensor, r: int) -> torch.Tensor:
+    """sum_e gates_e * B_e h_e for all tokens with one matmul: h (..., E*r) = every expert's A x
+    -> (..., out)."""
     lead, E = h.shape[:-1], gates.shape[-1]
     h = (h.view(*lead, E, r) * gates.unsqueeze(-1).to(h.dtype)).view(*lead, E * r)
     return F.linear(h, B)                                         # (..., out): every expert's B at once
@@ -124,6 +159,34 @@ def routing_moments(probs: torch.Tensor, gates: torch.Tensor, top_k: int,
     return (p * m).sum(0) * inv_n, torch.count_nonzero(g * m, dim=0) * (inv_n / top_k)
 
 
+def moe_forward(result: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                router_w: torch.Tensor, router_b: torch.Tensor | None, r: int, top_k: int, scaling: float,
+                want_moments: bool, want_entropy: bool, mask_flat: torch.Tensor | None,
+                inv_n: torch.Tensor | None, attach: bool, aux_mult: Any
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None,
+                           torch.Tensor | None]:
+    """One MoE-LoRA adapter forward as a pure function of tensors and flags (no module state),
+    so a compiled decoder layer traces it without graph breaks.
+
+    result (..., out): the base layer's output; x (..., in): the adapter input after lora_dropout.
+    Returns (result + delta, P, f, entropy, grad_P): the moments (E,) when ``want_moments``, the
+    router entropy when ``want_entropy``, and with ``attach`` grad_P = aux_mult * f (the in-backward
+    aux-loss gradient of ``_AuxGradInBackward``; aux_mult a float or a 0-d tensor); otherwise None.
+    """
+    E = router_w.shape[0]
+    hz = F.linear(x, torch.cat([router_w, A]))                  # (..., E + E*r): router and all A's
+    logits = hz[..., :E] if router_b is None else hz[..., :E] + router_b
+    gates, probs = route(logits, top_k, scaling, want_moments or want_entropy)
+    out = result + mix_experts(hz[..., E:], B, gates, r).to(result.dtype)
+    if probs is None or not (want_moments or want_entropy):
+        return out, None, None, None, None
+    mask = None if mask_flat is None else (mask_flat, inv_n)
+    P, f = routing_moments(probs, gates, top_k, mask)
+    ent = router_entropy(probs, mask) if want_entropy else None
+    grad_P = aux_mult * f.to(P.dtype) if attach else None
+    return out, P, f, ent, grad_P
+
+
 def switch_loss(P: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """Switch Transformer load-balancing loss E * sum_e f_e P_e (1.0 when routing is even); batched
     over leading dims, so all layers can be combined with one call."""
@@ -139,9 +202,11 @@ def router_entropy(probs: torch.Tensor, mask: tuple[torch.Tensor, torch.Tensor] 
 
 
 class _AuxGradInBackward(torch.autograd.Function):
-    """Identity on a layer's output; its backward also sends ``grad_P`` (times the context's
-    backward scale) into the router moments ``P``, i.e. the aux-loss gradient is applied inside
-    this layer's backward (Megatron-LM's MoEAuxLossAutoScaler idea).
+    """Identity on a layer's output; its backward also sends ``grad_P`` into the router moments
+    ``P``, i.e. the aux-loss gradient is applied inside this layer's backward (Megatron-LM's
+    MoEAuxLossAutoScaler idea). ``grad_P`` already carries the loss's backward scale, read at
+    forward time (the scale of this micro-step: accumulation and fp16 loss scale change only
+    between optimizer steps), so backward is plain tensor code a compiler can trace.
 
     Why: summing the aux loss at the end makes backward reach every layer's router first, so
     with gradient checkpointing all layers are recomputed and held at once (24 GiB vs 6.6 GiB
@@ -149,15 +214,14 @@ class _AuxGradInBackward(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, out: torch.Tensor, P: torch.Tensor, grad_P: torch.Tensor, routing: "RoutingContext"):
+    def forward(ctx, out: torch.Tensor, P: torch.Tensor, grad_P: torch.Tensor):
         ctx.save_for_backward(grad_P)
-        ctx.routing = routing
         return out.view_as(out)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (grad_P,) = ctx.saved_tensors
-        return grad_out, grad_P * ctx.routing.backward_scale(), None, None
+        return grad_out, grad_P, None
 
 
 class MoeRouted:
@@ -183,26 +247,33 @@ class MoeRouted:
     def _wants_probs(self) -> bool:
         return self.training or self.context.collect_eval_stats
 
-    def _record(self, probs: torch.Tensor | None, gates: torch.Tensor) -> None:
-        if probs is None or not self._wants_probs():
-            return
+    def _moe_out(self, result: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                 router: nn.Linear, dropout: nn.Module, r: int, scaling: float) -> torch.Tensor:
+        """base output + the routed expert mix; records the moments/statistics and, in training,
+        ties the aux-loss gradient to the output's backward. Shared by both layer classes."""
+        if not torch.is_autocast_enabled(x.device.type):
+            # Same policy as PEFT with 4-bit bases: compute the adapter in its own dtype, cast back.
+            x = x.to(A.dtype)
         ctx = self.context
-        mask = ctx.mask_for(probs.shape[:-1])
-        P, f = routing_moments(probs, gates, self.top_k, mask)
-        self.router_P, self.router_f = (P, f) if self.training else (None, None)
-        if ctx.want_stats() or not self.training:
-            self.load_fraction, self.router_entropy = f, router_entropy(probs, mask)
-
-    def _attach_aux(self, out: torch.Tensor) -> torch.Tensor:
-        """With ``context.aux_coef`` > 0: tie this layer's aux-loss gradient to ``out``'s backward
-        and keep only a detached ``router_P`` (the logged aux value)."""
-        P, ctx = self.router_P, self.context
-        if P is None or ctx.aux_coef <= 0 or not P.requires_grad or not torch.is_grad_enabled():
+        want_moments = self._wants_probs()
+        want_entropy = want_moments and (ctx.want_stats() or not self.training)
+        mask = ctx.mask_for(x.shape[:-1]) if want_moments else None
+        attach = (self.training and ctx.aux_coef > 0 and torch.is_grad_enabled()
+                  and router.weight.requires_grad)
+        # d(coef * mean_l E * sum_e f_le P_le) / dP_l = coef / L * E * f_l  (f carries no gradient),
+        # times what the LM loss is scaled by before backward
+        aux_mult = ctx.aux_coef / max(ctx.n_layers, 1) * self.num_experts * ctx.scale_now if attach else 0.0
+        out, P, f, ent, grad_P = moe_forward(result, dropout(x), A, B, router.weight, router.bias, r,
+                                             self.top_k, scaling, want_moments, want_entropy,
+                                             *(mask or (None, None)), attach, aux_mult)
+        if want_moments:
+            self.router_P, self.router_f = (P, f) if self.training else (None, None)
+        if want_entropy:
+            self.load_fraction, self.router_entropy = f, ent
+        if not attach:
             return out
-        # d(coef * mean_l E * sum_e f_le P_le) / dP_l = coef / L * E * f_l  (f carries no gradient)
-        grad_P = (ctx.aux_coef / max(ctx.n_layers, 1) * P.shape[-1]) * self.router_f.detach().to(P.dtype)
-        self.router_P = P.detach()
-        return _AuxGradInBackward.apply(out, P, grad_P, ctx)
+        self.router_P = P.detach()  # the logged value; the gradient goes in through out's backward
+        return _AuxGradInBackward.apply(out, P, grad_P)
 
 
 class MoeLoraLinear(nn.Module, MoeRouted):
@@ -239,13 +310,8 @@ class MoeLoraLinear(nn.Module, MoeRouted):
         result = self.base_layer(x, *args, **kwargs)
         if not self.adapter_enabled:
             return result
-        if not torch.is_autocast_enabled(x.device.type):
-            # Same policy as PEFT with 4-bit bases: compute the adapter in its own dtype, cast back.
-            x = x.to(self.lora_expert_A.dtype)
-        gates, probs = route(self.lora_router(x), self.top_k, self.scaling, self._wants_probs())  # (..., E)
-        delta = mix_experts(self.lora_dropout(x), self.lora_expert_A, self.lora_expert_B, gates, self.r)
-        self._record(probs, gates)
-        return self._attach_aux(result + delta.to(result.dtype))
+        return self._moe_out(result, x, self.lora_expert_A, self.lora_expert_B, self.lora_router,
+                             self.lora_dropout, self.r, self.scaling)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, r={self.r}, experts={self.num_experts}, "

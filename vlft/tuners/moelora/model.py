@@ -167,6 +167,7 @@ def set_moelora_aux(model: nn.Module, coef: float | None = None, grad_scale: Any
             ctx.aux_coef = float(coef)
         if grad_scale is not None:
             ctx.aux_grad_scale = grad_scale
+            ctx.scale_now = ctx.backward_scale()  # until the next model forward's pre-hook reads it
 
 
 def aux_in_backward(model: nn.Module) -> bool:
@@ -176,10 +177,8 @@ def aux_in_backward(model: nn.Module) -> bool:
 
 def _capture_mask(ctx: RoutingContext):
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        mask = kwargs.get("attention_mask")
-        ctx.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        if module.training:
-            ctx.forward_count += 1
+        ctx.set_mask(kwargs.get("attention_mask"))
+        ctx.start_forward(module.training)
     return hook
 
 
@@ -435,6 +434,7 @@ def set_moelora_stats(model: nn.Module, enabled: bool = True, every: int = 1, in
         raise ValueError("model has no MoE-LoRA adapter")
     for ctx in contexts.values():
         ctx.collect_stats, ctx.stats_every, ctx.collect_eval_stats = enabled, every, in_eval
+        ctx.stats_now = enabled and ctx.forward_count % every == 0
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from vlft.tuners.moelora.config import MOELORA_VERSION, PEFT_TYPE, WEIGHTS_NAME, MoeLoraConfig
-from vlft.tuners.moelora.layer import MoeRouted, RoutingContext, init_moelora_weights, mix_experts, route
+from vlft.tuners.moelora.layer import MoeRouted, RoutingContext, init_moelora_weights
 
 
 @dataclasses.dataclass
@@ -109,14 +109,11 @@ class PeftMoeLoraLinear(nn.Module, LoraLayer, MoeRouted):
         for name in self.active_adapters:
             if name not in self.lora_expert_A:
                 continue
-            A, B = self.lora_expert_A[name], self.lora_expert_B[name]
-            xa = x if torch.is_autocast_enabled(x.device.type) else self._cast_input_dtype(x, A.dtype)
             E, k = self.moe_shape[name]
             self.num_experts, self.top_k = E, k
-            gates, probs = route(self.lora_router[name](xa), k, self.scaling[name], self._wants_probs())
-            delta = mix_experts(self.lora_dropout[name](xa), A, B, gates, self.r[name])
-            self._record(probs, gates)
-            result = self._attach_aux(result + delta.to(result.dtype))
+            result = self._moe_out(result, x, self.lora_expert_A[name], self.lora_expert_B[name],
+                                   self.lora_router[name], self.lora_dropout[name], self.r[name],
+                                   self.scaling[name])
         return result
 
     def merge(self, *args: Any, **kwargs: Any) -> None:
