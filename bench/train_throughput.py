@@ -57,6 +57,7 @@ class Setting:
     compile: bool = False      # torch.compile each language-model decoder layer (inductor)
     compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" replays the layers as CUDA graphs
     pad_multiple: int = 1      # pad sequence length to a multiple (static shapes for compile)
+    moe_stats_every: int = 10  # MoE-LoRA: routing statistics on every n-th forward only (the Trainer: logged steps, every 10)
     moe_aux_in_backward: bool = True  # MoE-LoRA: router-loss gradient in each layer's backward (shipped); False = old sum at the end
     mem_budget: float | None = None  # compile: torch._functorch activation_memory_budget (0 = recompute all)
     profile: bool = False      # also profile one optimizer step (torch.profiler), table under --out's folder
@@ -106,7 +107,7 @@ def default_settings(tiny: bool, plan: str = "measured") -> list[Setting]:
         raise ValueError(f"plan: {plan!r} is not one of measured, next, compiled")
     if tiny:  # keep the CPU smoke run short
         seed = replace(seed, accum=2, steps=1)
-        small = dict(micro_batch=4, warmup=1, steps=1)
+        small = dict(micro_batch=4, warmup=2, steps=1)
         b = [replace(b[0], **small), replace(b[1], **small, **({} if b[1].compile else dict(pack_tokens=256,
                                                                                           profile=True)))]
         c = [replace(x, **small, profile=False) for x in c[:1]]
@@ -114,13 +115,15 @@ def default_settings(tiny: bool, plan: str = "measured") -> list[Setting]:
     return [seed, *b, *c, *compiled]
 
 
-def d_variants(b_best: Setting, auxsummed: bool = False) -> list[Setting]:
+def d_variants(b_best: Setting, auxsummed: bool = False, stats_every: int = 0) -> list[Setting]:
     """MoE-LoRA at (b)'s winning setting (compiled layers if it won; router-loss gradient inside
     each layer's backward, as shipped), and with ``auxsummed`` the pre-fix behaviour (aux loss
     summed at the end: all checkpointed layers recomputed at once)."""
     base = replace(b_best, group="d", adapter="moelora")
     stem = b_best.name.replace("b_", "d_moelora_", 1)
     out = [replace(base, name=stem)]
+    if stats_every:
+        out.append(replace(base, name=f"{stem}_stats{stats_every}", moe_stats_every=stats_every))
     if auxsummed:
         out.append(replace(base, name=stem + "_auxsummed", moe_aux_in_backward=False, profile=False))
     return out
@@ -196,8 +199,9 @@ def loss_fn(setting: Setting, model, batch, aux_fn):
         loss = model(**inputs, use_cache=False).loss
     else:
         loss = fast.lm_loss(model, inputs, chunk_size=setting.chunk)
-    if aux_fn is not None:
-        loss = loss + 0.01 * aux_fn(model)
+    aux = aux_fn(model) if aux_fn is not None else None
+    if aux is not None:  # None: the tuner recorded nothing (in-backward aux, not a statistics forward)
+        loss = loss + 0.01 * aux
     return loss
 
 
@@ -252,8 +256,11 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
         return n_s, n_t, last
 
     t0 = time.perf_counter()
-    for _ in range(setting.warmup):
+    moe = setting.adapter == "moelora"
+    for _ in range(max(setting.warmup, -(-4 // setting.accum) if moe else 0)):  # MoE: >= 4 forwards
         _, _, loss = opt_step()
+    if moe:
+        after_warmup(model, setting)
     warm_s = time.perf_counter() - t0
     n_s = n_t = 0
     with timer.region() as r:
@@ -262,6 +269,10 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
             n_s += s
             n_t += t
     alloc, reserved = common.peak_memory_gb(device)
+    if graphs:  # CUDA graphs silently fall back to eager when a graph is skipped or re-recorded too often
+        from torch._dynamo.utils import counters
+        skips = sum(counters["inductor"][k] for k in list(counters["inductor"]) if "cudagraph_skip" in k)
+        print(f"[{setting.name}] cudagraph skips so far in this process: {skips}")
     prof = profile_step(opt_step, setting, device) if setting.profile else {}
     if compiled:
         fast.uncompile_decoder_layers(model)
@@ -278,9 +289,23 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
 def configure_moelora(model, setting: Setting) -> None:
     """The tuner's in-backward aux gradient (coef 0.01, scaled like the loss: / accum), or off, in which
     case loss_fn's ``0.01 * aux`` carries the gradient (the model is shared by both (d) rows)."""
-    from vlft.tuners.moelora import set_moelora_aux
+    from vlft.tuners.moelora import routing_contexts, set_moelora_aux, set_moelora_stats
 
     set_moelora_aux(model, coef=0.01 if setting.moe_aux_in_backward else 0.0, grad_scale=1.0 / setting.accum)
+    # warmup: statistics on every 2nd forward, so that both graph variants (with and without the
+    # readout) compile, and under CUDA graphs are also recorded, before the timed steps
+    set_moelora_stats(model, every=2)
+    for ctx in routing_contexts(model):
+        ctx.forward_count = 0
+
+
+def after_warmup(model, setting: Setting) -> None:
+    """MoE-LoRA: from here on statistics on every ``moe_stats_every``-th forward, like the Trainer."""
+    from vlft.tuners.moelora import routing_contexts, set_moelora_stats
+
+    set_moelora_stats(model, every=setting.moe_stats_every)
+    for ctx in routing_contexts(model):
+        ctx.forward_count = 0
 
 
 def profile_step(opt_step, setting: Setting, device: str) -> dict:
@@ -298,9 +323,12 @@ def profile_step(opt_step, setting: Setting, device: str) -> dict:
     dev_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
     n_kernels = sum(e.count for e in events if getattr(e, "self_device_time_total", 0) > 0)
     table = events.table(sort_by="self_device_time_total" if device == "cuda" else "self_cpu_time_total",
-                         row_limit=25)
+                         row_limit=-1, max_name_column_width=90)
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    (PROFILE_DIR / f"prof_{setting.name.replace('#', '_r')}.txt").write_text(table)
+    stem = setting.name.replace('#', '_r')
+    (PROFILE_DIR / f"prof_{stem}.txt").write_text(table)
+    if device == "cuda":  # the step is host-bound: where the CPU time goes
+        (PROFILE_DIR / f"prof_cpu_{stem}.txt").write_text(events.table(sort_by="self_cpu_time_total", row_limit=40))
     print(f"[profile {setting.name}] wall {wall:.3f}s (profiled), GPU busy {dev_us / 1e6:.3f}s "
           f"({100 * dev_us / 1e6 / wall:.0f}%), device ops {n_kernels}")
     return dict(profile_wall_s=wall, profile_gpu_busy_s=dev_us / 1e6, profile_device_ops=n_kernels)
@@ -338,11 +366,21 @@ def main(argv=None) -> int:
                          "vs LoRA ratio is measured more than once in the same process")
     ap.add_argument("--d_at", default="", help="(d): compare at these (b) settings (comma list) instead of "
                                                "(b)'s winner")
+    ap.add_argument("--d_stats", type=int, default=0,
+                    help="(d): also a MoE-LoRA row with routing statistics on every n-th forward (1 = every "
+                         "forward, as before; the default rows use 10, like the Trainer)")
     ap.add_argument("--auxsummed", action="store_true", help="(d): also the pre-fix aux-loss-summed row")
     ap.add_argument("--profile_d", action="store_true",
                     help="(d): profile one step of LoRA and each MoE-LoRA row (GPU busy, kernel count)")
+    ap.add_argument("--debug_cudagraphs", action="store_true",
+                    help="log why CUDA graphs are re-recorded (torch._inductor.cudagraph_trees at DEBUG)")
     ap.add_argument("--out", default="bench/out/train_throughput.json")
     args = ap.parse_args(argv)
+    if args.debug_cudagraphs:
+        import logging
+        lg = logging.getLogger("torch._inductor.cudagraph_trees")
+        lg.setLevel(logging.DEBUG)
+        lg.addHandler(logging.StreamHandler())
     global IMAGE_TOKEN_ID
 
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
@@ -401,7 +439,8 @@ def main(argv=None) -> int:
                 # LoRA again right before the MoE-LoRA rows: each ratio comes from adjacent runs
                 tag, prof = f"#{rep + 1}", args.profile_d and rep == 0
                 d_queue = [replace(d, profile=prof) for d in
-                           [best, *d_variants(best, auxsummed=args.auxsummed and rep == 0)]]
+                           [best, *d_variants(best, auxsummed=args.auxsummed and rep == 0,
+                                                stats_every=args.d_stats)]]
                 for dst in d_queue:
                     run_one(replace(dst, name=dst.name + tag), device, args, samples, pad_id, results, save, state)
             continue

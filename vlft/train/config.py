@@ -80,8 +80,8 @@ class TrainConfig(BaseConfig):
     compile: Optional[bool] = field(
         None, "torch.compile each decoder layer; with gradient_checkpointing the compiler recomputes "
               "activations instead (same memory). Default (None): on CUDA when triton is installed "
-              "(measured 1.7x the eager 4-bit step at batch 32, MoE-LoRA within 5% of LoRA; "
-              "docs/performance.md); the first steps pay about a minute of compilation")
+              "(measured 1.6-1.9x the eager 4-bit step at batch 32 on an H100; bench/RESULTS.md); "
+              "the first steps pay about a minute of compilation")
     loss_impl: Literal["fast", "hf"] = field(
         "fast", "training loss: fast = logits and cross-entropy only on labelled tokens, chunked "
                 "(vlft.train.fast.lm_loss, same value); hf = model(**batch).loss (full-vocabulary logits)")

@@ -23,7 +23,10 @@ class VlftTrainer(Trainer):
     Only when the model's aux loss still carries a graph (a tuner without the in-backward path)
     is ``aux_coef * aux`` added to the loss here, and then the reported loss includes it.
 
-    ``aux_loss_fn(model) -> scalar tensor`` reads the router state of the forward just run;
+    Routing statistics and the logged aux value are recorded on the micro-batches of logged steps
+    only (``moe/aux_loss`` is their mean); the aux gradient itself is applied on every step.
+
+    ``aux_loss_fn(model) -> scalar tensor | None`` reads the router state of the forward just run;
     ``stats_fn(model) -> dict[str, float]`` gives per-expert load / router entropy.
     Per-micro-step counters (tokens, aux) stay on the device and are read at logging steps only.
     """
@@ -41,10 +44,12 @@ class VlftTrainer(Trainer):
         self._tokens = None            # device tensor: non-pad tokens since the last flush
         self._aux_sum = None           # device tensor: sum of aux values since the last log
         self._aux_n = 0
+        self._moe_contexts: list = []
         if moelora:
-            from vlft.tuners.moelora import set_moelora_aux
-            set_moelora_aux(self.accelerator.unwrap_model(self.model), coef=aux_coef,
-                            grad_scale=self._aux_grad_scale)
+            from vlft.tuners.moelora import routing_contexts, set_moelora_aux
+            bare = self.accelerator.unwrap_model(self.model)
+            set_moelora_aux(bare, coef=aux_coef, grad_scale=self._aux_grad_scale)
+            self._moe_contexts = routing_contexts(bare)
 
     def _aux_grad_scale(self):
         """What the LM loss is multiplied by before backward (read at each model forward, no host sync):
@@ -72,7 +77,21 @@ class VlftTrainer(Trainer):
             self.meter.add(samples=0, tokens=int(self._tokens))  # one host sync per log
             self._tokens = None
 
+    def _logs_this_step(self) -> bool:
+        """Whether the optimizer step this micro-batch belongs to ends in a training log."""
+        from transformers.trainer_utils import IntervalStrategy
+
+        if self.args.logging_strategy != IntervalStrategy.STEPS:
+            return True
+        step, every = self.state.global_step + 1, max(int(self.state.logging_steps or 1), 1)
+        return step % every == 0 or (step == 1 and self.args.logging_first_step)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
+        # MoE-LoRA routing statistics (and the logged aux value) only on the micro-batches of a
+        # logged step: on the others the layers read nothing back, which keeps the compiled step lean.
+        stats = self._logs_this_step()
+        for ctx in self._moe_contexts:
+            ctx.collect_stats = stats
         mask = inputs.get("attention_mask")
         n = mask.sum() if mask is not None else inputs["input_ids"].numel()
         self._tokens = n if self._tokens is None else self._tokens + n
@@ -99,7 +118,7 @@ class VlftTrainer(Trainer):
                                                  num_items_in_batch=num_items_in_batch)
         if self.aux_loss_fn is not None and model.training:
             aux = self.aux_loss_fn(self.accelerator.unwrap_model(model))
-            if aux is not None:
+            if aux is not None:  # None: this forward recorded no routing (not a logged step)
                 a = aux.detach().float()
                 self._aux_sum = a if self._aux_sum is None else self._aux_sum + a
                 self._aux_n += 1

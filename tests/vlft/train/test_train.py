@@ -159,6 +159,32 @@ def test_moelora_aux_gradient_in_backward_and_logged_not_added(make_cfg):
     assert logged["moe/aux_loss"] == pytest.approx(aux.item(), rel=1e-5)
 
 
+def test_moelora_routing_recorded_only_on_logged_steps(make_cfg):
+    """The Trainer reads routing back (stats, aux value) only on the micro-batches of logged steps
+    (a compiled step then returns no per-layer tensors); every log still carries the MoE metrics."""
+    from vlft.tuners.moelora import moelora_aux_loss
+
+    cfg = make_cfg(adapter="moelora", max_steps=5, logging_steps=2, gradient_accumulation_steps=2,
+                   per_device_train_batch_size=1)
+    model, processor, precision, _ = R.setup_model(cfg)
+    trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
+    recorded, compute = [], trainer.compute_loss
+
+    def spy(m, inputs, *a, **kw):
+        out = compute(m, inputs, *a, **kw)
+        recorded.append((trainer.state.global_step + 1, moelora_aux_loss(model) is not None))
+        return out
+
+    trainer.compute_loss = spy
+    R.fit(trainer, cfg)
+    # 5 optimizer steps x 2 micro-batches; logged steps: 1 (logging_first_step), 2 and 4
+    assert recorded == [(s, s in (1, 2, 4)) for s in (1, 1, 2, 2, 3, 3, 4, 4, 5, 5)]
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2, 4]
+    for h in logs:
+        assert 0.99 < h["moe/aux_loss"] < cfg.num_experts and "moe/entropy" in h and "moe/load_max" in h
+
+
 def test_target_matching_nothing_fails_with_one_line(make_cfg, capsys, tiny_model_dir, caption_json, tmp_path):
     import lora
     rc = lora.main(["--model", str(tiny_model_dir), "--train_json", str(caption_json), "--output_dir",

@@ -4,8 +4,10 @@ On a 4-bit Qwen3-VL-4B the eager step is bound by kernel launches (4-bit dequant
 RMSNorm, rotary: tens of thousands of small kernels). ``torch.compile`` on each language-model
 decoder layer fuses them; instead of gradient checkpointing, the compiler's partitioner
 recomputes activations in backward up to ``activation_memory_budget`` (0 = recompute all it can,
-which keeps memory at checkpointing's level). Measured on an H100 at batch 32: LoRA 1.7x the eager
-checkpointed step at the same 6.6 GiB, and MoE-LoRA within 5% of LoRA.
+which keeps memory at checkpointing's level). Measured on an H100 at batch 32: LoRA 1.6-1.9x the
+eager checkpointed step at the same 6.7 GiB. The compiled step is still bound by the host (kernel
+launches), so it varies with the machine's CPU; CUDA graphs (``mode="reduce-overhead"``) remove that
+and are faster still, but are not the default yet (bench/RESULTS.md, runs 10-13).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def compile_decoder_layers(model, memory_budget: float = 0.0, mode: str | None =
     ``memory_budget`` sets the process-wide ``activation_memory_budget`` of the partitioner:
     0 recomputes activations (and dequantized 4-bit weights) in backward instead of saving them,
     1 saves everything. Gradient checkpointing must be off on these layers (the partitioner
-    replaces it). ``mode="reduce-overhead"`` adds CUDA graphs (faster for LoRA, but MoE-LoRA's
-    routing re-records them: not used by default).
+    replaces it). ``mode="reduce-overhead"`` adds CUDA graphs: the caller must then call
+    ``torch.compiler.cudagraph_mark_step_begin()`` before each micro-step (the bench does; the
+    Trainer path does not yet, so it is not used by default).
     """
     import torch._dynamo
     import torch._functorch.config as fcfg

@@ -5,6 +5,7 @@
     model = apply_moelora(model, cfg)
     loss = out.loss          # the router aux-loss gradient (coef * aux) is applied inside each
                              # layer's backward; moelora_aux_loss(model) is its detached value, to log
+                             # (recorded on statistics forwards: set_moelora_stats)
     save_moelora(model, "output/run"); load_moelora(fresh_model, "output/run")
 """
 
@@ -29,6 +30,7 @@ from vlft.tuners.moelora.model import (
     moelora_stats,
     moelora_summary,
     routed_layers,
+    routing_contexts,
     save_moelora,
     set_moelora_aux,
     set_moelora_stats,
@@ -39,7 +41,7 @@ __all__ = [
     "load_moelora_weights",
     "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "is_moelora_dir",
     "moelora_summary", "moelora_layers", "routed_layers", "find_target_modules", "set_moelora_stats",
-    "moelora_disabled", "set_moelora_aux", "aux_in_backward",
+    "moelora_disabled", "set_moelora_aux", "aux_in_backward", "routing_contexts",
     "moelora_state_dict", "get_moelora_config", "AdapterLoadError", "PEFT_TYPE", "MOELORA_VERSION",
     "CONFIG_NAME", "WEIGHTS_NAME",
 ]

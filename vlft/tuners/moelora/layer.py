@@ -36,6 +36,13 @@ class RoutingContext:
     leading shape (batch, seq) uses it to leave padding out of the load-balancing loss; other
     inputs (vision patches, one-token decode steps) count every token. The mask is kept until the
     next forward so a gradient-checkpointing recompute sees the same one.
+
+    What a forward records on its layers (``router_P``/``router_f``, ``load_fraction``,
+    ``router_entropy``): everything on a statistics forward (``stats_now``); on other training
+    forwards with the in-backward aux gradient, nothing (the gradient needs no readout, and a
+    compiled or CUDA-graphed step then returns no per-layer tensors); with ``aux_coef == 0`` the
+    moments with their graph on every training forward (the caller adds the loss). Each forward
+    starts by clearing the previous one's records, so a readout never mixes forwards.
     """
 
     def __init__(self) -> None:
@@ -46,10 +53,22 @@ class RoutingContext:
         self.forward_count: int = 0              # model forwards seen by the pre-hook (host-side int)
         self.stats_now: bool = True              # this forward records statistics (set by the pre-hook)
         self._flat: tuple | None = None          # (mask as (tokens, 1) float, 1 / real tokens)
+        self._static: tuple | None = None        # _flat copied into fixed tensors, for compiled layers
+        self._flat_bufs: dict = {}               # (tokens, device) -> those fixed tensors
+        self._mask_shape: tuple | None = None    # token_mask's shape, or None when there is none
         self.aux_coef: float = 0.0               # > 0: aux-loss gradient applied in each layer's backward
         self.n_layers: int = 1                   # layers the aux loss is averaged over
         self.aux_grad_scale: Any = 1.0           # float, tensor or () -> either; read at each model forward
         self.scale_now: Any = 1.0                # aux_grad_scale's value for this forward (set by the pre-hook)
+        self.layers: list = []                   # the layers sharing this context (attach)
+        self._recorded: bool = True              # a forward may have left records on the layers
+
+    def attach(self, layers) -> "RoutingContext":
+        """Share this context among ``layers`` (the model's MoE-LoRA layers)."""
+        self.layers = list(layers)
+        for m in self.layers:
+            m.context = self
+        return self
 
     def backward_scale(self) -> Any:
         s = self.aux_grad_scale
@@ -63,25 +82,42 @@ class RoutingContext:
             self.forward_count += 1
         self.stats_now = self.collect_stats and self.forward_count % self.stats_every == 0
         self.scale_now = self.backward_scale()
+        if self._recorded:
+            for m in self.layers:
+                m.clear_records()
+        self._recorded = (self.stats_now or self.aux_coef == 0) if training else self.collect_eval_stats
 
     def want_stats(self) -> bool:
         return self.stats_now
 
     def set_mask(self, mask: torch.Tensor | None) -> None:
         """The model call's 2-D attention mask (or None), with its (tokens, 1) float form and
-        1 / real-token count computed here once per forward, not in every layer."""
-        self.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        self._flat = None
-        if self.token_mask is not None:
-            flat = self.token_mask.reshape(-1, 1).float()
-            self._flat = (flat, 1.0 / flat.sum().clamp_min(1.0))
+        1 / real-token count computed here once per forward, not in every layer.
+
+        Compiled layers get a copy in tensors kept per token count (one pair per batch shape):
+        they read them as attributes, i.e. as fixed-address inputs, and a new address each step
+        would make CUDA graphs re-record every layer on every step. Eager layers get fresh tensors,
+        so a graph kept from an earlier forward (two forwards, one backward) still sees its own mask.
+        """
+        m = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self.token_mask, self._mask_shape, self._flat, self._static = m, None, None, None
+        if m is None:
+            return
+        flat = m.reshape(-1, 1).float()
+        self._flat = (flat, 1.0 / flat.sum().clamp_min(1.0))
+        key = (m.numel(), m.device)
+        if key not in self._flat_bufs:
+            self._flat_bufs[key] = (torch.empty_like(flat), torch.empty_like(self._flat[1]))
+        self._static = self._flat_bufs[key]
+        for buf, fresh in zip(self._static, self._flat):
+            buf.copy_(fresh)
+        self._mask_shape = tuple(m.shape)
 
     def mask_for(self, lead_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(mask (tokens, 1) float, 1/real-token count) when the mask fits ``lead_shape``."""
-        m = self.token_mask
-        if m is None or tuple(m.shape) != tuple(lead_shape):
+        if self._mask_shape is None or self._mask_shape != tuple(lead_shape):
             return None
-        return self._flat
+        return self._static if torch.compiler.is_compiling() else self._flat
 
 
 # -- the math, shared by MoeLoraLinear and the PEFT-registered layer (peft_compat.py) --------------
@@ -244,8 +280,8 @@ class MoeRouted:
         """This layer's Switch loss from the last training forward (with grad), or None."""
         return None if self.router_P is None else switch_loss(self.router_P, self.router_f)
 
-    def _wants_probs(self) -> bool:
-        return self.training or self.context.collect_eval_stats
+    def clear_records(self) -> None:
+        self.router_P = self.router_f = self.load_fraction = self.router_entropy = None
 
     def _moe_out(self, result: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                  router: nn.Linear, dropout: nn.Module, r: int, scaling: float) -> torch.Tensor:
@@ -255,25 +291,24 @@ class MoeRouted:
             # Same policy as PEFT with 4-bit bases: compute the adapter in its own dtype, cast back.
             x = x.to(A.dtype)
         ctx = self.context
-        want_moments = self._wants_probs()
-        want_entropy = want_moments and (ctx.want_stats() or not self.training)
-        mask = ctx.mask_for(x.shape[:-1]) if want_moments else None
         attach = (self.training and ctx.aux_coef > 0 and torch.is_grad_enabled()
                   and router.weight.requires_grad)
+        record = ctx.want_stats() if self.training else ctx.collect_eval_stats
+        keep_P = self.training and not attach  # aux_coef 0 (or no grad): the caller's loss needs P
+        want_moments = attach or record or keep_P
+        mask = ctx.mask_for(x.shape[:-1]) if want_moments else None
         # d(coef * mean_l E * sum_e f_le P_le) / dP_l = coef / L * E * f_l  (f carries no gradient),
         # times what the LM loss is scaled by before backward
         aux_mult = ctx.aux_coef / max(ctx.n_layers, 1) * self.num_experts * ctx.scale_now if attach else 0.0
         out, P, f, ent, grad_P = moe_forward(result, dropout(x), A, B, router.weight, router.bias, r,
-                                             self.top_k, scaling, want_moments, want_entropy,
+                                             self.top_k, scaling, want_moments, record,
                                              *(mask or (None, None)), attach, aux_mult)
-        if want_moments:
-            self.router_P, self.router_f = (P, f) if self.training else (None, None)
-        if want_entropy:
+        if record:
             self.load_fraction, self.router_entropy = f, ent
-        if not attach:
-            return out
-        self.router_P = P.detach()  # the logged value; the gradient goes in through out's backward
-        return _AuxGradInBackward.apply(out, P, grad_P)
+        if self.training and (record or keep_P):
+            # the logged aux value; with ``attach`` its gradient goes in through out's backward
+            self.router_P, self.router_f = (P.detach() if attach else P), f
+        return _AuxGradInBackward.apply(out, P, grad_P) if attach else out
 
 
 class MoeLoraLinear(nn.Module, MoeRouted):

@@ -118,7 +118,7 @@ def apply_moelora(model: nn.Module, config: MoeLoraConfig,
         model, config.target_modules, config.exclude_modules)
     save_names = _modules_to_save(model, config)   # resolved (and checked) before anything changes
     gen = torch.Generator().manual_seed(config.init_seed) if config.init_seed is not None else None
-    ctx = RoutingContext()
+    ctx, created = RoutingContext(), []
     for p in model.parameters():
         p.requires_grad_(False)
     for name in names:
@@ -130,6 +130,8 @@ def apply_moelora(model: nn.Module, config: MoeLoraConfig,
                               router_bias=config.router_bias, router_init_scale=config.router_init_scale,
                               adapter_dtype=_ADAPTER_DTYPES[config.adapter_dtype], generator=gen, context=ctx)
         setattr(parent, child, layer)
+        created.append(layer)
+    ctx.attach(created)
     for name in save_names:
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
@@ -157,9 +159,7 @@ def set_moelora_aux(model: nn.Module, coef: float | None = None, grad_scale: Any
     ``1 / gradient_accumulation_steps``. Either left as None is kept as it is.
     """
     layers = list(routed_layers(model).values())
-    if not layers:
-        raise ValueError("model has no MoE-LoRA adapter")
-    for ctx in {id(m.context): m.context for m in layers}.values():
+    for ctx in routing_contexts(model, layers):
         ctx.n_layers = len(layers)
         if coef is not None:
             if coef < 0:
@@ -168,6 +168,14 @@ def set_moelora_aux(model: nn.Module, coef: float | None = None, grad_scale: Any
         if grad_scale is not None:
             ctx.aux_grad_scale = grad_scale
             ctx.scale_now = ctx.backward_scale()  # until the next model forward's pre-hook reads it
+
+
+def routing_contexts(model: nn.Module, layers: list | None = None) -> list[RoutingContext]:
+    """The distinct RoutingContexts of the model's MoE-LoRA layers (one per applied adapter)."""
+    layers = list(routed_layers(model).values()) if layers is None else layers
+    if not layers:
+        raise ValueError("model has no MoE-LoRA adapter")
+    return list({id(m.context): m.context for m in layers}.values())
 
 
 def aux_in_backward(model: nn.Module) -> bool:
@@ -356,20 +364,21 @@ def _trainable_refs(model: nn.Module) -> list[nn.Parameter]:
 
 
 # -- training-time readouts --------------------------------------------------------------------
-def moelora_aux_loss(model: nn.Module) -> torch.Tensor:
+def moelora_aux_loss(model: nn.Module) -> torch.Tensor | None:
     """MEAN over MoE-LoRA layers of the last training forward's load-balancing loss.
 
     When the layers apply its gradient in backward (``aux_in_backward``, the default of
-    ``apply_moelora`` with a coefficient) the value is detached: log it, do not add it.
+    ``apply_moelora`` with a coefficient) the value is detached, to log, not to add; it is then
+    recorded on statistics forwards only (``set_moelora_stats``), and this is None after others.
 
     The mean (not the sum) keeps the value ~1.0 at perfectly even routing whatever the number of
     targeted layers, so ``router_aux_loss_coef`` means the same for q,v-only and all-linear runs.
-    Zero (no grad) when no training forward has run. Multiply by the coef and add to the LM loss.
+    None when the last forward recorded nothing (eval, or no training forward yet). With
+    ``aux_coef == 0`` it keeps its graph: multiply by the coef and add it to the LM loss.
     """
     layers = [m for m in routed_layers(model).values() if m.router_P is not None]
     if not layers:
-        p = next(model.parameters())
-        return torch.zeros((), device=p.device)
+        return None
     if len({m.router_P.shape for m in layers}) == 1:  # one batched Switch loss over all layers
         aux = switch_loss(torch.stack([m.router_P for m in layers]),
                           torch.stack([m.router_f for m in layers])).mean()
@@ -429,10 +438,7 @@ def set_moelora_stats(model: nn.Module, enabled: bool = True, every: int = 1, in
     computed in training. ``in_eval`` also records them in eval mode (routing analysis)."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    contexts = {id(m.context): m.context for m in routed_layers(model).values()}
-    if not contexts:
-        raise ValueError("model has no MoE-LoRA adapter")
-    for ctx in contexts.values():
+    for ctx in routing_contexts(model):
         ctx.collect_stats, ctx.stats_every, ctx.collect_eval_stats = enabled, every, in_eval
         ctx.stats_now = enabled and ctx.forward_count % every == 0
 
@@ -501,7 +507,7 @@ def moelora_summary(model: nn.Module) -> str:
 
 __all__ = [
     "AdapterLoadError", "apply_moelora", "save_moelora", "load_moelora", "load_moelora_weights",
-    "moelora_aux_loss", "moelora_stats", "count_trainable", "expected_trainable_params", "moelora_summary",
+    "moelora_aux_loss", "moelora_stats", "routing_contexts", "count_trainable", "expected_trainable_params", "moelora_summary",
     "moelora_layers", "routed_layers", "find_target_modules",
     "set_moelora_stats", "moelora_disabled", "set_moelora_aux", "aux_in_backward", "moelora_state_dict", "get_moelora_config", "is_moelora_dir",
     "CONFIG_NAME", "WEIGHTS_NAME",

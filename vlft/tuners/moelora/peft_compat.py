@@ -135,9 +135,7 @@ def attach_routing_mask(model: nn.Module) -> nn.Module:
     so padding is left out of the balancing loss (what apply_moelora does for its own layers)."""
     from vlft.tuners.moelora.model import _capture_mask, _mask_hook_target, routed_layers
 
-    ctx = RoutingContext()
-    for m in routed_layers(model).values():
-        m.context = ctx
+    ctx = RoutingContext().attach(routed_layers(model).values())
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     _mask_hook_target(base).register_forward_pre_hook(_capture_mask(ctx), with_kwargs=True)
     return model
