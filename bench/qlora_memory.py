@@ -103,10 +103,13 @@ def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
         from vlft.train import fast
         fast.set_checkpointing(model, every=d["ckpt_every"] if d["ckpt"] else 0)
     aux = aux_fn_for(adapter)
+    from vlft.train.fast.compile import compiled_decoder_layers
+    graphs = "cfg" in d and d["cfg"].compile_mode == "reduce-overhead" and bool(compiled_decoder_layers(model))
     trainer = VlftTrainer(model=model, args=args, train_dataset=records,
-                          data_collator=SftCollator(processor, d["max_len"]), aux_loss_fn=aux, aux_coef=0.01,
+                          data_collator=SftCollator(processor, d["max_len"], pad_to_multiple_of=32 if graphs else 0),
+                          aux_loss_fn=aux, aux_coef=0.01,
                           moelora=adapter == "moelora",  # router-loss gradient in each layer's backward
-                          loss_impl=d["loss_impl"], loss_chunk_size=d["chunk"])
+                          loss_impl=d["loss_impl"], loss_chunk_size=d["chunk"], cudagraphs=graphs)
     trainer.train()
     return "vlft.train.trainer.VlftTrainer + SftCollator"
 
@@ -144,10 +147,12 @@ def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
     return "hand loop (HF loss, autocast bf16)"
 
 
-def measure(adapter: str, tiny: bool, steps: int) -> dict:
+def measure(adapter: str, tiny: bool, steps: int, compile_mode: str = "default") -> dict:
     device = "cpu" if tiny else "cuda"
     torch._dynamo.reset()  # compiled layers of the previous adapter's model
     d = train_defaults(adapter, device)
+    if "cfg" in d:
+        d["cfg"] = d["cfg"].replace(compile_mode=compile_mode)
     processor = common.load_bench_processor()
     records = synthetic_records(max(16, d["batch"] * d["accum"]))
     common.reset_memory(device)
@@ -182,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--adapters", default="lora,moelora")
     ap.add_argument("--steps", type=int, default=2, help="optimizer steps")
+    ap.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead"],
+                    help="the recipe's compiled layers; reduce-overhead = CUDA graphs (TrainConfig.compile_mode)")
     ap.add_argument("--out", default="bench/out/qlora_memory.json")
     args = ap.parse_args(argv)
     if not args.tiny and not torch.cuda.is_available():
@@ -190,7 +197,7 @@ def main(argv=None) -> int:
     print(json.dumps(common.versions()))
     results = []
     for adapter in args.adapters.split(","):
-        r = measure(adapter, args.tiny, args.steps)
+        r = measure(adapter, args.tiny, args.steps, args.compile_mode)
         results.append(r)
         print(f"[{adapter}] {r['trained_by']}; batch {r['defaults']['batch']} x accum {r['defaults']['accum']}, "
               f"checkpointing {r['defaults']['ckpt']}: peak allocated {r['peak_alloc_gb']:.2f} GiB, "

@@ -225,17 +225,22 @@ _CAT_KEYS = ("pixel_values", "image_grid_thw")
 
 
 class SftCollator:
-    """List of samples -> right-padded batch (lazy: images are decoded here, per batch)."""
+    """List of samples -> right-padded batch (lazy: images are decoded here, per batch).
 
-    def __init__(self, processor, max_length: int):
+    ``pad_to_multiple_of``: pad the sequence length up to a multiple of this (compiled layers and
+    CUDA graphs then see a few shapes instead of one per length); padding is masked and unlabelled.
+    """
+
+    def __init__(self, processor, max_length: int, pad_to_multiple_of: int = 0):
         self.encoder = SampleEncoder(processor, max_length)
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.multiple = max(int(pad_to_multiple_of), 1)
 
     def __call__(self, samples: list[dict]) -> dict[str, Any]:
         import torch
         encs = [self.encoder.encode(s) for s in samples]
-        width = max(len(e["input_ids"]) for e in encs)
+        width = -(-max(len(e["input_ids"]) for e in encs) // self.multiple) * self.multiple
         batch: dict[str, Any] = {}
         for key in _SEQ_KEYS:
             if key not in encs[0]:

@@ -224,8 +224,11 @@ def setup_layers(model, cfg: TrainConfig, device: str) -> str:
     from vlft.train import fast
     if use_compile(cfg, device):
         fast.set_checkpointing(model, every=0)
-        n = fast.compile_decoder_layers(model, memory_budget=0.0 if cfg.gradient_checkpointing else 1.0)
-        return f"{n} compiled decoder layers" + (", activations recomputed" if cfg.gradient_checkpointing else "")
+        graphs = cfg.compile_mode == "reduce-overhead"
+        n = fast.compile_decoder_layers(model, memory_budget=0.0 if cfg.gradient_checkpointing else 1.0,
+                                        mode=cfg.compile_mode if graphs else None)
+        return (f"{n} compiled decoder layers" + (" as CUDA graphs" if graphs else "")
+                + (", activations recomputed" if cfg.gradient_checkpointing else ""))
     n = set_checkpointing(model, cfg)
     return f"gradient checkpointing on {n} layers" if n else "no gradient checkpointing"
 
@@ -239,10 +242,13 @@ def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], prec
 
     args = training_arguments(cfg, precision, data["eval"] is not None)
     log.info(setup_layers(model, cfg, precision.device))
+    from vlft.train.fast.compile import compiled_decoder_layers
+    graphs = cfg.compile_mode == "reduce-overhead" and bool(compiled_decoder_layers(model))
+    pad = cfg.pad_to_multiple_of or (32 if graphs else 0)  # each new batch shape records new graphs
     trainer = VlftTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["eval"],
-                          data_collator=SftCollator(processor, cfg.model_max_length),
+                          data_collator=SftCollator(processor, cfg.model_max_length, pad_to_multiple_of=pad),
                           processing_class=processor, loss_impl=cfg.loss_impl,
-                          loss_chunk_size=cfg.loss_chunk_size, **_moe_hooks(cfg))
+                          loss_chunk_size=cfg.loss_chunk_size, cudagraphs=graphs, **_moe_hooks(cfg))
     use_console_progress(trainer)
     return trainer
 
@@ -361,6 +367,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Fine-tune and save; returns the training summary (empty dict on non-main ranks)."""
     from transformers import set_seed
 
+    from vlft.train import fast
     from vlft.train.callbacks import finish_swanlab, init_swanlab
 
     preflight(cfg)
@@ -381,6 +388,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     try:
         train_output = fit(trainer, cfg)
         summary = save(trainer, cfg, processor, data, train_output, precision, targets, swanlab_dir)
+        # generation's growing KV cache would make compiled layers recompile (CUDA graphs: record)
+        # for every new length: a few sample predictions run eagerly
+        fast.uncompile_decoder_layers(model)
         predict_and_log(trainer, cfg, processor, data)
     finally:
         if swanlab_dir is not None or cfg.report_to == "swanlab":

@@ -23,6 +23,9 @@ class VlftTrainer(Trainer):
     Only when the model's aux loss still carries a graph (a tuner without the in-backward path)
     is ``aux_coef * aux`` added to the loss here, and then the reported loss includes it.
 
+    ``cudagraphs``: the decoder layers were compiled with ``mode="reduce-overhead"``; every micro-step
+    and eval step then starts a new CUDA-graph iteration.
+
     Routing statistics and the logged aux value are recorded on the micro-batches of logged steps
     only (``moe/aux_loss`` is their mean); the aux gradient itself is applied on every step.
 
@@ -33,8 +36,9 @@ class VlftTrainer(Trainer):
 
     def __init__(self, *args, aux_loss_fn: Callable[[Any], Any] | None = None, aux_coef: float = 0.0,
                  stats_fn: Callable[[Any], dict] | None = None, moelora: bool = False,
-                 loss_impl: str = "hf", loss_chunk_size: int = 256, **kwargs):
+                 loss_impl: str = "hf", loss_chunk_size: int = 256, cudagraphs: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.cudagraphs = cudagraphs
         self.moelora = moelora
         self.aux_loss_fn = aux_loss_fn if aux_coef > 0 else None
         self.aux_coef = aux_coef
@@ -92,11 +96,20 @@ class VlftTrainer(Trainer):
         stats = self._logs_this_step()
         for ctx in self._moe_contexts:
             ctx.collect_stats = stats
+        if self.cudagraphs:  # a new iteration: graph outputs of the previous one may be overwritten
+            import torch
+            torch.compiler.cudagraph_mark_step_begin()
         mask = inputs.get("attention_mask")
         n = mask.sum() if mask is not None else inputs["input_ids"].numel()
         self._tokens = n if self._tokens is None else self._tokens + n
         self.meter.add(samples=len(inputs["input_ids"]), tokens=0)
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if self.cudagraphs:
+            import torch
+            torch.compiler.cudagraph_mark_step_begin()
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _use_fast_loss(self, model, return_outputs: bool) -> bool:
         # DDP/FSDP wrappers must run their own forward (gradient sync): fast path on the bare model only.

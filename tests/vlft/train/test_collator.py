@@ -117,3 +117,26 @@ def test_batch_is_right_padded_with_images_concatenated(qwen3_processor, coco_im
     assert batch["pixel_values"].shape[0] == int(batch["image_grid_thw"].prod(-1).sum())
     n_pad_tokens = int((ids == qwen3_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum())
     assert n_pad_tokens == int(batch["image_grid_thw"].prod(-1).sum()) // 4   # merge 2x2
+
+
+def test_pad_to_multiple_keeps_rows_and_loss(qwen3_processor, coco_images, tiny_model_dir):
+    """Padding up to a multiple (fewer shapes for compiled layers / CUDA graphs) only appends masked,
+    unlabelled tokens: the same rows in front, the same loss."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlft.train.fast import lm_loss
+
+    s = _samples(coco_images)
+    group = [s["single"], s["multi_turn"]]
+    plain = SftCollator(qwen3_processor, 4096)(group)
+    padded = SftCollator(qwen3_processor, 4096, pad_to_multiple_of=32)(group)
+    w = plain["input_ids"].shape[1]
+    assert padded["input_ids"].shape[1] == -(-w // 32) * 32 > w
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert torch.equal(padded[key][:, :w], plain[key])
+    assert not padded["attention_mask"][:, w:].any() and (padded["labels"][:, w:] == IGNORE_INDEX).all()
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(lm_loss(model, padded), lm_loss(model, plain))
+        torch.testing.assert_close(model(**padded).loss, model(**plain).loss)

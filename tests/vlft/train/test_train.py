@@ -185,6 +185,47 @@ def test_moelora_routing_recorded_only_on_logged_steps(make_cfg):
         assert 0.99 < h["moe/aux_loss"] < cfg.num_experts and "moe/entropy" in h and "moe/load_max" in h
 
 
+def test_cudagraph_mode_wiring_and_eager_predictions(make_cfg, caption_json, monkeypatch):
+    """compile_mode=reduce-overhead: layers compiled as CUDA graphs (on the CPU inductor skips the
+    graphs, the wiring is the same), batches padded to a multiple of 32, a new CUDA-graph iteration
+    marked before every micro-step and eval step; after training the sample predictions run on
+    eager layers (a growing KV cache would recompile, or re-record, for every new length)."""
+    import torch
+    import torch._dynamo
+
+    from vlft.train import fast
+    from vlft.train.fast.compile import compiled_decoder_layers
+
+    cfg = make_cfg(compile=True, compile_mode="reduce-overhead", max_steps=2, gradient_accumulation_steps=2,
+                   per_device_train_batch_size=1, eval_data_path=str(caption_json), num_sample_predictions=1,
+                   max_new_tokens=2)
+    model, processor, precision, _ = R.setup_model(cfg)
+    trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
+    assert trainer.cudagraphs and trainer.data_collator.multiple == 32
+    assert len(compiled_decoder_layers(model)) == 2  # compiled lazily: nothing ran yet
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    fast.uncompile_decoder_layers(model)  # eval marks, checked on eager layers (no compile time)
+    n_eval = len(trainer.get_eval_dataloader())
+    assert trainer.evaluate()["eval_loss"] > 0 and len(marks) == n_eval > 0
+    marks.clear()
+    seen = {}
+    real_predict = R.predict_and_log
+
+    def predict(trainer, *a, **kw):
+        seen["compiled_at_predict"] = len(compiled_decoder_layers(trainer.model))
+        return real_predict(trainer, *a, **kw)
+
+    monkeypatch.setattr(R, "predict_and_log", predict)
+    try:
+        summary = train(cfg)
+    finally:
+        torch._dynamo.reset()
+    assert summary["global_step"] == 2
+    assert len(marks) == 2 * 2  # 2 steps x 2 micro-batches
+    assert seen["compiled_at_predict"] == 0
+
+
 def test_target_matching_nothing_fails_with_one_line(make_cfg, capsys, tiny_model_dir, caption_json, tmp_path):
     import lora
     rc = lora.main(["--model", str(tiny_model_dir), "--train_json", str(caption_json), "--output_dir",
@@ -213,6 +254,9 @@ def test_setup_layers_compiles_when_asked_and_checkpoints_otherwise(tiny_model_d
             "2 compiled decoder layers, activations recomputed"
         layers = fast.compile.decoder_layers(model)
         assert all(layer._compiled_call_impl is not None and not layer.gradient_checkpointing for layer in layers)
+        assert fast.uncompile_decoder_layers(model) == 2 and fast.uncompile_decoder_layers(model) == 0
+        assert setup_layers(model, cfg.replace(compile=True, compile_mode="reduce-overhead"), "cpu") == \
+            "2 compiled decoder layers as CUDA graphs, activations recomputed"
     finally:
         fast.uncompile_decoder_layers(model)
         torch._dynamo.reset()

@@ -66,6 +66,18 @@ def compile_decoder_layers(model, memory_budget: float = 0.0, mode: str | None =
     return len(layers)
 
 
-def uncompile_decoder_layers(model) -> None:
-    for layer in decoder_layers(model):
+def compiled_decoder_layers(model) -> list[torch.nn.Module]:
+    """The decoder layers currently compiled (none for a model without Qwen-VL decoder layers)."""
+    try:
+        layers = decoder_layers(model)
+    except TypeError:
+        return []
+    return [layer for layer in layers if getattr(layer, "_compiled_call_impl", None) is not None]
+
+
+def uncompile_decoder_layers(model) -> int:
+    """Back to eager layers (e.g. before generation); returns how many were compiled."""
+    layers = compiled_decoder_layers(model)
+    for layer in layers:
         layer._compiled_call_impl = None
+    return len(layers)
