@@ -7,7 +7,7 @@ recomputes activations in backward up to ``activation_memory_budget`` (0 = recom
 which keeps memory at checkpointing's level). Measured on an H100 at batch 32: LoRA 1.6-1.9x the
 eager checkpointed step at the same 6.7 GiB. The compiled step is still bound by the host (kernel
 launches), so it varies with the machine's CPU; CUDA graphs (``mode="reduce-overhead"``) remove that
-and are faster still, but are not the default yet (bench/RESULTS.md, runs 10-13).
+and are faster still, but are not the default yet (bench/RESULTS.md, runs 10-14).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def compile_decoder_layers(model, memory_budget: float = 0.0, mode: str | None =
     0 recomputes activations (and dequantized 4-bit weights) in backward instead of saving them,
     1 saves everything. Gradient checkpointing must be off on these layers (the partitioner
     replaces it). ``mode="reduce-overhead"`` adds CUDA graphs: the caller must then call
-    ``torch.compiler.cudagraph_mark_step_begin()`` before each micro-step (the bench does; the
-    Trainer path does not yet, so it is not used by default).
+    ``torch.compiler.cudagraph_mark_step_begin()`` before each micro-step (the bench and
+    ``VlftTrainer(cudagraphs=True)`` do; opt-in, ``--compile_mode reduce-overhead``).
     """
     import torch._dynamo
     import torch._functorch.config as fcfg

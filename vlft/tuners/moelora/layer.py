@@ -85,7 +85,9 @@ class RoutingContext:
         if self._recorded:
             for m in self.layers:
                 m.clear_records()
-        self._recorded = (self.stats_now or self.aux_coef == 0) if training else self.collect_eval_stats
+        # what the layers may record in this forward (see the class doc); no grad: moments kept
+        self._recorded = ((self.stats_now or self.aux_coef == 0 or not torch.is_grad_enabled()) if training
+                          else self.collect_eval_stats)
 
     def want_stats(self) -> bool:
         return self.stats_now
