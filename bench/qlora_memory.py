@@ -103,10 +103,12 @@ def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
         from vlft.train import fast
         fast.set_checkpointing(model, every=d["ckpt_every"] if d["ckpt"] else 0)
     aux = aux_fn_for(adapter)
-    from vlft.train.fast.compile import compiled_decoder_layers
-    graphs = "cfg" in d and d["cfg"].compile_mode == "reduce-overhead" and bool(compiled_decoder_layers(model))
+    graphs, pad = False, 0
+    if "cfg" in d:
+        from vlft.train.recipe import graph_batching
+        graphs, pad = graph_batching(d["cfg"], model)
     trainer = VlftTrainer(model=model, args=args, train_dataset=records,
-                          data_collator=SftCollator(processor, d["max_len"], pad_to_multiple_of=32 if graphs else 0),
+                          data_collator=SftCollator(processor, d["max_len"], pad_to_multiple_of=pad),
                           aux_loss_fn=aux, aux_coef=0.01,
                           moelora=adapter == "moelora",  # router-loss gradient in each layer's backward
                           loss_impl=d["loss_impl"], loss_chunk_size=d["chunk"], cudagraphs=graphs)

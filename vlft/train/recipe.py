@@ -233,6 +233,14 @@ def setup_layers(model, cfg: TrainConfig, device: str) -> str:
     return f"gradient checkpointing on {n} layers" if n else "no gradient checkpointing"
 
 
+def graph_batching(cfg: TrainConfig, model) -> tuple[bool, int]:
+    """(layers run as CUDA graphs, pad_to_multiple_of for the collator), after ``setup_layers``:
+    under graphs each new batch shape records new graphs, so lengths are padded to a multiple of 32."""
+    from vlft.train.fast.compile import compiled_decoder_layers
+    graphs = cfg.compile_mode == "reduce-overhead" and bool(compiled_decoder_layers(model))
+    return graphs, cfg.pad_to_multiple_of or (32 if graphs else 0)
+
+
 def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], precision):
     cfg = cfg.resolve_auto(precision.device)
     from vlft.train.collator import SftCollator
@@ -242,9 +250,7 @@ def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], prec
 
     args = training_arguments(cfg, precision, data["eval"] is not None)
     log.info(setup_layers(model, cfg, precision.device))
-    from vlft.train.fast.compile import compiled_decoder_layers
-    graphs = cfg.compile_mode == "reduce-overhead" and bool(compiled_decoder_layers(model))
-    pad = cfg.pad_to_multiple_of or (32 if graphs else 0)  # each new batch shape records new graphs
+    graphs, pad = graph_batching(cfg, model)
     trainer = VlftTrainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["eval"],
                           data_collator=SftCollator(processor, cfg.model_max_length, pad_to_multiple_of=pad),
                           processing_class=processor, loss_impl=cfg.loss_impl,

@@ -96,19 +96,20 @@ class VlftTrainer(Trainer):
         stats = self._logs_this_step()
         for ctx in self._moe_contexts:
             ctx.collect_stats = stats
-        if self.cudagraphs:  # a new iteration: graph outputs of the previous one may be overwritten
-            import torch
-            torch.compiler.cudagraph_mark_step_begin()
+        self._mark_graph_step()
         mask = inputs.get("attention_mask")
         n = mask.sum() if mask is not None else inputs["input_ids"].numel()
         self._tokens = n if self._tokens is None else self._tokens + n
         self.meter.add(samples=len(inputs["input_ids"]), tokens=0)
         return super().training_step(model, inputs, num_items_in_batch)
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        if self.cudagraphs:
+    def _mark_graph_step(self) -> None:
+        if self.cudagraphs:  # a new iteration: graph outputs of the previous one may be overwritten
             import torch
             torch.compiler.cudagraph_mark_step_begin()
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        self._mark_graph_step()
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _use_fast_loss(self, model, return_outputs: bool) -> bool:
