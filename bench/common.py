@@ -247,3 +247,62 @@ def versions() -> dict:
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()
     return out
+
+
+def gpu_idle_by_phase(events, phase_prefix: str = "step/", top: int = 8) -> str:
+    """Where the GPU waits in a profiled step: its idle gaps, attributed to the host phase (a
+    ``record_function`` named ``phase_prefix...``) and the top-level host op running during each.
+
+    ``events``: ``prof.events()`` of a torch.profiler run with CPU and CUDA activities. Times in ms.
+    A gap while the host is inside phase X means X's host work (or a sync in it) is exposed.
+    """
+    from torch.autograd import DeviceType
+
+    # device activity: kernels, copies, sets; not the GPU-side mirrors of record_function ranges
+    dev = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA
+                 and not getattr(e, "is_user_annotation", False) and not e.name.startswith((phase_prefix, "## ")))
+    cpu = [e for e in events if e.device_type == DeviceType.CPU]
+    phases = [e for e in cpu if e.name.startswith(phase_prefix)]
+    if not dev or not phases:
+        return "no device events or no phases recorded"
+    t0 = min(p.time_range.start for p in phases)
+    t1 = max(max(p.time_range.end for p in phases), dev[-1][1])
+    gaps, cur_s, cur_e = [], t0, t0
+    for s, e in dev:  # merge device intervals; gaps between them are idle time
+        if s > cur_e:
+            gaps.append((cur_e, s))
+            cur_s = s
+        cur_e = max(cur_e, e)
+    if t1 > cur_e:
+        gaps.append((cur_e, t1))
+    busy = (t1 - t0) - sum(e - s for s, e in gaps)
+
+    def phase_at(t):
+        for p in phases:
+            if p.time_range.start <= t <= p.time_range.end:
+                return p.name
+        return "(between phases)"
+
+    # top-level host ops: those whose parent is a phase marker
+    tops = [e for e in cpu if e.cpu_parent is not None and e.cpu_parent.name.startswith(phase_prefix)]
+
+    def op_during(s, e):
+        best, over = "?", 0.0
+        for o in tops:
+            ov = min(e, o.time_range.end) - max(s, o.time_range.start)
+            if ov > over:
+                best, over = o.name, ov
+        return best
+
+    by_phase: dict[str, list[float]] = {}
+    for s, e in gaps:
+        by_phase.setdefault(phase_at((s + e) / 2), []).append(e - s)
+    lines = [f"window {(t1 - t0) / 1e3:.1f} ms, GPU busy {busy / 1e3:.1f} ms, idle {(t1 - t0 - busy) / 1e3:.1f} ms"]
+    for p in phases:
+        lines.append(f"  host {p.name}: {(p.time_range.end - p.time_range.start) / 1e3:.1f} ms")
+    for name, g in sorted(by_phase.items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"  GPU idle during {name}: {sum(g) / 1e3:.1f} ms in {len(g)} gaps")
+    for s, e in sorted(gaps, key=lambda g: g[0] - g[1])[:top]:
+        lines.append(f"    gap {(e - s) / 1e3:.2f} ms at +{(s - t0) / 1e3:.1f} ms in {phase_at((s + e) / 2)}, "
+                     f"host in {op_during(s, e)}")
+    return "\n".join(lines)

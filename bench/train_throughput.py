@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
 import traceback
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common  # noqa: E402  (sets PYTORCH_CUDA_ALLOC_CONF before torch touches CUDA)
 import torch  # noqa: E402
+from torch.profiler import record_function  # noqa: E402
 
 from vlft.train import fast  # noqa: E402
 
@@ -205,85 +207,145 @@ def loss_fn(setting: Setting, model, batch, aux_fn):
     return loss
 
 
-def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device, flops_per_sample):
-    if setting.ckpt_every and setting.loss == "plain":
-        # the seed: HF checkpointing everywhere (vision blocks too), reentrant + input grads
-        model.enable_input_require_grads()
-        fast.unwrap_causal_lm(model).gradient_checkpointing_enable()
-    else:
-        fast.set_checkpointing(model, setting.ckpt_every)
-    model.train()
-    if setting.adapter == "moelora":
-        configure_moelora(model, setting)
-    if setting.compile:
-        torch._dynamo.reset()  # drop graphs (and the models they guard on) of earlier settings
-    compiled = fast.compile_decoder_layers(
-        model, 1.0 if setting.mem_budget is None else setting.mem_budget,
-        None if setting.compile_mode == "default" else setting.compile_mode) if setting.compile else 0
-    graphs = setting.compile and setting.compile_mode == "reduce-overhead"
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.startswith("cuda"))
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    n_micro = (setting.warmup + setting.steps) * setting.accum
-    batches = make_batches(samples, setting, pad_id, device, min(n_micro, 16))
-    it = itertools.cycle(batches)
-    autocast = torch.autocast(device_type="cuda", dtype=dtype) if device != "cpu" else torch.autocast("cpu", enabled=False)
-    common.reset_memory(device)
-    timer = common.CudaTimer(device)
+class Runner:
+    """One setting on its model, set up (checkpointing or compiled layers, optimizer, batches) and
+    warmed up, so that timed windows can be taken from it, also alternating with another Runner."""
 
-    def opt_step():
-        n_s = n_t = 0
-        last = None
-        for _ in range(setting.accum):
-            b = next(it)
-            if graphs:  # a new iteration: the previous one's graph outputs may be overwritten
+    def __init__(self, setting: Setting, model, aux_fn, dtype, samples, pad_id, device, reset_dynamo=True):
+        self.setting, self.model, self.aux_fn, self.device = setting, model, aux_fn, device
+        if setting.ckpt_every and setting.loss == "plain":
+            # the seed: HF checkpointing everywhere (vision blocks too), reentrant + input grads
+            model.enable_input_require_grads()
+            fast.unwrap_causal_lm(model).gradient_checkpointing_enable()
+        else:
+            fast.set_checkpointing(model, setting.ckpt_every)
+        model.train()
+        if setting.adapter == "moelora":
+            configure_moelora(model, setting)
+        if setting.compile and reset_dynamo:
+            torch._dynamo.reset()  # drop graphs (and the models they guard on) of earlier settings
+        self.compiled = fast.compile_decoder_layers(
+            model, 1.0 if setting.mem_budget is None else setting.mem_budget,
+            None if setting.compile_mode == "default" else setting.compile_mode) if setting.compile else 0
+        self.graphs = setting.compile and setting.compile_mode == "reduce-overhead"
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4, fused=device.startswith("cuda"))
+        self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        n_micro = (setting.warmup + setting.steps) * setting.accum
+        self.it = itertools.cycle(make_batches(samples, setting, pad_id, device, min(n_micro, 16)))
+        self.autocast = (torch.autocast(device_type="cuda", dtype=dtype) if device != "cpu"
+                         else torch.autocast("cpu", enabled=False))
+        self.loss = None
+
+    def opt_step(self):
+        st, n_s, n_t = self.setting, 0, 0
+        for _ in range(st.accum):
+            b = next(self.it)
+            if self.graphs:  # a new iteration: the previous one's graph outputs may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
-            with autocast:
-                loss = loss_fn(setting, model, b, aux_fn) / setting.accum
-            (scaler.scale(loss) if scaler else loss).backward()
+            with self.autocast, record_function("step/fwd"):
+                loss = loss_fn(st, self.model, b, self.aux_fn) / st.accum
+            with record_function("step/bwd"):
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
             n_s += b["_samples"]
             n_t += b["_tokens"]
-            last = loss
-        if scaler:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        return n_s, n_t, last
+            self.loss = loss
+        with record_function("step/optim"):
+            if self.scaler:
+                self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            if self.scaler:
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        return n_s, n_t
 
-    t0 = time.perf_counter()
-    moe = setting.adapter == "moelora"
-    for _ in range(max(setting.warmup, -(-4 // setting.accum) if moe else 0)):  # MoE: >= 4 forwards
-        _, _, loss = opt_step()
-    if moe:
-        after_warmup(model, setting)
-    warm_s = time.perf_counter() - t0
-    n_s = n_t = 0
-    with timer.region() as r:
-        for _ in range(setting.steps):
-            s, t, loss = opt_step()
-            n_s += s
-            n_t += t
+    def warm_up(self) -> float:
+        st, t0 = self.setting, time.perf_counter()
+        moe = st.adapter == "moelora"
+        for _ in range(max(st.warmup, -(-4 // st.accum) if moe else 0)):  # MoE: >= 4 forwards
+            self.opt_step()
+        if moe:
+            after_warmup(self.model, st)
+        return time.perf_counter() - t0
+
+    def window(self, steps: int, timer) -> tuple[float, float, float]:
+        """(samples/s, tokens/s, seconds) over ``steps`` optimizer steps."""
+        n_s = n_t = 0
+        with timer.region() as r:
+            for _ in range(steps):
+                s, t = self.opt_step()
+                n_s += s
+                n_t += t
+        return n_s / r["s"], n_t / r["s"], r["s"]
+
+    def close(self) -> None:
+        if self.compiled:
+            fast.uncompile_decoder_layers(self.model)
+        self.opt = self.it = None
+
+
+def cudagraph_skips() -> int:
+    """CUDA graphs silently fall back to eager when a graph is skipped or re-recorded too often."""
+    from torch._dynamo.utils import counters
+    return sum(counters["inductor"][k] for k in list(counters["inductor"]) if "cudagraph_skip" in k)
+
+
+def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device, flops_per_sample):
+    run = Runner(setting, model, aux_fn, dtype, samples, pad_id, device)
+    common.reset_memory(device)
+    timer = common.CudaTimer(device)
+    warm_s = run.warm_up()
+    sps, tps, secs = run.window(setting.steps, timer)
     alloc, reserved = common.peak_memory_gb(device)
-    if graphs:  # CUDA graphs silently fall back to eager when a graph is skipped or re-recorded too often
-        from torch._dynamo.utils import counters
-        skips = sum(counters["inductor"][k] for k in list(counters["inductor"]) if "cudagraph_skip" in k)
-        print(f"[{setting.name}] cudagraph skips so far in this process: {skips}")
-    prof = profile_step(opt_step, setting, device) if setting.profile else {}
-    if compiled:
-        fast.uncompile_decoder_layers(model)
-    sps = n_s / r["s"]
-    res = dict(name=setting.name, group=setting.group, samples_per_s=sps, tokens_per_s=n_t / r["s"],
+    if run.graphs:
+        print(f"[{setting.name}] cudagraph skips so far in this process: {cudagraph_skips()}")
+    prof = profile_step(run.opt_step, setting, device) if setting.profile else {}
+    res = dict(name=setting.name, group=setting.group, samples_per_s=sps, tokens_per_s=tps,
                peak_alloc_gb=alloc, peak_reserved_gb=reserved,
                mfu=sps * flops_per_sample / (common.H100_BF16_DENSE_TFLOPS * 1e12),
-               loss=float(loss.detach()) * setting.accum, timed_s=r["s"], warmup_s=warm_s,
-               trainable_params=sum(p.numel() for p in params), setting=asdict(setting), **prof)
-    del opt, batches, it
+               loss=float(run.loss.detach()) * setting.accum, timed_s=secs, warmup_s=warm_s,
+               trainable_params=sum(p.numel() for p in run.params), setting=asdict(setting),
+               **prof)
+    run.close()
     return res
+
+
+def interleaved_d(best: Setting, rounds: int, device, tiny, samples, pad_id) -> dict:
+    """LoRA and MoE-LoRA at ``best``, both models resident and warmed up, timed in alternating
+    windows (L M L M ...): a drift of the machine over the run (clocks, host load) falls on both,
+    which back-to-back separate runs do not guarantee (run 15: LoRA 96 -> 86 samples/s within one process)."""
+    runners, timer = [], common.CudaTimer(device)
+    torch._dynamo.reset()
+    for st in (best, d_variants(best)[0]):
+        model, aux, dtype = build(st, device, tiny)
+        run = Runner(st, model, aux, dtype, samples, pad_id, device, reset_dynamo=False)
+        run.warm_up()
+        runners.append(run)
+    for run in runners:  # once more after both exist: graphs/allocations of the other model settled
+        run.window(1, timer)
+    sps: dict[str, list[float]] = {"lora": [], "moelora": []}
+    for _ in range(rounds):
+        for run in runners:
+            sps[run.setting.adapter].append(run.window(best.steps, timer)[0])
+    skips = cudagraph_skips() if runners[0].graphs else 0
+    for run in runners:
+        run.close()
+    pairs = [m / l for l, m in zip(sps["lora"], sps["moelora"])]
+    med = statistics.median(pairs)
+    return dict(name=f"d_interleaved_{best.name}", setting=best.name, rounds=rounds, steps_per_window=best.steps,
+                lora_samples_per_s=sps["lora"], moelora_samples_per_s=sps["moelora"], ratios=pairs,
+                median_ratio=med, total_ratio=sum(sps["moelora"]) / sum(sps["lora"]), cudagraph_skips=skips)
+
+
+def fmt_interleaved(r: dict) -> str:
+    w = ", ".join(f"{l:.1f}/{m:.1f}" for l, m in zip(r["lora_samples_per_s"], r["moelora_samples_per_s"]))
+    return (f"(d) interleaved at {r['setting']}, {r['rounds']} rounds x {r['steps_per_window']} steps, "
+            f"LoRA/MoE-LoRA samples/s per round: {w}; MoE-LoRA vs LoRA median {100 * (r['median_ratio'] - 1):+.1f}%, "
+            f"min {100 * (min(r['ratios']) - 1):+.1f}%, max {100 * (max(r['ratios']) - 1):+.1f}%, "
+            f"all windows {100 * (r['total_ratio'] - 1):+.1f}% (cudagraph skips {r['cudagraph_skips']})")
 
 
 def configure_moelora(model, setting: Setting) -> None:
@@ -327,8 +389,11 @@ def profile_step(opt_step, setting: Setting, device: str) -> dict:
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     stem = setting.name.replace('#', '_r')
     (PROFILE_DIR / f"prof_{stem}.txt").write_text(table)
-    if device == "cuda":  # the step is host-bound: where the CPU time goes
-        (PROFILE_DIR / f"prof_cpu_{stem}.txt").write_text(events.table(sort_by="self_cpu_time_total", row_limit=40))
+    if device == "cuda":  # the step is host-bound: where the CPU time goes, and where the GPU waits
+        idle = common.gpu_idle_by_phase(prof.events())
+        print(f"[profile {setting.name}] {idle}")
+        (PROFILE_DIR / f"prof_cpu_{stem}.txt").write_text(
+            idle + "\n\n" + events.table(sort_by="self_cpu_time_total", row_limit=40))
     print(f"[profile {setting.name}] wall {wall:.3f}s (profiled), GPU busy {dev_us / 1e6:.3f}s "
           f"({100 * dev_us / 1e6 / wall:.0f}%), device ops {n_kernels}")
     return dict(profile_wall_s=wall, profile_gpu_busy_s=dev_us / 1e6, profile_device_ops=n_kernels)
@@ -372,6 +437,9 @@ def main(argv=None) -> int:
     ap.add_argument("--auxsummed", action="store_true", help="(d): also the pre-fix aux-loss-summed row")
     ap.add_argument("--profile_d", action="store_true",
                     help="(d): profile one step of LoRA and each MoE-LoRA row (GPU busy, kernel count)")
+    ap.add_argument("--interleave", type=int, default=0,
+                    help="(d): also time LoRA and MoE-LoRA in N alternating rounds, both models resident "
+                         "(robust to the machine drifting during the run)")
     ap.add_argument("--debug_cudagraphs", action="store_true",
                     help="log why CUDA graphs are re-recorded (torch._inductor.cudagraph_trees at DEBUG)")
     ap.add_argument("--out", default="bench/out/train_throughput.json")
@@ -443,6 +511,18 @@ def main(argv=None) -> int:
                                                 stats_every=args.d_stats)]]
                 for dst in d_queue:
                     run_one(replace(dst, name=dst.name + tag), device, args, samples, pad_id, results, save, state)
+            for best in (b for b in bests if b and args.interleave):
+                state.update(model=None, key=None)  # the interleaved run builds its own two models
+                common.reset_memory(device)
+                try:
+                    r = interleaved_d(best, args.interleave, device, args.tiny, samples, pad_id)
+                except Exception as e:  # noqa: BLE001 - keep the other results
+                    traceback.print_exc()
+                    r = dict(name=f"d_interleaved_{best.name}", error=f"{type(e).__name__}: {e}"[:300])
+                results.append(r)
+                print(fmt_interleaved(r) if "error" not in r else r, flush=True)
+                save()
+                common.reset_memory(device)
             continue
         run_one(st, device, args, samples, pad_id, results, save, state)
 
@@ -492,8 +572,9 @@ def pick_b(results, limit_gb, name: str = "") -> Setting | None:
 
 def summary(results, limit_gb) -> str:
     lines = ["", "| setting | samples/s | tokens/s | peak alloc GiB | peak reserved GiB | MFU |",
-             "|---|---|---|---|---|---|", *[fmt(r) for r in results]]
-    ok = [r for r in results if "error" not in r]
+             "|---|---|---|---|---|---|", *[fmt(r) for r in results if "ratios" not in r]]
+    lines += [fmt_interleaved(r) for r in results if "ratios" in r]
+    ok = [r for r in results if "error" not in r and "ratios" not in r]
     by = {r["name"]: r for r in ok}
     a = next((r for r in ok if r["group"] == "a"), None)
     b_s = pick_b(results, limit_gb)
