@@ -14,9 +14,11 @@ hand-written equivalent is used and the output says so.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common  # noqa: E402
 import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 LIMIT_GB = 8.0
 
@@ -112,8 +115,37 @@ def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
                           aux_loss_fn=aux, aux_coef=0.01,
                           moelora=adapter == "moelora",  # router-loss gradient in each layer's backward
                           loss_impl=d["loss_impl"], loss_chunk_size=d["chunk"], cudagraphs=graphs)
+    timer = StepTimer(device)
+    trainer.add_callback(timer)
     trainer.train()
+    d["_timing"] = timer.summary(d["batch"] * d["accum"])
+    d["_losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return "vlft.train.trainer.VlftTrainer + SftCollator"
+
+
+class StepTimer(TrainerCallback):
+    """Trainer callback: wall time of each optimizer step (device synchronized), for samples/s
+    after the warm-up steps (the first compile and CUDA-graph recording fall in those)."""
+
+    def __init__(self, device: str, warm: int = 2):
+        self.device, self.warm, self.times, self._t = device, warm, [], None
+
+    def _sync(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._sync()
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self._sync()
+        self.times.append(time.perf_counter() - self._t)
+
+    def summary(self, samples_per_step: int) -> dict:
+        timed = self.times[self.warm:]
+        sps = samples_per_step * len(timed) / sum(timed) if timed else float("nan")
+        return dict(step_s=[round(t, 4) for t in self.times], samples_per_s=sps, timed_steps=len(timed))
 
 
 def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
@@ -149,12 +181,17 @@ def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
     return "hand loop (HF loss, autocast bf16)"
 
 
-def measure(adapter: str, tiny: bool, steps: int, compile_mode: str = "default") -> dict:
+def measure(adapter: str, tiny: bool, steps: int, compile_mode: str = "default", batch: int = 0, accum: int = 0,
+            dropout: float | None = None) -> dict:
     device = "cpu" if tiny else "cuda"
     torch._dynamo.reset()  # compiled layers of the previous adapter's model
     d = train_defaults(adapter, device)
+    d.update({k: v for k, v in (("batch", batch), ("accum", accum)) if v})
+    if dropout is not None:
+        d["dropout"] = dropout
     if "cfg" in d:
-        d["cfg"] = d["cfg"].replace(compile_mode=compile_mode)
+        d["cfg"] = d["cfg"].replace(compile_mode=compile_mode, per_device_train_batch_size=d["batch"],
+                                    gradient_accumulation_steps=d["accum"], lora_dropout=d["dropout"])
     processor = common.load_bench_processor()
     records = synthetic_records(max(16, d["batch"] * d["accum"]))
     common.reset_memory(device)
@@ -175,11 +212,16 @@ def measure(adapter: str, tiny: bool, steps: int, compile_mode: str = "default")
         common.reset_memory(device)
         how = run_hand_loop(model, processor, records, d, adapter, device, steps)
     alloc, reserved = common.peak_memory_gb(device)
+    # the trained adapter, flattened in fp32 on the CPU: compared across compile modes (--check)
+    trained = torch.cat([p.detach().float().flatten().cpu() for _, p in sorted(
+        (n, p) for n, p in model.named_parameters() if p.requires_grad)])
     ctx = float("nan")
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
         ctx = ((total - free) - torch.cuda.memory_reserved()) / 2**30  # CUDA context + libraries
-    return dict(adapter=adapter, defaults={k: v for k, v in d.items() if k != "cfg"}, attached_by=how_attached, trained_by=how, trainable_params=trainable,
+    return dict(adapter=adapter, compile_mode=compile_mode, defaults={k: v for k, v in d.items() if k[0] != "_" and k != "cfg"},
+                attached_by=how_attached, trained_by=how, trainable_params=trainable, timing=d.get("_timing"),
+                losses=d.get("_losses"), _trained=trained,
                 peak_alloc_gb=alloc, peak_reserved_gb=reserved, cuda_context_gb=ctx,
                 peak_device_gb=reserved + ctx, under_limit=bool(reserved + (ctx if ctx == ctx else 0) < LIMIT_GB))
 
@@ -189,8 +231,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--adapters", default="lora,moelora")
     ap.add_argument("--steps", type=int, default=2, help="optimizer steps")
-    ap.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead"],
-                    help="the recipe's compiled layers; reduce-overhead = CUDA graphs (TrainConfig.compile_mode)")
+    ap.add_argument("--compile_mode", default="default",
+                    help="comma list of TrainConfig.compile_mode values (default, reduce-overhead = CUDA graphs); "
+                         "with two or more, the trained adapters of each adapter type are compared across them")
+    ap.add_argument("--batch", type=int, default=0, help="per-device batch (0: TrainConfig's auto value)")
+    ap.add_argument("--accum", type=int, default=0, help="gradient accumulation (0: TrainConfig's auto value)")
+    ap.add_argument("--dropout", type=float, default=None,
+                    help="LoRA dropout (0 for --compile_mode comparisons: dropout masks differ between compiled graphs)")
     ap.add_argument("--out", default="bench/out/qlora_memory.json")
     args = ap.parse_args(argv)
     if not args.tiny and not torch.cuda.is_available():
@@ -198,15 +245,33 @@ def main(argv=None) -> int:
         return 2
     print(json.dumps(common.versions()))
     results = []
-    for adapter in args.adapters.split(","):
-        r = measure(adapter, args.tiny, args.steps, args.compile_mode)
+    modes = [m.strip() for m in args.compile_mode.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("default", "reduce-overhead")]
+    if bad:
+        ap.error(f"--compile_mode: {bad[0]!r} is not one of default, reduce-overhead")
+    for adapter, mode in itertools.product(args.adapters.split(","), modes):
+        r = measure(adapter, args.tiny, args.steps, mode, args.batch, args.accum, args.dropout)
         results.append(r)
+        t = r["timing"] or {}
+        print(f"[{adapter} {mode}] {t.get('samples_per_s', float('nan')):.2f} samples/s over {t.get('timed_steps')} "
+              f"steps (step times {t.get('step_s')}), losses {r['losses']}")
         print(f"[{adapter}] {r['trained_by']}; batch {r['defaults']['batch']} x accum {r['defaults']['accum']}, "
               f"checkpointing {r['defaults']['ckpt']}: peak allocated {r['peak_alloc_gb']:.2f} GiB, "
               f"peak reserved {r['peak_reserved_gb']:.2f} GiB, + CUDA context {r['cuda_context_gb']:.2f} GiB "
               f"= {r['peak_device_gb']:.2f} GiB on the device ({'<' if r['under_limit'] else '>='} {LIMIT_GB} GB)",
               flush=True)
         common.reset_memory("cuda" if not args.tiny else "cpu")
+    for adapter in args.adapters.split(","):  # same seed, data and steps: the modes must train the same adapter
+        rs = [r for r in results if r["adapter"] == adapter]
+        for other in rs[1:]:
+            a, b = rs[0]["_trained"], other["_trained"]
+            cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+            rel = float((a - b).norm() / a.norm().clamp_min(1e-12))
+            print(f"[{adapter}] trained adapter, {other['compile_mode']} vs {rs[0]['compile_mode']}: "
+                  f"cosine {cos:.6f}, relative difference {rel:.2e}")
+            other["vs_first_mode"] = dict(cosine=cos, rel_diff=rel)
+    for r in results:
+        r.pop("_trained", None)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"versions": common.versions(), "results": results}, indent=1))
     return 0 if all(r["under_limit"] for r in results) or args.tiny else 1

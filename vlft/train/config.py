@@ -83,10 +83,12 @@ class TrainConfig(BaseConfig):
               "(measured 1.6-1.9x the eager 4-bit step at batch 32 on an H100; bench/RESULTS.md); "
               "the first steps pay about a minute of compilation")
     compile_mode: Literal["default", "reduce-overhead"] = field(
-        "default", "with compiled layers: reduce-overhead also replays them as CUDA graphs, which frees the "
-                   "step from the CPU (bench loop on an H100, batch 24: LoRA 98-100 samples/s at 6.8 GiB, "
-                   "MoE-LoRA 5.6% behind; not yet measured through the Trainer, so not the default). Every "
-                   "new batch shape records new graphs: batches are padded to pad_to_multiple_of (32 if 0)")
+        "default", "with compiled layers: reduce-overhead also replays them as CUDA graphs, which frees much "
+                   "of the step from the CPU (H100, Trainer, batch 24 x 2: LoRA 1.51x, MoE-LoRA 1.32x the "
+                   "compiled step, same losses; bench/RESULTS.md run 17). Opt-in: memory with many distinct "
+                   "batch shapes is not measured yet. Auto batch size 24 on CUDA (32 without graphs goes over "
+                   "7 GiB). Every new batch shape records new graphs: batches are padded to "
+                   "pad_to_multiple_of (32 if 0)")
     pad_to_multiple_of: int = field(0, "pad each batch's sequence length up to a multiple of this "
                                        "(0 = to its longest sample)")
     loss_impl: Literal["fast", "hf"] = field(
@@ -152,7 +154,9 @@ class TrainConfig(BaseConfig):
         """A copy with the auto (None) batch size, accumulation and learning rate filled in for
         ``device`` ('cuda' or 'cpu'); explicit values are kept."""
         cuda = device == "cuda"
-        bs = self.per_device_train_batch_size or (32 if cuda else 1)
+        # under CUDA graphs batch 32 peaks at 7.8 GiB reserved, 24 at 6.6-7.1 (bench/RESULTS.md, runs 12-16)
+        bs = self.per_device_train_batch_size or ((24 if self.compile_mode == "reduce-overhead" else 32)
+                                                   if cuda else 1)
         ga = self.gradient_accumulation_steps or (1 if cuda else 8)
         lr = self.learning_rate or float(f"{1e-4 * math.sqrt(bs * ga / 8):.3g}")  # 3 significant digits
         return self.replace(per_device_train_batch_size=bs, gradient_accumulation_steps=ga, learning_rate=lr)

@@ -24,7 +24,8 @@ class VlftTrainer(Trainer):
     is ``aux_coef * aux`` added to the loss here, and then the reported loss includes it.
 
     ``cudagraphs``: the decoder layers were compiled with ``mode="reduce-overhead"``; every micro-step
-    and eval step then starts a new CUDA-graph iteration.
+    and eval step then starts a new CUDA-graph iteration, and with gradient accumulation the first
+    gradient of each window is copied out of the graphs' memory (``fast.compile.own_first_grad``).
 
     Routing statistics and the logged aux value are recorded on the micro-batches of logged steps
     only (``moe/aux_loss`` is their mean); the aux gradient itself is applied on every step.
@@ -49,6 +50,10 @@ class VlftTrainer(Trainer):
         self._aux_sum = None           # device tensor: sum of aux values since the last log
         self._aux_n = 0
         self._moe_contexts: list = []
+        self._grad_hooks: list = []
+        if cudagraphs and self.args.gradient_accumulation_steps > 1:
+            from vlft.train.fast.compile import keep_grads_out_of_graph_pool
+            self._grad_hooks = keep_grads_out_of_graph_pool(self.accelerator.unwrap_model(self.model))
         if moelora:
             from vlft.tuners.moelora import routing_contexts, set_moelora_aux
             bare = self.accelerator.unwrap_model(self.model)

@@ -78,6 +78,9 @@ def test_auto_batch_accumulation_and_lr_resolve_by_device(tmp_path):
     assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps) == (1, 8)  # the seed's 1 x 8
     assert cpu.learning_rate == pytest.approx(1e-4)
     assert cfg.loss_impl == "fast" and cfg.checkpoint_every == 1 and cfg.gradient_checkpointing
+    graphs = cfg.replace(compile_mode="reduce-overhead")  # CUDA graphs: batch 32 does not fit 7 GiB
+    assert graphs.resolve_auto("cuda").per_device_train_batch_size == 24
+    assert graphs.resolve_auto("cpu").per_device_train_batch_size == 1
     # explicit values win; "auto" works on the command line and in YAML
     cfg = parse_config(TrainConfig, SEED_ARGS + ["--per_device_train_batch_size", "4", "--learning_rate", "auto"])
     r = cfg.resolve_auto("cuda")

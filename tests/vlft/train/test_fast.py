@@ -241,3 +241,39 @@ def test_compile_refuses_checkpointed_layers_and_bad_budget(tiny):
     with pytest.raises(ValueError, match="memory_budget"):
         fast.compile_decoder_layers(model, memory_budget=2.0)
     assert fast.compile_available("cpu")[0] is False
+
+
+class _PoolGrad(torch.autograd.Function):
+    """Like a CUDA-graph backward: the weight gradient is written into the same memory at every
+    call, and autograd gets a fresh view of it (so it may keep it as ``.grad`` without a copy)."""
+
+    pool = torch.zeros(3)
+
+    @staticmethod
+    def forward(ctx, w, value):
+        ctx.value = value
+        return w.sum()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        _PoolGrad.pool.fill_(ctx.value)
+        return _PoolGrad.pool.view_as(_PoolGrad.pool), None
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+def test_own_first_grad_keeps_accumulated_grads_out_of_reused_memory(hooked):
+    """Two micro-steps' gradients, 1 and 2, must accumulate to 3; without the hook the stored
+    .grad is the reused memory and the second write doubles it (what CUDA graphs did in run 17)."""
+    from vlft.train.fast.compile import keep_grads_out_of_graph_pool
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    model = torch.nn.Module()
+    model.w = w
+    handles = keep_grads_out_of_graph_pool(model) if hooked else []
+    for value in (1.0, 2.0):
+        _PoolGrad.apply(w, value).backward()
+    expected = torch.full((3,), 3.0)
+    assert torch.equal(w.grad, expected) == hooked
+    assert (w.grad.data_ptr() != _PoolGrad.pool.data_ptr()) == hooked
+    for h in handles:
+        h.remove()

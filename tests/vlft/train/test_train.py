@@ -202,6 +202,8 @@ def test_cudagraph_mode_wiring_and_eager_predictions(make_cfg, caption_json, mon
     model, processor, precision, _ = R.setup_model(cfg)
     trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
     assert trainer.cudagraphs and trainer.data_collator.multiple == 32
+    # accumulation 2: every trainable parameter copies its first gradient out of the graphs' memory
+    assert len(trainer._grad_hooks) == sum(p.requires_grad for p in model.parameters()) > 0
     assert len(compiled_decoder_layers(model)) == 2  # compiled lazily: nothing ran yet
     marks = []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
