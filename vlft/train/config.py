@@ -86,8 +86,8 @@ class TrainConfig(BaseConfig):
         "default", "with compiled layers: reduce-overhead also replays them as CUDA graphs, which frees much "
                    "of the step from the CPU (H100, Trainer, batch 24 x 2: LoRA 1.51x, MoE-LoRA 1.32x the "
                    "compiled step, same losses; bench/RESULTS.md run 17). Opt-in: memory with many distinct "
-                   "batch shapes is not measured yet. Auto batch size 24 on CUDA (32 without graphs goes over "
-                   "7 GiB). Every new batch shape records new graphs: batches are padded to "
+                   "batch shapes is not measured yet. Auto batch size 24 on CUDA (32 with graphs peaks at "
+                   "7.8 GiB). Every new batch shape records new graphs: batches are padded to "
                    "pad_to_multiple_of (32 if 0)")
     pad_to_multiple_of: int = field(0, "pad each batch's sequence length up to a multiple of this "
                                        "(0 = to its longest sample)")
