@@ -249,6 +249,13 @@ def versions() -> dict:
     return out
 
 
+def is_range_mirror(event, phase_prefix: str = "step/") -> bool:
+    """Whether a profiler event with device time is the GPU-side mirror of a ``record_function``
+    range (ours, or compiled graphs' "## Call CompiledFxGraph ..."), not a kernel, copy or set:
+    counting those as device work double-counts the kernels inside them."""
+    return bool(getattr(event, "is_user_annotation", False)) or event.key.startswith((phase_prefix, "## "))
+
+
 def gpu_idle_by_phase(events, phase_prefix: str = "step/", top: int = 8) -> str:
     """Where the GPU waits in a profiled step: its idle gaps, attributed to the host phase (a
     ``record_function`` named ``phase_prefix...``) and the top-level host op running during each.
@@ -258,9 +265,8 @@ def gpu_idle_by_phase(events, phase_prefix: str = "step/", top: int = 8) -> str:
     """
     from torch.autograd import DeviceType
 
-    # device activity: kernels, copies, sets; not the GPU-side mirrors of record_function ranges
     dev = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA
-                 and not getattr(e, "is_user_annotation", False) and not e.name.startswith((phase_prefix, "## ")))
+                 and not is_range_mirror(e, phase_prefix))
     cpu = [e for e in events if e.device_type == DeviceType.CPU]
     phases = [e for e in cpu if e.name.startswith(phase_prefix)]
     if not dev or not phases:

@@ -382,8 +382,9 @@ def profile_step(opt_step, setting: Setting, device: str) -> dict:
             torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     events = prof.key_averages()
-    dev_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
-    n_kernels = sum(e.count for e in events if getattr(e, "self_device_time_total", 0) > 0)
+    device_rows = [e for e in events if getattr(e, "self_device_time_total", 0) > 0 and not common.is_range_mirror(e)]
+    dev_us = sum(e.self_device_time_total for e in device_rows)
+    n_kernels = sum(e.count for e in device_rows)
     table = events.table(sort_by="self_device_time_total" if device == "cuda" else "self_cpu_time_total",
                          row_limit=-1, max_name_column_width=90)
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
