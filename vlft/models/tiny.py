@@ -67,6 +67,17 @@ def build_tiny_model(target: str | Path, family: str = "qwen3-vl", seed: int = 0
 
     Returns the folder. Deterministic for a given ``seed``.
     """
+    return build_random_model(target, family=family, seed=seed, dtype=dtype, tiny=True)
+
+
+def build_random_model(target: str | Path, family: str = "qwen3-vl", seed: int = 0, dtype: str = "bfloat16",
+                       tiny: bool = True, device: str = "cpu") -> Path:
+    """Write a random-weight model folder with the family's real tokenizer/processor files.
+
+    ``tiny=False`` keeps the real widths and depths (Qwen3-VL-4B: 8.9 GB in bf16): what the GPU
+    benchmarks train through ``lora.py`` (speed and memory do not depend on weight values).
+    ``device`` is where the weights are initialised (``cuda`` is much faster for the full size).
+    """
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -81,15 +92,18 @@ def build_tiny_model(target: str | Path, family: str = "qwen3-vl", seed: int = 0
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
 
-    cfg_dict = shrink(json.loads((ref / "config.json").read_text(encoding="utf-8")))
-    cfg_dict[TINY_MARKER] = True
-    tmp_cfg = target / "config.json"
-    tmp_cfg.write_text(json.dumps(cfg_dict, indent=2), encoding="utf-8")
+    cfg_dict = json.loads((ref / "config.json").read_text(encoding="utf-8"))
+    if tiny:
+        cfg_dict = shrink(cfg_dict)
+        cfg_dict[TINY_MARKER] = True
+    (target / "config.json").write_text(json.dumps(cfg_dict, indent=2), encoding="utf-8")
     config = AutoConfig.from_pretrained(target)
 
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
     model.save_pretrained(target, safe_serialization=True)
+    del model
     for name in PROCESSOR_FILES:
         if (ref / name).is_file():
             shutil.copyfile(ref / name, target / name)

@@ -50,8 +50,13 @@ def memory_metrics() -> dict[str, float]:
     """Peak GPU memory (GiB) on CUDA, else the process' peak resident memory (GiB)."""
     import torch
     if torch.cuda.is_available() and torch.cuda.is_initialized():
+        free, total = torch.cuda.mem_get_info()
+        # what the card holds beyond PyTorch's cache: CUDA context, cuBLAS/cuDNN workspaces (~0.5-1 GiB);
+        # peak reserved + this is what must fit the card
+        outside = ((total - free) - torch.cuda.memory_reserved()) / 2**30
         return {"peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30,
-                "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved() / 2**30}
+                "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved() / 2**30,
+                "gpu_context_gb": outside}
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     scale = 2**30 if sys.platform == "darwin" else 2**20
     return {"peak_cpu_rss_gb": rss_kb / scale}

@@ -8,6 +8,7 @@ Flag names follow the Qwen-VL recipes users already know (``--model_name_or_path
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -16,7 +17,8 @@ from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
 AdapterName = Literal["lora", "dora", "ia3", "moelora"]
 DEFAULT_TARGETS = "q_proj,k_proj,v_proj,o_proj"
-AUTO_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate")
+AUTO_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "compile_mode",
+               "dataloader_num_workers")
 
 
 @dataclass
@@ -82,22 +84,27 @@ class TrainConfig(BaseConfig):
               "activations instead (same memory). Default (None): on CUDA when triton is installed "
               "(measured 1.6-1.9x the eager 4-bit step at batch 32 on an H100; bench/RESULTS.md); "
               "the first steps pay about a minute of compilation")
-    compile_mode: Literal["default", "reduce-overhead"] = field(
-        "default", "with compiled layers: reduce-overhead also replays them as CUDA graphs, which frees much "
-                   "of the step from the CPU (H100, Trainer, batch 24 x 2: LoRA 1.51x, MoE-LoRA 1.32x the "
-                   "compiled step, same losses; bench/RESULTS.md run 17). Opt-in: memory with many distinct "
-                   "batch shapes is not measured yet. Auto batch size 24 on CUDA (32 with graphs peaks at "
-                   "7.8 GiB). Every new batch shape records new graphs: batches are padded to "
-                   "pad_to_multiple_of (32 if 0)")
-    pad_to_multiple_of: int = field(0, "pad each batch's sequence length up to a multiple of this "
-                                       "(0 = to its longest sample)")
+    compile_mode: Optional[Literal["default", "reduce-overhead"]] = field(
+        None, "with compiled layers: reduce-overhead also replays them as CUDA graphs, which frees most of the "
+              "step from the CPU (H100, Trainer, batch 24 x 2: LoRA 1.51x, MoE-LoRA 1.32x the compiled step, "
+              "same losses; lora.py at batch 24, captions of 20-140 tokens: peak 6.6 / 6.9 GiB reserved "
+              "for LoRA / MoE-LoRA; bench/RESULTS.md runs 17-19). Auto (None): reduce-overhead on one CUDA "
+              "process, default under multi-GPU (not measured there). Under graphs the auto batch is 24 "
+              "(32 peaks at 7.8 GiB); every new batch shape compiles and records once (cold: 10-100 s for "
+              "MoE-LoRA; inductor's on-disk cache shortens later runs)")
+    pad_to_multiple_of: int = field(0, "pad each batch's sequence length up to a multiple of this (0 = auto: "
+                                       "32 with compiled layers, which recompile for every new length, "
+                                       "else to the longest sample)")
     loss_impl: Literal["fast", "hf"] = field(
         "fast", "training loss: fast = logits and cross-entropy only on labelled tokens, chunked "
                 "(vlft.train.fast.lm_loss, same value); hf = model(**batch).loss (full-vocabulary logits)")
     loss_chunk_size: int = field(256, "fast loss: labelled tokens projected onto the vocabulary at a time "
                                       "(0 = all at once)")
     attn_implementation: Optional[str] = field(None, "sdpa | eager | flash_attention_2 (default: sdpa)")
-    dataloader_num_workers: int = field(0, "background workers decoding images")
+    dataloader_num_workers: Optional[int] = field(
+        None, "background processes decoding images and building batches; auto (None): on CUDA up to 4 "
+              "(half the CPU cores per GPU process), which keeps the GPU fed (lora.py, H100: 1.3-1.6x "
+              "the samples/s of decoding in the training process, bench/RESULTS.md run 18); 0 on the CPU")
 
     # -- logging and checkpoints -------------------------------------------------------------
     logging_steps: int = field(10, "log every N optimizer steps")
@@ -132,6 +139,8 @@ class TrainConfig(BaseConfig):
             v = getattr(self, name)
             require(v is None or v > 0, name, f"must be positive, got {v}")
         require(self.loss_chunk_size >= 0, "loss_chunk_size", "must be >= 0")
+        require(self.dataloader_num_workers is None or self.dataloader_num_workers >= 0, "dataloader_num_workers",
+                "must be >= 0")
         require(self.pad_to_multiple_of >= 0, "pad_to_multiple_of", "must be >= 0")
         require(self.min_pixels <= self.max_pixels, "min_pixels", "must not exceed max_pixels")
         require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
@@ -151,15 +160,21 @@ class TrainConfig(BaseConfig):
         require(self.num_sample_predictions >= 0, "num_sample_predictions", "must be >= 0")
 
     def resolve_auto(self, device: str) -> "TrainConfig":
-        """A copy with the auto (None) batch size, accumulation and learning rate filled in for
-        ``device`` ('cuda' or 'cpu'); explicit values are kept."""
+        """A copy with the auto (None) fields filled in for ``device`` ('cuda' or 'cpu') and the
+        launcher's process count ($WORLD_SIZE / $LOCAL_WORLD_SIZE); explicit values are kept."""
         cuda = device == "cuda"
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", world)), 1)
+        mode = self.compile_mode or ("reduce-overhead" if cuda and world == 1 else "default")
         # under CUDA graphs batch 32 peaks at 7.8 GiB reserved, 24 at 6.6-7.1 (bench/RESULTS.md, runs 12-16)
-        bs = self.per_device_train_batch_size or ((24 if self.compile_mode == "reduce-overhead" else 32)
-                                                   if cuda else 1)
+        bs = self.per_device_train_batch_size or ((24 if mode == "reduce-overhead" else 32) if cuda else 1)
         ga = self.gradient_accumulation_steps or (1 if cuda else 8)
         lr = self.learning_rate or float(f"{1e-4 * math.sqrt(bs * ga / 8):.3g}")  # 3 significant digits
-        return self.replace(per_device_train_batch_size=bs, gradient_accumulation_steps=ga, learning_rate=lr)
+        workers = self.dataloader_num_workers
+        if workers is None:  # on the CPU the cores do the training itself
+            workers = min(4, (os.cpu_count() or 1) // (2 * local)) if cuda else 0
+        return self.replace(per_device_train_batch_size=bs, gradient_accumulation_steps=ga, learning_rate=lr,
+                            compile_mode=mode, dataloader_num_workers=workers)
 
     @property
     def quant(self) -> Optional[str]:

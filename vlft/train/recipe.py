@@ -186,6 +186,8 @@ def training_arguments(cfg: TrainConfig, precision, has_eval: bool):
         report_to=["swanlab"] if cfg.report_to == "swanlab" else "none",
         run_name=cfg.run_name or Path(cfg.output_dir).name,
         dataloader_num_workers=cfg.dataloader_num_workers,
+        # forked once, not per epoch and eval pass (each fork re-imports and costs seconds of GPU idle)
+        dataloader_persistent_workers=cfg.dataloader_num_workers > 0,
         # MoE-LoRA: experts no token picked in a micro-batch get no gradient.
         ddp_find_unused_parameters=cfg.adapter == "moelora",
         optim="adamw_torch",
@@ -234,11 +236,15 @@ def setup_layers(model, cfg: TrainConfig, device: str) -> str:
 
 
 def graph_batching(cfg: TrainConfig, model) -> tuple[bool, int]:
-    """(layers run as CUDA graphs, pad_to_multiple_of for the collator), after ``setup_layers``:
-    under graphs each new batch shape records new graphs, so lengths are padded to a multiple of 32."""
+    """(layers run as CUDA graphs, pad_to_multiple_of for the collator), after ``setup_layers``.
+
+    Compiled layers recompile (10-40 s each, lora.py on an H100, bench/RESULTS.md run 18) for new
+    lengths until the compiler goes dynamic, and CUDA graphs record once per batch shape, so lengths
+    are padded to a multiple of 32 (COCO captions: one length, 128) whenever layers are compiled."""
     from vlft.train.fast.compile import compiled_decoder_layers
-    graphs = cfg.compile_mode == "reduce-overhead" and bool(compiled_decoder_layers(model))
-    return graphs, cfg.pad_to_multiple_of or (32 if graphs else 0)
+    compiled = bool(compiled_decoder_layers(model))
+    graphs = cfg.compile_mode == "reduce-overhead" and compiled
+    return graphs, cfg.pad_to_multiple_of or (32 if compiled else 0)
 
 
 def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], precision):
@@ -325,6 +331,8 @@ def save(trainer, cfg: TrainConfig, processor, data: dict[str, Any], train_outpu
         "world_size": world,
         "ranks_consistent": consistent,
         "data": data["stats"],
+        "train_batch_shapes": sorted(trainer.batch_shapes),
+        "log_history": trainer.state.log_history,  # per-log loss, lr, samples/s, eval loss
         "swanlab_dir": str(swanlab_dir) if swanlab_dir else None,
         "config": cfg.to_dict(),
     }

@@ -24,8 +24,13 @@ class VlftTrainer(Trainer):
     is ``aux_coef * aux`` added to the loss here, and then the reported loss includes it.
 
     ``cudagraphs``: the decoder layers were compiled with ``mode="reduce-overhead"``; every micro-step
-    and eval step then starts a new CUDA-graph iteration, and with gradient accumulation the first
-    gradient of each window is copied out of the graphs' memory (``fast.compile.own_first_grad``).
+    then starts a new CUDA-graph iteration, and with gradient accumulation the first gradient of each
+    window is copied out of the graphs' memory (``fast.compile.own_first_grad``). Evaluation runs the
+    layers eagerly, so its batch shapes record no graphs next to the training ones.
+
+    Loss-only evaluation uses the labelled-token loss as well (``loss_impl='fast'``): the plain
+    forward's full-vocabulary logits raised peak reserved memory by 1.8 GiB at the first evaluation
+    (lora.py on an H100, 6.7 -> 8.6 GiB at length 256, bench/RESULTS.md run 19).
 
     Routing statistics and the logged aux value are recorded on the micro-batches of logged steps
     only (``moe/aux_loss`` is their mean); the aux gradient itself is applied on every step.
@@ -46,9 +51,11 @@ class VlftTrainer(Trainer):
         self.stats_fn = stats_fn
         self.loss_impl, self.loss_chunk_size = loss_impl, loss_chunk_size
         self.meter = ThroughputMeter()
+        self.batch_shapes: set[tuple[int, int]] = set()  # (batch, length) of the training micro-batches
         self._tokens = None            # device tensor: non-pad tokens since the last flush
         self._aux_sum = None           # device tensor: sum of aux values since the last log
         self._aux_n = 0
+        self._eval_loss_only = False   # inside a loss-only prediction_step
         self._moe_contexts: list = []
         self._grad_hooks: list = []
         if cudagraphs and self.args.gradient_accumulation_steps > 1:
@@ -106,6 +113,7 @@ class VlftTrainer(Trainer):
         n = mask.sum() if mask is not None else inputs["input_ids"].numel()
         self._tokens = n if self._tokens is None else self._tokens + n
         self.meter.add(samples=len(inputs["input_ids"]), tokens=0)
+        self.batch_shapes.add(tuple(inputs["input_ids"].shape))  # under CUDA graphs: one recording each
         return super().training_step(model, inputs, num_items_in_batch)
 
     def _mark_graph_step(self) -> None:
@@ -114,13 +122,23 @@ class VlftTrainer(Trainer):
             torch.compiler.cudagraph_mark_step_begin()
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        self._mark_graph_step()
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        # Loss-only evaluation takes the labelled-token loss too: the full-vocabulary logits (and their
+        # fp32 upcast) of a 24x256 eval batch are ~5 GiB, more than the training step itself.
+        self._eval_loss_only = prediction_loss_only
+        try:
+            if not self.cudagraphs:
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+            import torch
+            with torch.compiler.set_stance("force_eager"):
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        finally:
+            self._eval_loss_only = False
 
     def _use_fast_loss(self, model, return_outputs: bool) -> bool:
         # DDP/FSDP wrappers must run their own forward (gradient sync): fast path on the bare model only.
-        return (self.loss_impl == "fast" and model.training and not return_outputs
-                and self.accelerator.unwrap_model(model) is model)
+        if self.loss_impl != "fast" or self.accelerator.unwrap_model(model) is not model:
+            return False
+        return (not return_outputs) if model.training else self._eval_loss_only
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._use_fast_loss(model, return_outputs):
@@ -130,7 +148,7 @@ class VlftTrainer(Trainer):
             self.loss_is_scaled_for_ga = num_items_in_batch is not None
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss (tokens summed over ranks)
-            outputs = None
+            outputs = {}  # no logits: Trainer.prediction_step reads an empty dict as none
         else:
             self.loss_is_scaled_for_ga = None  # Trainer decides, as for its own loss
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,

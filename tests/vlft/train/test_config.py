@@ -69,18 +69,34 @@ def test_bad_values_name_the_field(kw, field):
         TrainConfig(**kw)
 
 
-def test_auto_batch_accumulation_and_lr_resolve_by_device(tmp_path):
+def test_auto_fields_resolve_by_device_and_process_count(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
     cfg = parse_config(TrainConfig, SEED_ARGS)
-    assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.learning_rate) == (None,) * 3
+    assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.learning_rate,
+            cfg.compile_mode, cfg.dataloader_num_workers) == (None,) * 5
     cuda, cpu = cfg.resolve_auto("cuda"), cfg.resolve_auto("cpu")
-    assert (cuda.per_device_train_batch_size, cuda.gradient_accumulation_steps) == (32, 1)
-    assert cuda.learning_rate == pytest.approx(2e-4)
-    assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps) == (1, 8)  # the seed's 1 x 8
+    # one CUDA process: CUDA graphs, batch 24 (32 under graphs peaks at 7.8 GiB), 4 decoding workers
+    assert (cuda.compile_mode, cuda.per_device_train_batch_size, cuda.gradient_accumulation_steps,
+            cuda.dataloader_num_workers) == ("reduce-overhead", 24, 1, 4)
+    assert cuda.learning_rate == pytest.approx(1e-4 * 3 ** 0.5, rel=1e-2)
+    # CPU: the seed's 1 x 8, no workers (the cores train)
+    assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps, cpu.dataloader_num_workers) == (1, 8, 0)
     assert cpu.learning_rate == pytest.approx(1e-4)
     assert cfg.loss_impl == "fast" and cfg.checkpoint_every == 1 and cfg.gradient_checkpointing
-    graphs = cfg.replace(compile_mode="reduce-overhead")  # CUDA graphs: batch 32 does not fit 7 GiB
-    assert graphs.resolve_auto("cuda").per_device_train_batch_size == 24
-    assert graphs.resolve_auto("cpu").per_device_train_batch_size == 1
+    compiled = cfg.replace(compile_mode="default")  # compiled layers without graphs: batch 32
+    assert compiled.resolve_auto("cuda").per_device_train_batch_size == 32
+    monkeypatch.setenv("WORLD_SIZE", "8")  # 8 GPUs on one host: graphs unmeasured there, 1 worker each
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    multi = cfg.resolve_auto("cuda")
+    assert (multi.compile_mode, multi.per_device_train_batch_size, multi.dataloader_num_workers) == ("default", 32, 1)
+    assert cfg.replace(dataloader_num_workers=0, compile_mode="reduce-overhead").resolve_auto("cuda") \
+        .dataloader_num_workers == 0  # explicit values win
+    with pytest.raises(ConfigError, match="^dataloader_num_workers:"):
+        TrainConfig(dataloader_num_workers=-1)
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     # explicit values win; "auto" works on the command line and in YAML
     cfg = parse_config(TrainConfig, SEED_ARGS + ["--per_device_train_batch_size", "4", "--learning_rate", "auto"])
     r = cfg.resolve_auto("cuda")

@@ -185,10 +185,40 @@ def test_moelora_routing_recorded_only_on_logged_steps(make_cfg):
         assert 0.99 < h["moe/aux_loss"] < cfg.num_experts and "moe/entropy" in h and "moe/load_max" in h
 
 
+def test_loss_only_eval_takes_the_labelled_token_loss_with_the_same_value(make_cfg, caption_json,
+                                                                        monkeypatch):
+    """Evaluation with loss_impl='fast' never builds full-vocabulary logits (they are the largest
+    tensor at eval: ~5 GiB at 24x256 on Qwen3-VL) and reports the plain forward's eval loss."""
+    from vlft.train.fast import loss as fast_loss
+
+    rows, losses, projected = {}, {}, []
+    real_ce = fast_loss._chunk_ce_sum
+    monkeypatch.setattr(fast_loss, "_chunk_ce_sum", lambda h, *a: projected.append(len(h)) or real_ce(h, *a))
+    for impl in ("fast", "hf"):
+        cfg = make_cfg(loss_impl=impl, eval_data_path=str(caption_json), per_device_train_batch_size=4)
+        model, processor, precision, _ = R.setup_model(cfg)
+        trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
+        seen, labelled, positions = [], [], []
+        head = model.get_output_embeddings()
+        hook = head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[:-1].numel()))
+        for batch in trainer.get_eval_dataloader():
+            labelled.append(int((batch["labels"][:, 1:] != -100).sum()))
+            positions.append(batch["labels"].numel())
+        try:
+            losses[impl] = trainer.evaluate()["eval_loss"]
+        finally:
+            hook.remove()
+        rows[impl] = seen
+    # fast: the head's weight projects the labelled tokens only; hf: the head runs on every position
+    assert rows["fast"] == [] and projected == labelled and rows["hf"] == positions
+    assert losses["fast"] == pytest.approx(losses["hf"], rel=1e-4)
+
+
 def test_cudagraph_mode_wiring_and_eager_predictions(make_cfg, caption_json, monkeypatch):
     """compile_mode=reduce-overhead: layers compiled as CUDA graphs (on the CPU inductor skips the
     graphs, the wiring is the same), batches padded to a multiple of 32, a new CUDA-graph iteration
-    marked before every micro-step and eval step; after training the sample predictions run on
+    marked before every micro-step; evaluation runs the compiled layers eagerly (no-grad graphs next to
+    the training ones cost up to 1.9 GiB on the GPU); after training the sample predictions run on
     eager layers (a growing KV cache would recompile, or re-record, for every new length)."""
     import torch
     import torch._dynamo
@@ -207,10 +237,17 @@ def test_cudagraph_mode_wiring_and_eager_predictions(make_cfg, caption_json, mon
     assert len(compiled_decoder_layers(model)) == 2  # compiled lazily: nothing ran yet
     marks = []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
-    fast.uncompile_decoder_layers(model)  # eval marks, checked on eager layers (no compile time)
+    # evaluation on the compiled layers: a hook inside layer 0 runs at run time only when the layer
+    # runs eagerly (compiled, it is traced once with is_compiling() True, then not called again)
+    eager_calls = []
+    hook = fast.compile.decoder_layers(model)[0].register_forward_hook(
+        lambda *_: eager_calls.append(not torch.compiler.is_compiling()))
     n_eval = len(trainer.get_eval_dataloader())
-    assert trainer.evaluate()["eval_loss"] > 0 and len(marks) == n_eval > 0
-    marks.clear()
+    try:
+        assert trainer.evaluate()["eval_loss"] > 0
+    finally:
+        hook.remove()
+    assert eager_calls == [True] * n_eval and n_eval > 0 and not marks
     seen = {}
     real_predict = R.predict_and_log
 
@@ -245,15 +282,19 @@ def test_setup_layers_compiles_when_asked_and_checkpoints_otherwise(tiny_model_d
 
     from vlft.train import fast
     from vlft.train.config import TrainConfig
-    from vlft.train.recipe import setup_layers, use_compile
+    from vlft.train.recipe import graph_batching, setup_layers, use_compile
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
-    cfg = TrainConfig()
+    cfg = TrainConfig().resolve_auto("cpu")
     assert cfg.compile is None and not use_compile(cfg, "cpu")
     assert setup_layers(model, cfg, "cpu") == "gradient checkpointing on 2 layers"
+    assert graph_batching(cfg, model) == (False, 0)  # eager: each batch padded to its longest sample
     try:
-        assert setup_layers(model, cfg.replace(compile=True), "cpu") == \
-            "2 compiled decoder layers, activations recomputed"
+        compiled = cfg.replace(compile=True, compile_mode="default")
+        assert setup_layers(model, compiled, "cpu") == "2 compiled decoder layers, activations recomputed"
+        # compiled layers recompile for every new length: lengths padded to multiples of 32, no graphs
+        assert graph_batching(compiled, model) == (False, 32)
+        assert graph_batching(compiled.replace(pad_to_multiple_of=8), model) == (False, 8)
         layers = fast.compile.decoder_layers(model)
         assert all(layer._compiled_call_impl is not None and not layer.gradient_checkpointing for layer in layers)
         assert fast.uncompile_decoder_layers(model) == 2 and fast.uncompile_decoder_layers(model) == 0

@@ -47,7 +47,7 @@ def compile_decoder_layers(model, memory_budget: float = 0.0, mode: str | None =
     1 saves everything. Gradient checkpointing must be off on these layers (the partitioner
     replaces it). ``mode="reduce-overhead"`` adds CUDA graphs: the caller must then call
     ``torch.compiler.cudagraph_mark_step_begin()`` before each micro-step (the bench and
-    ``VlftTrainer(cudagraphs=True)`` do; opt-in, ``--compile_mode reduce-overhead``).
+    ``VlftTrainer(cudagraphs=True)`` do; lora.py's default on one CUDA process).
     """
     import torch._dynamo
     import torch._functorch.config as fcfg
@@ -55,7 +55,8 @@ def compile_decoder_layers(model, memory_budget: float = 0.0, mode: str | None =
     if not 0.0 <= memory_budget <= 1.0:
         raise ValueError(f"memory_budget must be in [0, 1], got {memory_budget}")
     fcfg.activation_memory_budget = memory_budget
-    # one recompile per distinct (batch, length) shape at most before dynamic shapes kick in
+    # two graphs per (batch, length) shape (layer 0's input needs no gradient, the others' do):
+    # the default limit of 8 would fall back to eager after four shapes
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     layers = decoder_layers(model)
     for layer in layers:
