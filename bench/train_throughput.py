@@ -105,13 +105,23 @@ def default_settings(tiny: bool, plan: str = "measured") -> list[Setting]:
              Setting("b_4bit_mb24_compile_budget0_cudagraphs", "b", micro_batch=24, accum=1, ckpt_every=0,
                      chunk=1024, mem_budget=0.0, compile_mode="reduce-overhead", **cb)]
         c, compiled = [], []
+    elif plan == "shipped":  # lora.py's CUDA default for (b) and (d), (c) with the same compiled layers
+        b = [Setting("b_4bit_mb24_compile_budget0_cudagraphs", "b", micro_batch=24, accum=1, ckpt_every=0,
+                     chunk=1024, mem_budget=0.0, compile_mode="reduce-overhead", **cb)]
+        # (c) has the memory to keep activations (budget 1), so nothing is recomputed
+        c = [Setting("c_bf16_mb64_ckpt0_compile", "c", quant="none", micro_batch=64, accum=1, ckpt_every=0,
+                     chunk=256, **cb),
+             Setting("c_bf16_mb64_ckpt0_compile_cudagraphs", "c", quant="none", micro_batch=64, accum=1,
+                     ckpt_every=0, chunk=256, compile_mode="reduce-overhead", **cb)]
+        compiled = []
     else:
-        raise ValueError(f"plan: {plan!r} is not one of measured, next, compiled")
+        raise ValueError(f"plan: {plan!r} is not one of measured, next, compiled, shipped")
     if tiny:  # keep the CPU smoke run short
         seed = replace(seed, accum=2, steps=1)
         small = dict(micro_batch=4, warmup=2, steps=1)
-        b = [replace(b[0], **small), replace(b[1], **small, **({} if b[1].compile else dict(pack_tokens=256,
-                                                                                          profile=True)))]
+        b = [replace(b[0], **small)] + [replace(x, **small, **({} if x.compile else dict(pack_tokens=256,
+                                                                                         profile=True)))
+                                        for x in b[1:2]]
         c = [replace(x, **small, profile=False) for x in c[:1]]
         compiled = [replace(x, **small) for x in compiled[:1]]
     return [seed, *b, *c, *compiled]
@@ -419,9 +429,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="tiny model on the CPU (smoke test)")
     ap.add_argument("--only", default="", help="comma list of setting-name prefixes or groups (a,b,c,d)")
-    ap.add_argument("--plan", default="measured", choices=["measured", "next", "compiled"],
+    ap.add_argument("--plan", default="measured", choices=["measured", "next", "compiled", "shipped"],
                     help="measured: the settings behind bench/RESULTS.md; next: not yet run experiments; "
-                         "compiled: eager vs compiled decoder layers for (b) and (d)")
+                         "compiled: eager vs compiled decoder layers for (b) and (d); shipped: (a), lora.py's "
+                         "CUDA default as (b) and (d), (c) compiled with and without CUDA graphs")
     ap.add_argument("--mem_limit_gb", type=float, default=7.0, help="(b) peak reserved memory limit")
     ap.add_argument("--samples", type=int, default=64, help="distinct synthetic samples")
     ap.add_argument("--steps", type=int, default=0,

@@ -20,6 +20,12 @@ DEFAULT_MAX_PIXELS = 288 * 288
 DEFAULT_MIN_PIXELS = 32 * 32
 
 
+# Kept in 16-bit under 4-/8-bit loading. transformers 5.x matches a pattern from the start of the
+# module name (or as a suffix), so the vision tower needs its full prefix: "visual" alone matched only
+# the container and left every vision Linear quantized.
+SKIP_QUANT_MODULES = ("model.visual", "visual", "lm_head")
+
+
 class ModelLoadError(RuntimeError):
     """The model folder is missing, incomplete or not a Qwen-VL model."""
 
@@ -83,7 +89,7 @@ def quantization_config(precision: Precision):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
                               # Vision tower stays in 16-bit: it is small and quantizing it hurts.
-                              llm_int8_skip_modules=["visual", "lm_head"])
+                              llm_int8_skip_modules=list(SKIP_QUANT_MODULES))
 
 
 def check_model_dir(model_dir: str | Path) -> Path:

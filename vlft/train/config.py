@@ -21,6 +21,21 @@ AUTO_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "le
                "dataloader_num_workers")
 
 
+PROFILE_TOKENS = 128  # sample length of the measured 8 GB profile: COCO caption + 81 image tokens, padded
+
+
+def auto_micro_batch(profile: int, max_len: int | None) -> int:
+    """Micro-batch for samples of up to ``max_len`` tokens: the profile's batch while samples fit
+    its 128 tokens, else fewer samples with the same tokens per micro-batch (activation memory grows
+    with tokens: lora.py at batch 24, 256-token captions peaked at 7.5 GiB reserved + 0.9 GiB CUDA
+    context, bench/RESULTS.md run 22). Multiples of 4 above 8, so few batch shapes get compiled."""
+    if not max_len or max_len <= PROFILE_TOKENS:
+        return profile
+    padded = -(-max_len // 32) * 32  # compiled layers see lengths padded to a multiple of 32
+    bs = profile * PROFILE_TOKENS // padded
+    return max(1, bs - bs % 4 if bs >= 8 else bs)
+
+
 @dataclass
 class TrainConfig(BaseConfig):
     """Fine-tune a Qwen-VL model with LoRA / QLoRA / DoRA / IA3 / MoE-LoRA."""
@@ -54,10 +69,12 @@ class TrainConfig(BaseConfig):
 
     # -- optimisation -----------------------------------------------------------------------
     per_device_train_batch_size: Optional[int] = field(
-        None, "samples per device per step; auto (None): 32 on CUDA (measured: 4-bit Qwen3-VL-4B "
-              "at 6.2 GiB, docs/performance.md), 1 on CPU")
+        None, "samples per device per step; auto (None) on CUDA: 24 under CUDA graphs, 32 without, for "
+              "samples of up to 128 tokens (4-bit Qwen3-VL-4B: 6.6 GiB peak reserved, bench/RESULTS.md), "
+              "scaled down for longer samples so the tokens per micro-batch stay the same; 1 on CPU")
     gradient_accumulation_steps: Optional[int] = field(
-        None, "micro-batches per optimizer step; auto (None): 1 on CUDA, 8 on CPU")
+        None, "micro-batches per optimizer step; auto (None): on CUDA what keeps the effective batch of "
+              "the 128-token profile when long samples shrink the micro-batch (1 for COCO captions), 8 on CPU")
     num_train_epochs: float = field(3.0, "epochs (ignored when max_steps > 0)")
     max_steps: int = field(-1, "total optimizer steps; -1 = from num_train_epochs")
     learning_rate: Optional[float] = field(
@@ -87,8 +104,8 @@ class TrainConfig(BaseConfig):
     compile_mode: Optional[Literal["default", "reduce-overhead"]] = field(
         None, "with compiled layers: reduce-overhead also replays them as CUDA graphs, which frees most of the "
               "step from the CPU (H100, Trainer, batch 24 x 2: LoRA 1.51x, MoE-LoRA 1.32x the compiled step, "
-              "same losses; lora.py at batch 24, captions of 20-140 tokens: peak 6.6 / 6.9 GiB reserved "
-              "for LoRA / MoE-LoRA; bench/RESULTS.md runs 17-19). Auto (None): reduce-overhead on one CUDA "
+              "same losses; MoeLORA.py at batch 24 on COCO captions: 5.9 GiB peak reserved; bench/RESULTS.md "
+              "runs 17-23). Auto (None): reduce-overhead on one CUDA "
               "process, default under multi-GPU (not measured there). Under graphs the auto batch is 24 "
               "(32 peaks at 7.8 GiB); every new batch shape compiles and records once (cold: 10-100 s for "
               "MoE-LoRA; inductor's on-disk cache shortens later runs)")
@@ -159,16 +176,20 @@ class TrainConfig(BaseConfig):
         require(bool(self.lora_target_modules.strip()), "lora_target_modules", "must not be empty")
         require(self.num_sample_predictions >= 0, "num_sample_predictions", "must be >= 0")
 
-    def resolve_auto(self, device: str) -> "TrainConfig":
-        """A copy with the auto (None) fields filled in for ``device`` ('cuda' or 'cpu') and the
-        launcher's process count ($WORLD_SIZE / $LOCAL_WORLD_SIZE); explicit values are kept."""
+    def resolve_auto(self, device: str, max_len: int | None = None) -> "TrainConfig":
+        """A copy with the auto (None) fields filled in for ``device`` ('cuda' or 'cpu'), the
+        launcher's process count ($WORLD_SIZE / $LOCAL_WORLD_SIZE) and ``max_len``, the longest
+        training sample in tokens (None: unknown, taken as the profile's 128); explicit values are kept."""
         cuda = device == "cuda"
         world = int(os.environ.get("WORLD_SIZE", "1"))
         local = max(int(os.environ.get("LOCAL_WORLD_SIZE", world)), 1)
         mode = self.compile_mode or ("reduce-overhead" if cuda and world == 1 else "default")
         # under CUDA graphs batch 32 peaks at 7.8 GiB reserved, 24 at 6.6-7.1 (bench/RESULTS.md, runs 12-16)
-        bs = self.per_device_train_batch_size or ((24 if mode == "reduce-overhead" else 32) if cuda else 1)
-        ga = self.gradient_accumulation_steps or (1 if cuda else 8)
+        profile = (24 if mode == "reduce-overhead" else 32) if cuda else 1
+        bs = self.per_device_train_batch_size or (auto_micro_batch(profile, max_len) if cuda else profile)
+        ga = self.gradient_accumulation_steps
+        if ga is None:  # an auto micro-batch shrunk for long samples keeps the profile's effective batch
+            ga = (-(-profile // bs) if self.per_device_train_batch_size is None else 1) if cuda else 8
         lr = self.learning_rate or float(f"{1e-4 * math.sqrt(bs * ga / 8):.3g}")  # 3 significant digits
         workers = self.dataloader_num_workers
         if workers is None:  # on the CPU the cores do the training itself

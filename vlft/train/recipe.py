@@ -106,10 +106,25 @@ def prepare_for_kbit_training(model, gradient_checkpointing: bool) -> None:
     PEFT, and the Trainer runs bf16/fp16 autocast, so the upcast buys nothing here.
     """
     model.requires_grad_(False)
+    keep_4bit_layout_trainable(model)
     if gradient_checkpointing:
         # Non-reentrant checkpointing does not need inputs that require grad; this keeps the
         # reentrant variant working too if a caller switches to it.
         model.enable_input_require_grads()
+
+
+def keep_4bit_layout_trainable(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel; returns the count.
+
+    On a CPU with AVX512-BF16, ``Linear4bit.forward`` in eval mode without autograd (every evaluation)
+    rewrites the weight in place into a layout whose matmul has no backward: every later training step
+    then gives the adapters no gradient at all (and widths under 64 crash the repacking)."""
+    n = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 def setup_model(cfg: TrainConfig):
@@ -247,8 +262,13 @@ def graph_batching(cfg: TrainConfig, model) -> tuple[bool, int]:
     return graphs, cfg.pad_to_multiple_of or (32 if compiled else 0)
 
 
+def max_sample_tokens(data: dict[str, Any]) -> int:
+    """Longest training or eval sample (tokens, images included): what the auto batch is sized for."""
+    return max(max(ds.lengths, default=0) for ds in (data["train"], data["eval"]) if ds is not None)
+
+
 def build_trainer(cfg: TrainConfig, model, processor, data: dict[str, Any], precision):
-    cfg = cfg.resolve_auto(precision.device)
+    cfg = cfg.resolve_auto(precision.device, max_sample_tokens(data))
     from vlft.train.collator import SftCollator
     from vlft.train.trainer import VlftTrainer
 
@@ -387,13 +407,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     preflight(cfg)
     set_seed(cfg.seed)  # adapter init is part of "same run, same weights"
     model, processor, precision, targets = setup_model(cfg)
-    cfg = cfg.resolve_auto(precision.device)  # auto batch size / accumulation / learning rate
-    print(f"batch {cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation, "
-          f"learning rate {cfg.learning_rate:g}, {cfg.loss_impl} loss")
     data = setup_data(cfg, processor)
+    longest = max_sample_tokens(data)
     print(f"data: {data['stats']['train']['n_kept']} training samples"
           + (f", {data['stats']['eval']['n_kept']} eval samples" if data["eval"] is not None else "")
-          + _skips(data["stats"]["train"]))
+          + f", longest {longest} tokens" + _skips(data["stats"]["train"]))
+    cfg = cfg.resolve_auto(precision.device, longest)  # auto batch size / accumulation / learning rate
+    print(f"batch {cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation, "
+          f"learning rate {cfg.learning_rate:g}, {cfg.loss_impl} loss")
     trainer = build_trainer(cfg, model, processor, data, precision)
     swanlab_dir = None
     if cfg.report_to == "swanlab" and trainer.is_world_process_zero():

@@ -9,6 +9,7 @@ import pytest
 from vlft.config import ConfigError, parse_config
 from vlft.paths import REPO_DIR
 from vlft.train import MoeTrainConfig, TrainConfig
+from vlft.train.config import auto_micro_batch
 
 SEED_ARGS = ["--model", "./qwen3-vl-4b-instruct", "--train_json", "./coco_2014_caption/train.json",
              "--output_dir", "./output/Qwen3-VL-4Bmoelora"]
@@ -97,6 +98,15 @@ def test_auto_fields_resolve_by_device_and_process_count(tmp_path, monkeypatch):
         TrainConfig(dataloader_num_workers=-1)
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    # long samples: fewer per micro-batch (same tokens), accumulation keeps the effective batch
+    assert (auto_micro_batch(24, None), auto_micro_batch(24, 128), auto_micro_batch(24, 129)) == (24, 24, 16)
+    assert (auto_micro_batch(24, 228), auto_micro_batch(32, 256), auto_micro_batch(24, 4096)) == (12, 16, 1)
+    long = cfg.resolve_auto("cuda", max_len=228)
+    assert (long.per_device_train_batch_size, long.gradient_accumulation_steps) == (12, 2)
+    assert long.learning_rate == cuda.learning_rate
+    assert cfg.resolve_auto("cpu", max_len=4096).per_device_train_batch_size == 1
+    assert cfg.replace(per_device_train_batch_size=24).resolve_auto("cuda", max_len=4096) \
+        .per_device_train_batch_size == 24
     # explicit values win; "auto" works on the command line and in YAML
     cfg = parse_config(TrainConfig, SEED_ARGS + ["--per_device_train_batch_size", "4", "--learning_rate", "auto"])
     r = cfg.resolve_auto("cuda")

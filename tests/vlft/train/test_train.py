@@ -51,7 +51,10 @@ def test_qlora_4bit_on_cpu_with_eval_set(make_cfg, caption_json):
     cfg = make_cfg(load_in_4bit=True, max_steps=2, eval_data_path=str(caption_json),
                    save_strategy="steps", save_steps=2)
     model, processor, precision, targets = R.setup_model(cfg)
-    assert any(isinstance(m, Linear4bit) for m in model.modules())
+    quantized = [n for n, m in model.named_modules() if isinstance(m, Linear4bit)]
+    # the language model is 4-bit; the vision tower and lm_head stay 16-bit
+    assert quantized and all(".language_model." in n for n in quantized)
+    assert any(".visual." in n and isinstance(m, torch.nn.Linear) for n, m in model.named_modules())
     data = R.setup_data(cfg, processor)
     trainer = R.build_trainer(cfg, model, processor, data, precision)
     summary = R.save(trainer, cfg, processor, data, R.fit(trainer, cfg), precision, targets, None)
@@ -59,6 +62,45 @@ def test_qlora_4bit_on_cpu_with_eval_set(make_cfg, caption_json):
     assert summary["final_loss"] == summary["final_loss"]  # not NaN
     assert summary["eval_loss"] is not None and summary["data"]["eval"]["n_kept"] == 4
     assert (Path(cfg.output_dir) / "checkpoint-2" / "adapter_model.safetensors").is_file()
+
+
+def test_qlora_gradients_survive_an_evaluation(make_cfg, caption_json):
+    """bitsandbytes repacks 4-bit weights in place for its CPU inference kernel (AVX512-BF16 CPUs)
+    on eval-mode no-grad forwards, and that layout has no backward: after the first evaluation the
+    adapters got no gradient at all. Same batch, same gradients before and after an evaluation."""
+    from bitsandbytes.nn import Linear4bit
+
+    cfg = make_cfg(load_in_4bit=True, lora_dropout=0.0, eval_data_path=str(caption_json))
+    model, processor, precision, _ = R.setup_model(cfg)
+    assert all(not m.support_avx512bf16_for_cpu for m in model.modules() if isinstance(m, Linear4bit))
+    trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
+    batch = next(iter(trainer.get_train_dataloader()))
+
+    def grads():
+        model.train()
+        model.zero_grad(set_to_none=True)
+        trainer.compute_loss(model, batch).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    before = grads()
+    trainer.evaluate()
+    after = grads()
+    assert before and after.keys() == before.keys()
+    for n in before:
+        torch.testing.assert_close(after[n], before[n], rtol=1e-4, atol=1e-6)
+
+
+def test_auto_batch_is_sized_for_the_longest_real_sample(make_cfg, caption_json):
+    """The auto micro-batch on CUDA shrinks for long samples (config.auto_micro_batch); the length it
+    is given must be the longest batch row the collator really builds, images included."""
+    from vlft.train.collator import SftCollator
+
+    cfg = make_cfg(eval_data_path=str(caption_json))
+    model, processor, precision, _ = R.setup_model(cfg)
+    data = R.setup_data(cfg, processor)
+    collate = SftCollator(processor, cfg.model_max_length)
+    rows = [int(collate([s])["attention_mask"].sum()) for ds in (data["train"], data["eval"]) for s in ds]
+    assert R.max_sample_tokens(data) == max(rows) > 0
 
 
 def test_four_samples_overfit_and_adapter_reloads_to_identical_logits(make_cfg, peaked_model_dir):
