@@ -23,7 +23,7 @@ DEFAULT_MIN_PIXELS = 32 * 32
 # Kept in 16-bit under 4-/8-bit loading. transformers 5.x matches a pattern from the start of the
 # module name (or as a suffix), so the vision tower needs its full prefix: "visual" alone matched only
 # the container and left every vision Linear quantized.
-SKIP_QUANT_MODULES = ("model.visual", "visual", "lm_head")
+SKIP_QUANT_MODULES = ("model.visual", "lm_head")
 
 
 class ModelLoadError(RuntimeError):

@@ -22,6 +22,7 @@ AUTO_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "le
 
 
 PROFILE_TOKENS = 128  # sample length of the measured 8 GB profile: COCO caption + 81 image tokens, padded
+COMPILED_PAD_MULTIPLE = 32  # lengths are padded to this with compiled layers (each new length recompiles)
 
 
 def auto_micro_batch(profile: int, max_len: int | None) -> int:
@@ -31,7 +32,7 @@ def auto_micro_batch(profile: int, max_len: int | None) -> int:
     context, bench/RESULTS.md run 22). Multiples of 4 above 8, so few batch shapes get compiled."""
     if not max_len or max_len <= PROFILE_TOKENS:
         return profile
-    padded = -(-max_len // 32) * 32  # compiled layers see lengths padded to a multiple of 32
+    padded = -(-max_len // COMPILED_PAD_MULTIPLE) * COMPILED_PAD_MULTIPLE  # what compiled layers see
     bs = profile * PROFILE_TOKENS // padded
     return max(1, bs - bs % 4 if bs >= 8 else bs)
 

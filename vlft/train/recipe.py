@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlft.train.config import TrainConfig
+from vlft.train.config import COMPILED_PAD_MULTIPLE, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +113,15 @@ def prepare_for_kbit_training(model, gradient_checkpointing: bool) -> None:
         model.enable_input_require_grads()
 
 
-def keep_4bit_layout_trainable(model) -> int:
-    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel; returns the count.
+def keep_4bit_layout_trainable(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
 
     On a CPU with AVX512-BF16, ``Linear4bit.forward`` in eval mode without autograd (every evaluation)
     rewrites the weight in place into a layout whose matmul has no backward: every later training step
     then gives the adapters no gradient at all (and widths under 64 crash the repacking)."""
-    n = 0
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
-            n += 1
-    return n
 
 
 def setup_model(cfg: TrainConfig):
@@ -259,7 +256,7 @@ def graph_batching(cfg: TrainConfig, model) -> tuple[bool, int]:
     from vlft.train.fast.compile import compiled_decoder_layers
     compiled = bool(compiled_decoder_layers(model))
     graphs = cfg.compile_mode == "reduce-overhead" and compiled
-    return graphs, cfg.pad_to_multiple_of or (32 if compiled else 0)
+    return graphs, cfg.pad_to_multiple_of or (COMPILED_PAD_MULTIPLE if compiled else 0)
 
 
 def max_sample_tokens(data: dict[str, Any]) -> int:
