@@ -50,6 +50,11 @@ class VlftTrainer(Trainer):
         self.aux_coef = aux_coef
         self.stats_fn = stats_fn
         self.loss_impl, self.loss_chunk_size = loss_impl, loss_chunk_size
+        if loss_impl == "fast":
+            # Qwen-VL classes declare accepts_loss_kwargs=False, so the Trainer would not count the labelled
+            # tokens of an accumulation window (summed over ranks) and every micro-batch and rank would
+            # weigh the same whatever its token count. lm_loss divides by that count itself.
+            self.model_accepts_loss_kwargs = True
         self.meter = ThroughputMeter()
         self.batch_shapes: set[tuple[int, int]] = set()  # (batch, length) of the training micro-batches
         self._tokens = None            # device tensor: non-pad tokens since the last flush
