@@ -113,10 +113,10 @@ def train_once(adapter: str, mode: str, model: Path, train: Path, val: Path, wor
            *args.extra.split()]
     wall = run(cmd, work / f"{adapter}-{mode}-pad{args.pad_words}.log", args.timeout)
     s = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
-    cfg = s["config"]
-    return dict(adapter=adapter, compile_mode=mode, resolved_mode=cfg["compile_mode"],
-                workers=cfg["dataloader_num_workers"], wall_s=round(wall, 1), steps=s["global_step"],
-                batch=cfg["per_device_train_batch_size"], accum=cfg["gradient_accumulation_steps"],
+    plan = s["plan"]  # the run's auto settings as resolved
+    return dict(adapter=adapter, compile_mode=mode, resolved_mode=plan["compile_mode"],
+                workers=plan["workers"], wall_s=round(wall, 1), steps=s["global_step"],
+                batch=plan["batch_size"], accum=plan["accumulation"],
                 shapes=s.get("train_batch_shapes"), samples_per_s=s["samples_per_second"],
                 steady_samples_per_s=steady_rate(s["log_history"], args.warm),
                 peak_alloc_gb=s.get("peak_gpu_mem_gb"), peak_reserved_gb=s.get("peak_gpu_reserved_gb"),

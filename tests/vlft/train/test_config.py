@@ -9,7 +9,7 @@ import pytest
 from vlft.config import ConfigError, parse_config
 from vlft.paths import REPO_DIR
 from vlft.train import MoeTrainConfig, TrainConfig
-from vlft.train.config import auto_micro_batch
+from vlft.train.plan import LaunchEnv, auto_micro_batch, make_plan
 
 SEED_ARGS = ["--model", "./qwen3-vl-4b-instruct", "--train_json", "./coco_2014_caption/train.json",
              "--output_dir", "./output/Qwen3-VL-4Bmoelora"]
@@ -70,47 +70,46 @@ def test_bad_values_name_the_field(kw, field):
         TrainConfig(**kw)
 
 
-def test_auto_fields_resolve_by_device_and_process_count(tmp_path, monkeypatch):
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+def test_auto_fields_resolve_by_device_and_process_count(tmp_path):
+    one = LaunchEnv(world_size=1, local_world_size=1, cpu_count=16)
+
+    def plan(cfg, device, env=one, max_len=None):
+        return make_plan(cfg, max_len, device=device, env=env, compile_check=(device == "cuda", ""))
+
     cfg = parse_config(TrainConfig, SEED_ARGS)
     assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.learning_rate,
             cfg.compile_mode, cfg.dataloader_num_workers) == (None,) * 5
-    cuda, cpu = cfg.resolve_auto("cuda"), cfg.resolve_auto("cpu")
+    cuda, cpu = plan(cfg, "cuda"), plan(cfg, "cpu")
     # one CUDA process: CUDA graphs, batch 24 (32 under graphs peaks at 7.8 GiB), 4 decoding workers
-    assert (cuda.compile_mode, cuda.per_device_train_batch_size, cuda.gradient_accumulation_steps,
-            cuda.dataloader_num_workers) == ("reduce-overhead", 24, 1, 4)
+    assert (cuda.compile_mode, cuda.batch_size, cuda.accumulation, cuda.workers) == ("reduce-overhead", 24, 1, 4)
+    assert cuda.compile and cuda.cuda_graphs and cuda.pad_to_multiple_of == 32 and cuda.recompute_activations
     assert cuda.learning_rate == pytest.approx(1e-4 * 3 ** 0.5, rel=1e-2)
-    # CPU: the seed's 1 x 8, no workers (the cores train)
-    assert (cpu.per_device_train_batch_size, cpu.gradient_accumulation_steps, cpu.dataloader_num_workers) == (1, 8, 0)
+    assert cuda.precision.quant == "4bit" and cuda.checkpoint_every == 0  # the partitioner recomputes
+    # CPU: the seed's 1 x 8, no workers (the cores train), eager layers with checkpointing
+    assert (cpu.batch_size, cpu.accumulation, cpu.workers) == (1, 8, 0)
+    assert not cpu.compile and cpu.checkpoint_every == 1 and cpu.pad_to_multiple_of == 0
     assert cpu.learning_rate == pytest.approx(1e-4)
     assert cfg.loss_impl == "fast" and cfg.checkpoint_every == 1 and cfg.gradient_checkpointing
     compiled = cfg.replace(compile_mode="default")  # compiled layers without graphs: batch 32
-    assert compiled.resolve_auto("cuda").per_device_train_batch_size == 32
-    monkeypatch.setenv("WORLD_SIZE", "8")  # 8 GPUs on one host: graphs unmeasured there, 1 worker each
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    multi = cfg.resolve_auto("cuda")
-    assert (multi.compile_mode, multi.per_device_train_batch_size, multi.dataloader_num_workers) == ("default", 32, 1)
-    assert cfg.replace(dataloader_num_workers=0, compile_mode="reduce-overhead").resolve_auto("cuda") \
-        .dataloader_num_workers == 0  # explicit values win
+    assert plan(compiled, "cuda").batch_size == 32 and not plan(compiled, "cuda").cuda_graphs
+    eight = LaunchEnv(world_size=8, local_world_size=8, cpu_count=16)  # 8 GPUs on one host: graphs unmeasured there, 1 worker each
+    multi = plan(cfg, "cuda", eight)
+    assert (multi.compile_mode, multi.batch_size, multi.workers) == ("default", 32, 1)
+    assert plan(cfg.replace(dataloader_num_workers=0, compile_mode="reduce-overhead"), "cuda").workers == 0  # explicit values win
     with pytest.raises(ConfigError, match="^dataloader_num_workers:"):
         TrainConfig(dataloader_num_workers=-1)
-    monkeypatch.delenv("WORLD_SIZE")
-    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     # long samples: fewer per micro-batch (same tokens), accumulation keeps the effective batch
     assert (auto_micro_batch(24, None), auto_micro_batch(24, 128), auto_micro_batch(24, 129)) == (24, 24, 16)
     assert (auto_micro_batch(24, 228), auto_micro_batch(32, 256), auto_micro_batch(24, 4096)) == (12, 16, 1)
-    long = cfg.resolve_auto("cuda", max_len=228)
-    assert (long.per_device_train_batch_size, long.gradient_accumulation_steps) == (12, 2)
+    long = plan(cfg, "cuda", max_len=228)
+    assert (long.batch_size, long.accumulation) == (12, 2)
     assert long.learning_rate == cuda.learning_rate
-    assert cfg.resolve_auto("cpu", max_len=4096).per_device_train_batch_size == 1
-    assert cfg.replace(per_device_train_batch_size=24).resolve_auto("cuda", max_len=4096) \
-        .per_device_train_batch_size == 24
+    assert plan(cfg, "cpu", max_len=4096).batch_size == 1
+    assert plan(cfg.replace(per_device_train_batch_size=24), "cuda", max_len=4096).batch_size == 24
     # explicit values win; "auto" works on the command line and in YAML
     cfg = parse_config(TrainConfig, SEED_ARGS + ["--per_device_train_batch_size", "4", "--learning_rate", "auto"])
-    r = cfg.resolve_auto("cuda")
-    assert (r.per_device_train_batch_size, r.gradient_accumulation_steps) == (4, 1)
+    r = make_plan(cfg, device="cuda", env=LaunchEnv(), compile_check=(True, ""))
+    assert (r.batch_size, r.accumulation) == (4, 1)
     assert r.learning_rate == pytest.approx(1e-4 * (4 / 8) ** 0.5, rel=1e-2)
     y = tmp_path / "r.yaml"
     y.write_text("per_device_train_batch_size: auto\ngradient_accumulation_steps: 2\nloss_impl: hf\n",
