@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from vlft.adapters.methods import get_method  # noqa: E402
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
@@ -66,10 +68,13 @@ def synthetic_records(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
+def spec_of(d: dict):
+    from vlft.train.recipe import adapter_spec
+    return replace(adapter_spec(d["cfg"]), targets=d["targets"], r=d["r"], alpha=d["alpha"], dropout=d["dropout"])
+
+
 def attach(model, adapter: str, d: dict):
-    from vlft.adapters.registry import AdapterSpec, apply_adapter
-    spec = AdapterSpec(targets=d["targets"], r=d["r"], alpha=d["alpha"], dropout=d["dropout"])
-    return apply_adapter(model, adapter, spec), "vlft.adapters.registry"
+    return get_method(adapter).build(model, spec_of(d)), "vlft.adapters.methods"
 
 
 def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
@@ -88,12 +93,10 @@ def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
 
     plan = make_plan(d["cfg"], device=device)  # the recipe's policy: compiled layers on CUDA with triton
     print(f"[{adapter}] {setup_layers(model, plan)}")
-    aux = aux_fn_for(adapter)
     graphs, pad = plan.cuda_graphs, plan.pad_to_multiple_of
     trainer = VlftTrainer(model=model, args=args, train_dataset=records,
                           data_collator=SftCollator(processor, d["max_len"], pad_to_multiple_of=pad),
-                          aux_loss_fn=aux, aux_coef=0.01,
-                          moelora=adapter == "moelora",  # router-loss gradient in each layer's backward
+                          hooks=get_method(adapter).training_hooks(model, spec_of(d)),
                           loss_impl=d["loss_impl"], loss_chunk_size=d["chunk"], cudagraphs=graphs)
     timer = StepTimer(device)
     trainer.add_callback(timer)
@@ -145,9 +148,6 @@ def measure(adapter: str, tiny: bool, steps: int, compile_mode: str = "default",
     model = common.build_model(tiny=tiny, device=device, dtype=dtype)
     common.quantize_4bit_(model, compute_dtype=dtype)
     model, how_attached = attach(model, adapter, d)
-    if adapter == "moelora":
-        # Trainer refuses a quantized model without PEFT adapters; MoE-LoRA is an adapter too.
-        model._hf_peft_config_loaded = True
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     common.reset_memory(device)
     how = run_trainer(model, processor, records, d, adapter, device, steps)

@@ -18,10 +18,12 @@ from typing import Any, Literal, Sequence, TypeVar, get_args, get_origin
 
 import yaml
 
+from vlft.errors import UserError
+
 C = TypeVar("C", bound="BaseConfig")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is wrong; the message names the field."""
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from vlft.adapters.methods import AdapterMethod
     from vlft.models.loading import Precision
     from vlft.train.config import TrainConfig
 
@@ -127,11 +128,13 @@ def _compile_check(device: str) -> tuple[bool, str]:
 
 
 def make_plan(cfg: "TrainConfig", max_len: int | None = None, *, device: str | None = None,
-              env: LaunchEnv | None = None, compile_check: tuple[bool, str] | None = None) -> RunPlan:
+              env: LaunchEnv | None = None, compile_check: tuple[bool, str] | None = None,
+              method: "AdapterMethod | None" = None) -> RunPlan:
     """The run plan for ``cfg`` on ``device`` (None: CUDA when available) for samples of up to
     ``max_len`` tokens (None: taken as PROFILE_TOKENS). ``env`` defaults to the launcher's
     environment, ``compile_check`` to whether torch.compile's GPU backend can run on the device
-    (both injectable for tests). Explicit config values always win."""
+    (both injectable for tests), ``method`` to ``cfg.adapter``'s. Explicit config values always win."""
+    from vlft.adapters.methods import get_method
     from vlft.models.loading import resolve_precision
     from vlft.train.checkpoint import resolve_resume
 
@@ -168,11 +171,6 @@ def make_plan(cfg: "TrainConfig", max_len: int | None = None, *, device: str | N
         pad_to_multiple_of=cfg.pad_to_multiple_of or (COMPILED_PAD_MULTIPLE if compile_on else 0),
         checkpoint_every=0 if compile_on else every,
         recompute_activations=bool(compile_on and cfg.gradient_checkpointing),
-        ddp_find_unused_parameters=_unused_parameters(cfg.adapter),
+        ddp_find_unused_parameters=(method or get_method(cfg.adapter)).ddp_find_unused_parameters,
         max_len=max_len, resume_from=resolve_resume(cfg.resume_from_checkpoint, cfg.output_dir),
         compile_off_reason=off_reason)
-
-
-def _unused_parameters(adapter: str) -> bool:
-    # MoE-LoRA: experts no token picked in a micro-batch get no gradient
-    return adapter == "moelora"

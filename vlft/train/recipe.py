@@ -238,16 +238,15 @@ def training_arguments(cfg: TrainConfig, plan: RunPlan, has_eval: bool):
     )
 
 
-def _moe_hooks(cfg: TrainConfig) -> dict[str, Any]:
-    if cfg.adapter != "moelora":
-        return {}
-    from vlft.tuners.moelora import moelora_aux_loss, moelora_stats
-    return {"aux_loss_fn": moelora_aux_loss, "aux_coef": cfg.router_aux_loss_coef, "stats_fn": moelora_stats,
-            "moelora": True}
+def adapter_spec(cfg: TrainConfig):
+    """The adapter settings of ``cfg`` (targets, rank, ... and the method's own options)."""
+    from vlft.adapters.registry import AdapterSpec
+    return AdapterSpec(targets=cfg.lora_target_modules, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                       num_experts=cfg.num_experts, top_k=cfg.top_k, router_aux_loss_coef=cfg.router_aux_loss_coef)
 
 
-def build_trainer(cfg: TrainConfig, plan: RunPlan, model, processor, data: TrainingData):
-    """The Trainer over the planned layers, batches and arguments."""
+def build_trainer(cfg: TrainConfig, plan: RunPlan, model, processor, data: TrainingData, hooks=None):
+    """The Trainer over the planned layers, batches and arguments, with the adapter method's hooks."""
     from vlft.train.callbacks import use_console_progress
     from vlft.train.collator import SftCollator
     from vlft.train.trainer import VlftTrainer
@@ -258,7 +257,7 @@ def build_trainer(cfg: TrainConfig, plan: RunPlan, model, processor, data: Train
                           data_collator=SftCollator(processor, cfg.model_max_length,
                                                     pad_to_multiple_of=plan.pad_to_multiple_of),
                           processing_class=processor, loss_impl=cfg.loss_impl,
-                          loss_chunk_size=cfg.loss_chunk_size, cudagraphs=plan.cuda_graphs, **_moe_hooks(cfg))
+                          loss_chunk_size=cfg.loss_chunk_size, cudagraphs=plan.cuda_graphs, hooks=hooks)
     use_console_progress(trainer)
     return trainer
 
@@ -304,7 +303,10 @@ class FinetuneRecipe:
     """One training run, its state on ``self``: setup() -> train() -> save() -> predict()."""
 
     def __init__(self, cfg: TrainConfig):
+        from vlft.adapters.methods import get_method
         self.cfg = cfg
+        self.method = get_method(cfg.adapter)  # LoRA, DoRA, IA3, MoE-LoRA: vlft.adapters.methods.METHODS
+        self.spec = adapter_spec(cfg)
         self.processor = None
         self.data: TrainingData | None = None
         self.plan: RunPlan | None = None
@@ -326,12 +328,13 @@ class FinetuneRecipe:
         self.processor = load_processor(cfg.model_name_or_path, cfg.max_pixels, cfg.min_pixels)
         self.data = load_training_data(cfg, self.processor)  # bad data fails here, before the model loads
         print(self.data.line())
-        self.plan = make_plan(cfg, self.data.max_len)
+        self.plan = make_plan(cfg, self.data.max_len, method=self.method)
         print(self.plan.line() + f", {cfg.loss_impl} loss")
         self._use_local_gpu()
         set_seed(cfg.seed)  # adapter init is part of "same run, same weights"
         self.model = self._attach_adapter(load_base_model(cfg, self.plan))
-        self.trainer = build_trainer(cfg, self.plan, self.model, self.processor, self.data)
+        self.trainer = build_trainer(cfg, self.plan, self.model, self.processor, self.data,
+                                     hooks=self.method.training_hooks(self.model, self.spec))
         return self
 
     def _use_local_gpu(self) -> None:
@@ -340,14 +343,11 @@ class FinetuneRecipe:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
 
     def _attach_adapter(self, model):
-        from vlft.adapters.registry import AdapterSpec, apply_adapter, count_parameters, resolve_target_modules
+        from vlft.adapters.registry import count_parameters, resolve_target_modules
 
         cfg, p = self.cfg, self.plan.precision
-        self.targets = resolve_target_modules(model, cfg.lora_target_modules)
-        spec = AdapterSpec(targets=cfg.lora_target_modules, r=cfg.lora_r, alpha=cfg.lora_alpha,
-                           dropout=cfg.lora_dropout, num_experts=cfg.num_experts, top_k=cfg.top_k,
-                           router_aux_loss_coef=cfg.router_aux_loss_coef)
-        model = apply_adapter(model, cfg.adapter, spec)
+        self.targets = resolve_target_modules(model, self.spec.targets)
+        model = self.method.build(model, self.spec)
         trainable, total = count_parameters(model)
         print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: "
               f"{100 * trainable / max(total, 1):.4f} ({cfg.adapter} on {len(self.targets)} modules, "
@@ -364,7 +364,7 @@ class FinetuneRecipe:
     def save(self) -> dict[str, Any]:
         """Adapter (PEFT format) + processor + training_summary.json in output_dir (main process)."""
         from vlft.adapters.registry import count_parameters
-        from vlft.train.callbacks import memory_metrics
+        from vlft.reporting import memory_metrics
         from vlft.utils.io import write_json
 
         trainer, cfg = self.trainer, self.cfg
@@ -409,8 +409,10 @@ class FinetuneRecipe:
 
     # 4. a few sample predictions --------------------------------------------------------------------
     def predict(self) -> list[dict]:
-        """Generate for a few samples; write sample_predictions.jsonl and the SwanLab table."""
-        from vlft.train.callbacks import generate_predictions, log_prediction_table
+        """Greedy answers (VLGenerator, as test.py and evaluation) for a few held-out samples (else
+        training samples): sample_predictions.jsonl and the SwanLab prediction table."""
+        from vlft.infer import VLGenerator, load_image
+        from vlft.reporting import log_prediction_table
         from vlft.train.collator import sample_images
         from vlft.utils.io import write_jsonl
 
@@ -419,7 +421,20 @@ class FinetuneRecipe:
             return []
         pool = self.data.eval or self.data.train
         samples = [pool[i] for i in range(min(cfg.num_sample_predictions, len(pool)))]
-        rows = generate_predictions(trainer.model, self.processor, samples, cfg.max_new_tokens)
+        model, tokenizer = trainer.model, self.processor.tokenizer
+        was_training, padding_side = model.training, tokenizer.padding_side
+        generator = VLGenerator.from_model(model, self.processor)
+        rows = []
+        try:
+            for s in samples:
+                prompt, reference = prompt_and_reference(s)
+                images = sample_images({"messages": prompt})
+                rows.append({"id": s.get("id", ""), "image": load_image(images[0]) if images else None,
+                             "reference": reference,
+                             "prediction": generator.generate(prompt, max_new_tokens=cfg.max_new_tokens).strip()})
+        finally:
+            model.train(was_training)
+            tokenizer.padding_side = padding_side
         write_jsonl(Path(cfg.output_dir) / PREDICTIONS_FILE, (
             {"id": r["id"], "image": next((str(x) for x in sample_images(s) if isinstance(x, (str, Path))), None),
              "reference": r["reference"], "prediction": r["prediction"]} for r, s in zip(rows, samples)))
@@ -431,7 +446,7 @@ class FinetuneRecipe:
     def run(self) -> dict[str, Any]:
         """setup -> train -> save -> predict, logged to SwanLab; returns the summary ({} off rank 0)."""
         from vlft.train import fast
-        from vlft.train.callbacks import finish_swanlab, init_swanlab
+        from vlft.reporting import finish_swanlab, init_swanlab
 
         cfg = self.cfg
         self.setup()
@@ -454,6 +469,14 @@ class FinetuneRecipe:
                   f"loss {_fmt(s['first_loss'])} -> {_fmt(s['final_loss'])}, "
                   f"{s['samples_per_second']:.2f} samples/s)")
         return self.summary
+
+
+def prompt_and_reference(sample: dict) -> tuple[list[dict], str]:
+    """Messages up to (not including) the last assistant turn, and that turn's text."""
+    from vlft.train.collator import message_text
+    msgs = sample["messages"]
+    last = max(i for i, m in enumerate(msgs) if m.get("role") == "assistant")
+    return msgs[:last], message_text(msgs[last])
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
