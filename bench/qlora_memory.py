@@ -7,8 +7,8 @@ compute, the project's adapter registry (LoRA and MoE-LoRA), the project's colla
 synthetic 280x280 caption samples. A failing project component fails the run: the numbers are
 only worth recording for the shipped path.
 
-  python bench/qlora_memory.py            # CUDA GPU
-  python bench/qlora_memory.py --tiny     # CPU smoke run on the tiny model
+  python -m bench.qlora_memory            # CUDA GPU
+  python -m bench.qlora_memory --tiny     # CPU smoke run on the tiny model
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # `python -m bench.qlora_memory`: the same as `python -m bench.qlora_memory`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.qlora_memory", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 from bench import common  # noqa: E402
 from dataclasses import replace  # noqa: E402

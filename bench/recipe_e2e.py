@@ -9,8 +9,8 @@ CUDA graphs (``--compile_mode reduce-overhead``) record once each. Prints, per r
 (allocated, reserved, + CUDA context), the batch shapes seen, samples/s overall and per step
 after warm-up, losses, wall time.
 
-  python bench/recipe_e2e.py --compile_mode reduce-overhead,default   # CUDA GPU
-  python bench/recipe_e2e.py --tiny --epochs 0.1                       # CPU smoke run, tiny model
+  python -m bench.recipe_e2e --compile_mode reduce-overhead,default   # CUDA GPU
+  python -m bench.recipe_e2e --tiny --epochs 0.1                       # CPU smoke run, tiny model
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # `python bench/recipe_e2e.py`: the same as `python -m bench.recipe_e2e`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.recipe_e2e", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT / "data" / "coco_sample"
@@ -52,7 +56,6 @@ def coco_like(work: Path, pad_words: int = 0) -> tuple[Path, Path]:
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT))
     from bench.common import WORDS
 
     meta = json.loads((COCO / "captions_val2017_coco-mini.json").read_text(encoding="utf-8"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from vlft.errors import UserError
 
@@ -35,9 +36,7 @@ class AdapterSpec:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    num_experts: int = 4
-    top_k: int = 2
-    router_aux_loss_coef: float = 0.01
+    options: Any = None  # the method's own options (e.g. vlft.train.config.MoeLoraOptions); None: its defaults
 
 
 # -- target resolution ---------------------------------------------------------------------

@@ -7,16 +7,36 @@ Flag names follow the Qwen-VL recipes users already know (``--model_name_or_path
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 from vlft.config import BaseConfig, field, require
 from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
+log = logging.getLogger(__name__)
+
 AdapterName = Literal["lora", "dora", "ia3", "moelora"]
 DEFAULT_TARGETS = "q_proj,k_proj,v_proj,o_proj"
 AUTO_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "compile_mode",
                "dataloader_num_workers")
+
+
+@dataclass
+class MoeLoraOptions(BaseConfig):
+    """MoE-LoRA's options (the rank, alpha, dropout and targets are the shared lora_* fields)."""
+
+    num_experts: int = field(4, "MoE-LoRA: experts per targeted Linear")
+    top_k: int = field(2, "MoE-LoRA: experts used per token")
+    router_aux_loss_coef: float = field(0.01, "MoE-LoRA: weight of the Switch load-balancing loss")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.num_experts > 0, "num_experts", f"must be positive, got {self.num_experts}")
+        require(self.top_k > 0, "top_k", f"must be positive, got {self.top_k}")
+        require(self.top_k <= self.num_experts, "top_k",
+                f"must be <= num_experts ({self.num_experts}), got {self.top_k}")
+        require(self.router_aux_loss_coef >= 0, "router_aux_loss_coef", "must be >= 0")
 
 
 @dataclass
@@ -46,9 +66,9 @@ class TrainConfig(BaseConfig):
     lora_r: int = field(8, "LoRA rank (per expert for MoE-LoRA)")
     lora_alpha: int = field(16, "LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = field(0.05, "dropout on the adapter input")
-    num_experts: int = field(4, "MoE-LoRA: experts per targeted Linear", cli=False)
-    top_k: int = field(2, "MoE-LoRA: experts used per token", cli=False)
-    router_aux_loss_coef: float = field(0.01, "MoE-LoRA: weight of the load-balancing loss", cli=False)
+    moelora: Optional[MoeLoraOptions] = field(
+        None, "MoE-LoRA's own options (adapter moelora only; filled with the defaults then). YAML: a "
+              "'moelora:' mapping or the flat keys num_experts / top_k / router_aux_loss_coef", cli=False)
 
     # -- optimisation -----------------------------------------------------------------------
     per_device_train_batch_size: Optional[int] = field(
@@ -130,7 +150,7 @@ class TrainConfig(BaseConfig):
         super().validate()
         for name in ("model_max_length", "max_pixels", "min_pixels", "lora_r", "lora_alpha",
                      "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
-                     "save_steps", "num_experts", "top_k", "checkpoint_every"):
+                     "save_steps", "checkpoint_every"):
             v = getattr(self, name)
             require(v is None or v > 0, name, f"must be positive, got {v}")
         require(self.loss_chunk_size >= 0, "loss_chunk_size", "must be >= 0")
@@ -146,13 +166,25 @@ class TrainConfig(BaseConfig):
         require(not (self.bf16 and self.fp16), "fp16", "choose at most one of --bf16 / --fp16")
         require(not (self.load_in_4bit and self.load_in_8bit), "load_in_8bit",
                 "choose at most one of --load_in_4bit / --load_in_8bit")
-        require(self.top_k <= self.num_experts, "top_k",
-                f"must be <= num_experts ({self.num_experts}), got {self.top_k}")
-        require(self.router_aux_loss_coef >= 0, "router_aux_loss_coef", "must be >= 0")
+        self._method_options()
         require(self.save_total_limit is None or self.save_total_limit > 0, "save_total_limit",
                 "must be positive (or null for no limit)")
         require(bool(self.lora_target_modules.strip()), "lora_target_modules", "must not be empty")
         require(self.num_sample_predictions >= 0, "num_sample_predictions", "must be >= 0")
+
+    def _method_options(self) -> None:
+        # each method carries only its own section: MoE-LoRA's options exist for adapter moelora only
+        if self.adapter == "moelora" and self.moelora is None:
+            self.moelora = MoeLoraOptions()
+        elif self.adapter != "moelora" and self.moelora is not None:
+            log.warning("adapter %s: the MoE-LoRA options (num_experts, top_k, router_aux_loss_coef) are "
+                        "ignored", self.adapter)
+            self.moelora = None
+
+    @property
+    def method_options(self) -> Optional[BaseConfig]:
+        """The options section of ``adapter`` (None for methods without options of their own)."""
+        return self.moelora if self.adapter == "moelora" else None
 
     @property
     def quant(self) -> Optional[str]:
@@ -170,6 +202,5 @@ class MoeTrainConfig(TrainConfig):
 
     adapter: AdapterName = field("moelora", "adapter type")
     output_dir: str = field("./output/Qwen3-VL-4Bmoelora", "where checkpoints and the final adapter go")
-    num_experts: int = field(4, "MoE-LoRA: experts per targeted Linear")
-    top_k: int = field(2, "MoE-LoRA: experts used per token")
-    router_aux_loss_coef: float = field(0.01, "MoE-LoRA: weight of the Switch load-balancing loss")
+    # the section's fields are flags of MoeLORA.py: --num_experts, --top_k, --router_aux_loss_coef
+    moelora: Optional[MoeLoraOptions] = field(default_factory=MoeLoraOptions, doc="MoE-LoRA's own options")

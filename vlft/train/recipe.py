@@ -242,7 +242,7 @@ def adapter_spec(cfg: TrainConfig):
     """The adapter settings of ``cfg`` (targets, rank, ... and the method's own options)."""
     from vlft.adapters.registry import AdapterSpec
     return AdapterSpec(targets=cfg.lora_target_modules, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                       num_experts=cfg.num_experts, top_k=cfg.top_k, router_aux_loss_coef=cfg.router_aux_loss_coef)
+                       options=cfg.method_options)
 
 
 def build_trainer(cfg: TrainConfig, plan: RunPlan, model, processor, data: TrainingData, hooks=None):

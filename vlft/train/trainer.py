@@ -105,7 +105,7 @@ class VlftTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Loss-only evaluation takes the labelled-token loss too: the full-vocabulary logits (and their
-        # fp32 upcast) of a 24x256 eval batch are ~5 GiB, more than the training step itself.
+        # fp32 upcast) of an eval batch are larger than everything the training step holds.
         self._eval_loss_only = prediction_loss_only
         try:
             if not self.cudagraphs:

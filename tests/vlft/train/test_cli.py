@@ -37,6 +37,7 @@ def _run(cmd: list[str], tmp_path: Path, timeout: int = 300, **env) -> subproces
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@pytest.mark.slow  # a subprocess that imports torch + transformers and trains
 def test_moelora_seed_command_logs_to_swanlab_offline(tiny_model_dir, caption_json, tmp_path):
     out = tmp_path / "Qwen3-VL-4Bmoelora"
     p = _run([sys.executable, "MoeLORA.py", "--model", str(tiny_model_dir), "--train_json", str(caption_json),

@@ -42,9 +42,28 @@ def test_recipe_flags_from_the_qwen_recipe():
 def test_moe_flags_only_on_moelora_script(capsys):
     cfg = parse_config(MoeTrainConfig, SEED_ARGS + ["--num_experts", "8", "--top_k", "1",
                                                     "--router_aux_loss_coef", "0.05"])
-    assert (cfg.num_experts, cfg.top_k, cfg.router_aux_loss_coef) == (8, 1, 0.05)
+    assert (cfg.moelora.num_experts, cfg.moelora.top_k, cfg.moelora.router_aux_loss_coef) == (8, 1, 0.05)
     with pytest.raises(SystemExit):
         parse_config(TrainConfig, SEED_ARGS + ["--num_experts", "8"])
+
+
+def test_method_options_are_a_section_only_moelora_carries(tmp_path):
+    from vlft.train.config import MoeLoraOptions
+
+    assert TrainConfig().moelora is None and TrainConfig().method_options is None  # LoRA: no MoE knobs
+    moe = TrainConfig(adapter="moelora")
+    assert moe.method_options == moe.moelora == MoeLoraOptions()  # the defaults
+    flat = TrainConfig.from_dict({"adapter": "moelora", "top_k": 1, "router_aux_loss_coef": 0.1})
+    nested = TrainConfig.from_dict({"adapter": "moelora", "moelora": {"top_k": 1, "router_aux_loss_coef": 0.1}})
+    assert flat == nested and flat.moelora == MoeLoraOptions(top_k=1, router_aux_loss_coef=0.1)
+    assert TrainConfig.from_dict(flat.to_dict()) == flat  # training_summary.json's config reloads
+    assert TrainConfig.from_dict({"adapter": "lora", "num_experts": 8}).moelora is None  # ignored, said so
+    y = tmp_path / "m.yaml"
+    y.write_text("moelora:\n  num_experts: 6\ntop_k: 3\n", encoding="utf-8")
+    cfg = parse_config(MoeTrainConfig, ["--config", str(y), "--router_aux_loss_coef", "0"])
+    assert cfg.moelora == MoeLoraOptions(num_experts=6, top_k=3, router_aux_loss_coef=0.0)
+    with pytest.raises(SystemExit):
+        parse_config(MoeTrainConfig, ["--top_k", "5"])  # more than num_experts: one line, exit 2
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO_DIR / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -67,7 +86,7 @@ def test_flags_override_yaml(tmp_path):
                                       (dict(lora_dropout=1.0), "lora_dropout")])
 def test_bad_values_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=f"^{field}:"):
-        TrainConfig(**kw)
+        TrainConfig.from_dict(kw)  # flat MoE-LoRA keys go to its section
 
 
 def test_auto_fields_resolve_by_device_and_process_count(tmp_path):

@@ -66,10 +66,11 @@ class MoeLoraMethod(AdapterMethod):
     def build(self, model, spec: AdapterSpec):
         from vlft.tuners.moelora.config import MoeLoraConfig
         from vlft.tuners.moelora.model import apply_moelora
+        opts = options_of(spec)
         names = resolve_target_modules(model, spec.targets)
         cfg = MoeLoraConfig(target_modules=exact_target_regex(model, names), r=spec.r, lora_alpha=spec.alpha,
-                            lora_dropout=spec.dropout, num_experts=spec.num_experts, top_k=spec.top_k,
-                            router_aux_loss_coef=spec.router_aux_loss_coef)
+                            lora_dropout=spec.dropout, num_experts=opts.num_experts, top_k=opts.top_k,
+                            router_aux_loss_coef=opts.router_aux_loss_coef)
         model = apply_moelora(model, cfg)
         # injected in place (no PeftModel wrapper): this flag tells transformers' quantized-training
         # guard that the 4-bit base carries trainable adapters
@@ -77,4 +78,10 @@ class MoeLoraMethod(AdapterMethod):
         return model
 
     def training_hooks(self, model, spec: AdapterSpec) -> TrainingHooks:
-        return MoeLoraHooks(spec.router_aux_loss_coef)
+        return MoeLoraHooks(options_of(spec).router_aux_loss_coef)
+
+
+def options_of(spec: AdapterSpec):
+    """The spec's MoE-LoRA options (``vlft.train.config.MoeLoraOptions``), else the defaults."""
+    from vlft.train.config import MoeLoraOptions
+    return spec.options if spec.options is not None else MoeLoraOptions()

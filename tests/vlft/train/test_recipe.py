@@ -1,4 +1,4 @@
-"""End-to-end training on the tiny Qwen3-VL (CPU): every adapter, QLoRA, overfit, reload, resume."""
+"""The recipe end to end on the tiny Qwen3-VL (CPU): every adapter, QLoRA, overfit, reload, resume, data first."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_each_adapter_trains_and_saves_peft_format(make_cfg, adapter, capsys):
         base = load_model(cfg.model_name_or_path, resolve_precision("none", device="cpu"))
         lin = [m for n, m in base.named_modules() if n.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))]
         assert summary["trainable_params"] == expected_trainable_params(
-            MoeLoraConfig(r=cfg.lora_r, num_experts=cfg.num_experts, top_k=cfg.top_k,
+            MoeLoraConfig(r=cfg.lora_r, num_experts=cfg.moelora.num_experts, top_k=cfg.moelora.top_k,
                           target_modules=cfg.lora_target_modules), lin)
 
 
@@ -224,7 +224,7 @@ def test_moelora_routing_recorded_only_on_logged_steps(make_cfg):
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in logs] == [1, 2, 4]
     for h in logs:
-        assert 0.99 < h["moe/aux_loss"] < cfg.num_experts and "moe/entropy" in h and "moe/load_max" in h
+        assert 0.99 < h["moe/aux_loss"] < cfg.moelora.num_experts and "moe/entropy" in h and "moe/load_max" in h
 
 
 def test_loss_only_eval_takes_the_labelled_token_loss_with_the_same_value(make_cfg, caption_json,
@@ -382,3 +382,27 @@ def test_the_plan_is_printed_at_start_and_stored_in_the_summary(make_cfg, capsys
     assert (plan["batch_size"], plan["accumulation"], plan["learning_rate"]) == (2, 1, 1e-3)
     assert plan["device"] == "cpu" and plan["world_size"] == 1 and not plan["compile"]
     assert plan["max_len"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_default_path_smoke(tiny_model_dir, caption_json, tmp_path):
+    """The CUDA default as lora.py picks it with no flags: 4-bit base, compiled layers replayed as CUDA
+    graphs, lengths padded to 32, the auto batch; two steps train and the adapter saves."""
+    import torch._dynamo
+
+    from vlft.train import TrainConfig
+
+    cfg = TrainConfig(model_name_or_path=str(tiny_model_dir), data_path=str(caption_json),
+                      output_dir=str(tmp_path / "out"), max_steps=2, logging_steps=1, save_strategy="no",
+                      report_to="none", num_sample_predictions=1, max_new_tokens=4)
+    try:
+        summary = train(cfg)
+    finally:
+        torch._dynamo.reset()
+    plan = summary["plan"]
+    assert plan["device"] == "cuda" and plan["precision"]["quant"] == "4bit"
+    assert plan["compile"] and plan["cuda_graphs"] and plan["pad_to_multiple_of"] == 32
+    assert summary["global_step"] == 2 and summary["final_loss"] == summary["final_loss"]
+    assert all(length % 32 == 0 for _, length in summary["train_batch_shapes"])
+    assert summary["peak_gpu_reserved_gb"] > 0 and _adapter(Path(cfg.output_dir))
