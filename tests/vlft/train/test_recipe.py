@@ -90,20 +90,6 @@ def test_qlora_gradients_survive_an_evaluation(make_cfg, caption_json):
         torch.testing.assert_close(after[n], before[n], rtol=1e-4, atol=1e-6)
 
 
-def test_auto_batch_is_sized_for_the_longest_real_sample(make_cfg, caption_json):
-    """The auto micro-batch on CUDA shrinks for long samples (plan.auto_micro_batch); the length it
-    is given must be the longest batch row the collator really builds, images included."""
-    from vlft.models.loading import load_processor
-    from vlft.train.collator import SftCollator
-
-    cfg = make_cfg(eval_data_path=str(caption_json))
-    processor = load_processor(cfg.model_name_or_path, cfg.max_pixels, cfg.min_pixels)
-    data = R.load_training_data(cfg, processor)
-    collate = SftCollator(processor, cfg.model_max_length)
-    rows = [int(collate([s])["attention_mask"].sum()) for ds in (data.train, data.eval) for s in ds]
-    assert data.max_len == max(rows) > 0
-
-
 def test_four_samples_overfit_and_adapter_reloads_to_identical_logits(make_cfg, peaked_model_dir):
     from vlft.adapters.loading import load_adapter
     from vlft.models.loading import load_model
