@@ -4,17 +4,12 @@
         --output_dir ./output/Qwen3-VL-4Bmoelora [--num_experts 4 --top_k 2 --router_aux_loss_coef 0.01]
 """
 
-import os
 import sys
 
 
 def main(argv=None) -> int:
-    # Before torch touches CUDA: grow allocator segments instead of fragmenting them (varying
-    # batch shapes), so reserved stays close to allocated (docs/performance.md). A user's own setting wins.
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    from vlft.train import MoeTrainConfig
-    from vlft.train.cli import main as run
-    return run(MoeTrainConfig, argv)
+    from vlft.train.cli import moelora_main
+    return moelora_main(argv)
 
 
 if __name__ == "__main__":

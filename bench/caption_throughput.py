@@ -8,20 +8,23 @@ weights, the project's processor and resolution policy (max_pixels 288x288), and
 Random weights never emit EOS on purpose, so every caption is forced to exactly
 ``--max_new_tokens`` tokens (min_new_tokens = max_new_tokens): both ways do identical work.
 
-  python bench/caption_throughput.py                    # CUDA: 4-bit NF4 (the default users get)
-  python bench/caption_throughput.py --quant none       # CUDA: bf16 weights
-  python bench/caption_throughput.py --tiny             # CPU smoke run on the tiny model
+  python -m bench.caption_throughput                    # CUDA: 4-bit NF4 (the default users get)
+  python -m bench.caption_throughput --quant none       # CUDA: bf16 weights
+  python -m bench.caption_throughput --tiny             # CPU smoke run on the tiny model
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # `python -m bench.caption_throughput`: the same as `python -m bench.caption_throughput`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.caption_throughput", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 from bench import common  # noqa: E402  (sets PYTORCH_CUDA_ALLOC_CONF before torch touches CUDA)
 import torch  # noqa: E402

@@ -6,7 +6,7 @@ the bundled COCO JPEGs, so the existence check really stats 20k distinct directo
 the disk holds only the 17 real files. csv2json stats each unique image once (cached per path) and
 never decodes it (download_data2csv already did), so its cost grows with unique images, not rows.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/csv2json_throughput.py [--rows 100000] [--captions-per-image 5]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.csv2json_throughput [--rows 100000] [--captions-per-image 5]
 
 Wall and CPU (process) time are both printed: on a shared machine wall time mostly measures the
 neighbours; CPU time is what the conversion itself costs.
@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # `python -m bench.csv2json_throughput`: the same as `python -m bench.csv2json_throughput`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.csv2json_throughput", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 from vlft.data import load_samples  # noqa: E402
 from vlft.data.convert import Csv2JsonConfig, csv_to_json  # noqa: E402

@@ -4,11 +4,11 @@ The training defaults of lora.py / MoeLORA.py (vlft.train.config.TrainConfig: ba
 LoRA rank/alpha/dropout/targets, gradient checkpointing), 4-bit NF4 double quant with bf16
 compute, the project's adapter registry (LoRA and MoE-LoRA), the project's collator
 (images decoded per batch) and the project's Trainer subclass, for a few optimizer steps on
-synthetic 280x280 caption samples. If a project component is missing or fails, a
-hand-written equivalent is used and the output says so.
+synthetic 280x280 caption samples. A failing project component fails the run: the numbers are
+only worth recording for the shipped path.
 
-  python bench/qlora_memory.py            # CUDA GPU
-  python bench/qlora_memory.py --tiny     # CPU smoke run on the tiny model
+  python -m bench.qlora_memory            # CUDA GPU
+  python -m bench.qlora_memory --tiny     # CPU smoke run on the tiny model
 """
 
 from __future__ import annotations
@@ -16,15 +16,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # `python -m bench.qlora_memory`: the same as `python -m bench.qlora_memory`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.qlora_memory", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 from bench import common  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from vlft.adapters.methods import get_method  # noqa: E402
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
@@ -32,20 +36,17 @@ LIMIT_GB = 8.0
 
 
 def train_defaults(adapter: str, device: str) -> dict:
-    """TrainConfig's defaults with the auto batch size / accumulation / LR resolved for ``device``."""
-    try:
-        from vlft.train.config import MoeTrainConfig, TrainConfig  # noqa: F401
-        cls = MoeTrainConfig if adapter == "moelora" else TrainConfig
-        cfg = cls().resolve_auto(device)
-        src = f"vlft.train.config.{cls.__name__}"
-        return dict(src=src, cfg=cfg, batch=cfg.per_device_train_batch_size, accum=cfg.gradient_accumulation_steps,
-                    lr=cfg.learning_rate, ckpt=cfg.gradient_checkpointing, ckpt_every=cfg.checkpoint_every,
-                    loss_impl=cfg.loss_impl, chunk=cfg.loss_chunk_size, r=cfg.lora_r, alpha=cfg.lora_alpha,
-                    dropout=cfg.lora_dropout, targets=cfg.lora_target_modules, max_len=cfg.model_max_length)
-    except Exception as e:  # noqa: BLE001
-        print(f"TrainConfig not usable ({type(e).__name__}: {e}); using the seed's defaults")
-        return dict(src="seed defaults", batch=1, accum=8, lr=1e-4, ckpt=True, ckpt_every=1, loss_impl="hf",
-                    chunk=256, r=8, alpha=16, dropout=0.05, targets="q_proj,k_proj,v_proj,o_proj", max_len=2048)
+    """TrainConfig's defaults with the auto batch size / accumulation / LR resolved for ``device``
+    by the run plan (vlft.train.plan), as lora.py / MoeLORA.py would for 128-token samples."""
+    from vlft.train.config import MoeTrainConfig, TrainConfig
+    from vlft.train.plan import make_plan
+    cls = MoeTrainConfig if adapter == "moelora" else TrainConfig
+    cfg = cls()
+    plan = make_plan(cfg, device=device)
+    return dict(src=f"vlft.train.config.{cls.__name__}", cfg=cfg, batch=plan.batch_size, accum=plan.accumulation,
+                lr=plan.learning_rate, ckpt=cfg.gradient_checkpointing, ckpt_every=cfg.checkpoint_every,
+                loss_impl=cfg.loss_impl, chunk=cfg.loss_chunk_size, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                dropout=cfg.lora_dropout, targets=cfg.lora_target_modules, max_len=cfg.model_max_length)
 
 
 def synthetic_records(n: int, seed: int = 0) -> list[dict]:
@@ -70,22 +71,13 @@ def synthetic_records(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
+def spec_of(d: dict):
+    from vlft.train.recipe import adapter_spec
+    return replace(adapter_spec(d["cfg"]), targets=d["targets"], r=d["r"], alpha=d["alpha"], dropout=d["dropout"])
+
+
 def attach(model, adapter: str, d: dict):
-    try:
-        from vlft.adapters.registry import AdapterSpec, apply_adapter
-        spec = AdapterSpec(targets=d["targets"], r=d["r"], alpha=d["alpha"], dropout=d["dropout"])
-        return apply_adapter(model, adapter, spec), "vlft.adapters.registry"
-    except ImportError as e:
-        print(f"adapter registry missing ({e}); attaching directly")
-    from bench.train_throughput import attach_lora, attach_moelora
-    return (attach_lora(model) if adapter == "lora" else attach_moelora(model)[0]), "direct"
-
-
-def aux_fn_for(adapter: str):
-    if adapter != "moelora":
-        return None
-    from vlft.tuners.moelora import moelora_aux_loss
-    return moelora_aux_loss
+    return get_method(adapter).build(model, spec_of(d)), "vlft.adapters.methods"
 
 
 def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
@@ -99,21 +91,15 @@ def run_trainer(model, processor, records, d, adapter, device, steps) -> str:
                              gradient_accumulation_steps=d["accum"], max_steps=steps, learning_rate=d["lr"],
                              logging_steps=1, save_strategy="no", report_to="none", bf16=bf16,
                              remove_unused_columns=False, use_cpu=device == "cpu", dataloader_num_workers=0)
-    if "cfg" in d:  # the recipe's policy: compiled layers on CUDA with triton, else checkpointing
-        from vlft.train.recipe import setup_layers
-        print(f"[{adapter}] {setup_layers(model, d['cfg'], device)}")
-    else:
-        from vlft.train import fast
-        fast.set_checkpointing(model, every=d["ckpt_every"] if d["ckpt"] else 0)
-    aux = aux_fn_for(adapter)
-    graphs, pad = False, 0
-    if "cfg" in d:
-        from vlft.train.recipe import graph_batching
-        graphs, pad = graph_batching(d["cfg"], model)
+    from vlft.train.plan import make_plan
+    from vlft.train.recipe import setup_layers
+
+    plan = make_plan(d["cfg"], device=device)  # the recipe's policy: compiled layers on CUDA with triton
+    print(f"[{adapter}] {setup_layers(model, plan)}")
+    graphs, pad = plan.cuda_graphs, plan.pad_to_multiple_of
     trainer = VlftTrainer(model=model, args=args, train_dataset=records,
                           data_collator=SftCollator(processor, d["max_len"], pad_to_multiple_of=pad),
-                          aux_loss_fn=aux, aux_coef=0.01,
-                          moelora=adapter == "moelora",  # router-loss gradient in each layer's backward
+                          hooks=get_method(adapter).training_hooks(model, spec_of(d)),
                           loss_impl=d["loss_impl"], loss_chunk_size=d["chunk"], cudagraphs=graphs)
     timer = StepTimer(device)
     trainer.add_callback(timer)
@@ -148,39 +134,6 @@ class StepTimer(TrainerCallback):
         return dict(step_s=[round(t, 4) for t in self.times], samples_per_s=sps, timed_steps=len(timed))
 
 
-def run_hand_loop(model, processor, records, d, adapter, device, steps) -> str:
-    from bench.train_throughput import IMAGE_TOKEN_ID
-    from vlft.train import fast
-
-    samples = common.make_samples(processor, d["batch"] * d["accum"])
-    if d["ckpt"]:
-        model.enable_input_require_grads()
-        fast.unwrap_causal_lm(model).gradient_checkpointing_enable()
-    aux = aux_fn_for(adapter)
-    if aux is not None:  # the tuner applies the router-loss gradient in backward, scaled like the loss
-        from vlft.tuners.moelora import set_moelora_aux
-        set_moelora_aux(model, coef=0.01, grad_scale=1.0 / d["accum"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model.train()
-    for _ in range(steps):
-        for i in range(d["accum"]):
-            b = fast.collate_padded(samples[i * d["batch"]:(i + 1) * d["batch"]], processor.tokenizer.pad_token_id)
-            b.pop("position_ids", None)
-            b["mm_token_type_ids"] = (b["input_ids"] == IMAGE_TOKEN_ID).int()
-            b = fast.to_device(b, device)
-            with torch.autocast(device_type=device, dtype=dtype, enabled=device == "cuda"):
-                loss = model(**b, use_cache=False).loss
-                if aux is not None:  # detached (gradient applied in backward): adds to the value only
-                    loss = loss + 0.01 * aux(model)
-            (loss / d["accum"]).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return "hand loop (HF loss, autocast bf16)"
-
-
 def measure(adapter: str, tiny: bool, steps: int, compile_mode: str = "default", batch: int = 0, accum: int = 0,
             dropout: float | None = None) -> dict:
     device = "cpu" if tiny else "cuda"
@@ -189,9 +142,8 @@ def measure(adapter: str, tiny: bool, steps: int, compile_mode: str = "default",
     d.update({k: v for k, v in (("batch", batch), ("accum", accum)) if v})
     if dropout is not None:
         d["dropout"] = dropout
-    if "cfg" in d:
-        d["cfg"] = d["cfg"].replace(compile_mode=compile_mode, per_device_train_batch_size=d["batch"],
-                                    gradient_accumulation_steps=d["accum"], lora_dropout=d["dropout"])
+    d["cfg"] = d["cfg"].replace(compile_mode=compile_mode, per_device_train_batch_size=d["batch"],
+                                gradient_accumulation_steps=d["accum"], lora_dropout=d["dropout"])
     processor = common.load_bench_processor()
     records = synthetic_records(max(16, d["batch"] * d["accum"]))
     common.reset_memory(device)
@@ -199,18 +151,9 @@ def measure(adapter: str, tiny: bool, steps: int, compile_mode: str = "default",
     model = common.build_model(tiny=tiny, device=device, dtype=dtype)
     common.quantize_4bit_(model, compute_dtype=dtype)
     model, how_attached = attach(model, adapter, d)
-    if adapter == "moelora":
-        # Trainer refuses a quantized model without PEFT adapters; MoE-LoRA is an adapter too.
-        model._hf_peft_config_loaded = True
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     common.reset_memory(device)
-    try:
-        how = run_trainer(model, processor, records, d, adapter, device, steps)
-    except Exception as e:  # noqa: BLE001 - fall back, say so
-        traceback.print_exc()
-        print(f"[{adapter}] project Trainer path failed ({type(e).__name__}: {e}); hand loop instead")
-        common.reset_memory(device)
-        how = run_hand_loop(model, processor, records, d, adapter, device, steps)
+    how = run_trainer(model, processor, records, d, adapter, device, steps)
     alloc, reserved = common.peak_memory_gb(device)
     # the trained adapter, flattened in fp32 on the CPU: compared across compile modes (--check)
     trained = torch.cat([p.detach().float().flatten().cpu() for _, p in sorted(

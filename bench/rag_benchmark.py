@@ -1,6 +1,6 @@
 """Knowledge-base benchmark: multi_agent.rag vs the seed's stack, side by side in one run.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/rag_benchmark.py [--chunks 10000] [--queries 200]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.rag_benchmark [--chunks 10000] [--queries 200]
 
 Corpus: synthetic but realistic EN + ZH notes about fine-tuning (half each), written as
 files and indexed into ~N chunks. Both systems use the same embedder (all-MiniLM-L6-v2 from
@@ -32,7 +32,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # `python -m bench.rag_benchmark`: the same as `python -m bench.rag_benchmark`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.rag_benchmark", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 EN_SUBJ = ["The LoRA adapter", "QLoRA with NF4 weights", "The MoE router", "Gradient checkpointing",
            "The vision encoder", "The caption dataset", "SwanLab logging", "The cosine schedule",

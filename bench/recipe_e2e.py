@@ -9,8 +9,8 @@ CUDA graphs (``--compile_mode reduce-overhead``) record once each. Prints, per r
 (allocated, reserved, + CUDA context), the batch shapes seen, samples/s overall and per step
 after warm-up, losses, wall time.
 
-  python bench/recipe_e2e.py --compile_mode reduce-overhead,default   # CUDA GPU
-  python bench/recipe_e2e.py --tiny --epochs 0.1                       # CPU smoke run, tiny model
+  python -m bench.recipe_e2e --compile_mode reduce-overhead,default   # CUDA GPU
+  python -m bench.recipe_e2e --tiny --epochs 0.1                       # CPU smoke run, tiny model
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # `python bench/recipe_e2e.py`: the same as `python -m bench.recipe_e2e`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.recipe_e2e", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT / "data" / "coco_sample"
@@ -52,7 +56,6 @@ def coco_like(work: Path, pad_words: int = 0) -> tuple[Path, Path]:
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT))
     from bench.common import WORDS
 
     meta = json.loads((COCO / "captions_val2017_coco-mini.json").read_text(encoding="utf-8"))
@@ -113,10 +116,10 @@ def train_once(adapter: str, mode: str, model: Path, train: Path, val: Path, wor
            *args.extra.split()]
     wall = run(cmd, work / f"{adapter}-{mode}-pad{args.pad_words}.log", args.timeout)
     s = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
-    cfg = s["config"]
-    return dict(adapter=adapter, compile_mode=mode, resolved_mode=cfg["compile_mode"],
-                workers=cfg["dataloader_num_workers"], wall_s=round(wall, 1), steps=s["global_step"],
-                batch=cfg["per_device_train_batch_size"], accum=cfg["gradient_accumulation_steps"],
+    plan = s["plan"]  # the run's auto settings as resolved
+    return dict(adapter=adapter, compile_mode=mode, resolved_mode=plan["compile_mode"],
+                workers=plan["workers"], wall_s=round(wall, 1), steps=s["global_step"],
+                batch=plan["batch_size"], accum=plan["accumulation"],
                 shapes=s.get("train_batch_shapes"), samples_per_s=s["samples_per_second"],
                 steady_samples_per_s=steady_rate(s["log_history"], args.warm),
                 peak_alloc_gb=s.get("peak_gpu_mem_gb"), peak_reserved_gb=s.get("peak_gpu_reserved_gb"),

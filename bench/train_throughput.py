@@ -14,8 +14,8 @@ Every setting runs in this one process, one after another, each on a freshly bui
 Data: synthetic COCO-like samples preprocessed once (280x280 random images -> 81 image tokens,
 ~20-token captions) and kept on the GPU, so the input pipeline never stalls a step.
 
-  python bench/train_throughput.py                 # on a CUDA GPU, all settings
-  python bench/train_throughput.py --tiny          # CPU smoke run on the tiny model
+  python -m bench.train_throughput                 # on a CUDA GPU, all settings
+  python -m bench.train_throughput --tiny          # CPU smoke run on the tiny model
 """
 
 from __future__ import annotations
@@ -24,18 +24,22 @@ import argparse
 import itertools
 import json
 import statistics
+import os
 import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # `python -m bench.train_throughput`: the same as `python -m bench.train_throughput`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.train_throughput", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 from bench import common  # noqa: E402  (sets PYTORCH_CUDA_ALLOC_CONF before torch touches CUDA)
 import torch  # noqa: E402
 from torch.profiler import record_function  # noqa: E402
 
+from bench.lab import packing  # noqa: E402
 from vlft.train import fast  # noqa: E402
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
@@ -192,16 +196,16 @@ def make_batches(samples, setting: Setting, pad_id: int, device: str, n_batches:
     for _ in range(n_batches):
         group = [next(cyc) for _ in range(setting.micro_batch)]
         if setting.loss == "plain":  # what an HF collator gives: positions computed by the model each step
-            b = fast.collate_padded(group, pad_id, pad_to_multiple=setting.pad_multiple)
+            b = packing.collate_padded(group, pad_id, pad_to_multiple=setting.pad_multiple)
             b.pop("position_ids", None)
             b["mm_token_type_ids"] = (b["input_ids"] == IMAGE_TOKEN_ID).int()
         elif setting.pack_tokens:
-            b = fast.pack_batch(group, pad_id, max_tokens=setting.pack_tokens, pad_to_multiple=setting.pad_multiple)
+            b = packing.pack_batch(group, pad_id, max_tokens=setting.pack_tokens, pad_to_multiple=setting.pad_multiple)
         else:
-            b = fast.collate_padded(group, pad_id, pad_to_multiple=setting.pad_multiple)
+            b = packing.collate_padded(group, pad_id, pad_to_multiple=setting.pad_multiple)
         b["_samples"] = len(group)
         b["_tokens"] = sum(s["input_ids"].numel() for s in group)
-        out.append(fast.to_device(b, device))
+        out.append(packing.to_device(b, device))
     return out
 
 
@@ -326,7 +330,7 @@ def run_setting(setting: Setting, model, aux_fn, dtype, samples, pad_id, device,
 def interleaved_d(best: Setting, rounds: int, device, tiny, samples, pad_id) -> dict:
     """LoRA and MoE-LoRA at ``best``, both models resident and warmed up, timed in alternating
     windows (L M L M ...): a drift of the machine over the run (clocks, host load) falls on both,
-    which back-to-back separate runs do not guarantee (run 15: LoRA 96 -> 86 samples/s within one process)."""
+    which back-to-back separate runs do not guarantee (bench/RESULTS.md shows such a drift)."""
     runners, timer = [], common.CudaTimer(device)
     torch._dynamo.reset()
     for st in (best, d_variants(best)[0]):
@@ -498,9 +502,9 @@ def main(argv=None) -> int:
         out.write_text(json.dumps({"versions": common.versions(), "results": results}, indent=1))
 
     # rope positions of each sample are a property of the architecture: compute once on a small model
-    rope_fn = fast.find_rope_index_fn(common.build_model(tiny=True, device="cpu", dtype=torch.float32))
+    rope_fn = packing.find_rope_index_fn(common.build_model(tiny=True, device="cpu", dtype=torch.float32))
     for s in samples:
-        s["position_ids"] = fast.rope_positions(rope_fn, s["input_ids"], s["image_grid_thw"], IMAGE_TOKEN_ID)
+        s["position_ids"] = packing.rope_positions(rope_fn, s["input_ids"], s["image_grid_thw"], IMAGE_TOKEN_ID)
 
     state: dict = {}
     global PROFILE_DIR

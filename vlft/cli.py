@@ -6,16 +6,20 @@ import sys
 from typing import Any, Callable, Sequence, TypeVar
 
 from vlft.config import BaseConfig, parse_config
+from vlft.errors import BAD_INPUT, UserError
 
 C = TypeVar("C", bound=BaseConfig)
+__all__ = ["BAD_INPUT", "UserError", "run_stage"]
 
 
 def run_stage(config_cls: type[C], stage: Callable[[C], Any], argv: Sequence[str] | None = None,
               errors: tuple[type[BaseException], ...] = (), error_rc: int = 1) -> tuple[int, Any]:
     """Parse flags (defaults < --config YAML < flags), set up logging, run ``stage(cfg)``.
 
-    A known error (``errors``) becomes one ``error: ...`` line on stderr and ``(error_rc, None)``,
-    never a traceback; otherwise returns ``(0, result)``.
+    Bad input (any ``vlft.errors.UserError``, plus the stage's extra ``errors``) becomes one
+    ``error: ...`` line on stderr and ``(error_rc, None)``, never a traceback; otherwise returns
+    ``(0, result)``. ``vlft.errors.BAD_INPUT`` (2) is the exit code meant for bad input in every
+    stage; ``error_rc`` keeps the older stages' 1 until their callers and tests move to it.
     """
     from vlft.utils.logging import setup_logging
 
@@ -23,6 +27,6 @@ def run_stage(config_cls: type[C], stage: Callable[[C], Any], argv: Sequence[str
     setup_logging(getattr(cfg, "verbose", False))
     try:
         return 0, stage(cfg)
-    except errors as e:
+    except (UserError, *errors) as e:
         print(f"error: {e}", file=sys.stderr)
         return error_rc, None

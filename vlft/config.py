@@ -18,10 +18,12 @@ from typing import Any, Literal, Sequence, TypeVar, get_args, get_origin
 
 import yaml
 
+from vlft.errors import UserError
+
 C = TypeVar("C", bound="BaseConfig")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is wrong; the message names the field."""
 
 
@@ -48,17 +50,30 @@ class BaseConfig:
     # -- construction -------------------------------------------------------------
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+        """Fields by name or alias. A section (a field whose type is another BaseConfig) takes a
+        mapping (``moelora: {top_k: 1}``) or its own field names at the top level (``top_k: 1``),
+        so flat flags and YAML keys keep working when options move into a section."""
         names = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         alias_to_name = {a.lstrip("-").replace("-", "_"): f.name
                          for f in dataclasses.fields(cls) for a in f.metadata.get("aliases", ())}
+        sections = {n: t for n in names if (t := _section_type(hints[n])) is not None}
+        in_section = {k: sec for sec, t in sections.items() for k in _field_keys(t)}
         clean: dict[str, Any] = {}
+        section_data: dict[str, dict[str, Any]] = {}
         for key, value in data.items():
             k = key.replace("-", "_")
             k = alias_to_name.get(k, k)
-            if k not in names:
+            if k in sections and isinstance(value, dict):
+                section_data.setdefault(k, {}).update(value)
+            elif k not in names and k in in_section:
+                section_data.setdefault(in_section[k], {})[k] = value
+            elif k not in names:
                 raise ConfigError(f"{source}: unknown field '{key}' for {cls.__name__}")
-            clean[k] = _coerce(value, hints[k], f"{source}: {key}")
+            else:
+                clean[k] = _coerce(value, hints[k], f"{source}: {key}")
+        for sec, values in section_data.items():
+            clean[sec] = sections[sec].from_dict(values, source=source)
         return cls(**clean)
 
     @classmethod
@@ -96,11 +111,19 @@ def build_parser(cls: type[BaseConfig], description: str | None = None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=None, metavar="FILE.yaml",
                         help="YAML recipe whose keys are any of the flags below; flags given here win")
+    _add_flags(parser, cls)
+    return parser
+
+
+def _add_flags(parser: argparse.ArgumentParser, cls: type[BaseConfig]) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
             continue
         tp = hints[f.name]
+        if _section_type(tp) is not None:  # a section: its fields are flags of their own (flat names)
+            _add_flags(parser, _section_type(tp))
+            continue
         flags = [f"--{f.name}"]
         if "_" in f.name:
             flags.append(f"--{f.name.replace('_', '-')}")
@@ -120,7 +143,6 @@ def build_parser(cls: type[BaseConfig], description: str | None = None,
         else:
             kw["metavar"] = f.name.upper()
         parser.add_argument(*flags, **kw)
-    return parser
 
 
 def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str | None = None) -> C:
@@ -143,6 +165,18 @@ def config_from_args(cls: type[C], ns: dict[str, Any], parser: argparse.Argument
 
 
 # -- helpers ----------------------------------------------------------------------------
+def _section_type(tp: Any) -> type[BaseConfig] | None:
+    """The BaseConfig subclass of a section field (``Optional[Section]`` too), else None."""
+    base, _ = _unwrap_optional(tp)
+    return base if isinstance(base, type) and issubclass(base, BaseConfig) else None
+
+
+def _field_keys(cls: type[BaseConfig]) -> list[str]:
+    """Field names and aliases of a section (how its options may appear at the top level)."""
+    return [k for f in dataclasses.fields(cls)
+            for k in (f.name, *(a.lstrip("-").replace("-", "_") for a in f.metadata.get("aliases", ())))]
+
+
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     if get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -157,6 +191,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if optional or base is Any:
             return None
         raise ConfigError(f"{where}: a value is required")
+    if isinstance(base, type) and issubclass(base, BaseConfig):
+        if isinstance(value, base):
+            return value
+        if isinstance(value, dict):
+            return base.from_dict(value, source=where)
+        raise ConfigError(f"{where}: expected a mapping of {base.__name__} fields")
     try:
         if base is bool:
             if isinstance(value, str):
@@ -204,6 +244,8 @@ def _check_literal(obj: Any, f: dataclasses.Field) -> None:
 
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, BaseConfig):
+        return v.to_dict()
     if isinstance(v, Path):
         return str(v)
     if isinstance(v, (list, tuple)):

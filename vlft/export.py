@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from vlft.config import BaseConfig, field, require
+from vlft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ PROCESSOR_FILES = (
 )
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The adapter cannot be exported (one line saying why)."""
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from vlft.config import BaseConfig, field, require
+from vlft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ DEFAULT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"
 PROBE_TIMEOUT_S = 3.0
 
 
-class HubError(RuntimeError):
+class HubError(UserError, RuntimeError):
     """The hub is unreachable, the download failed, or the folder is incomplete (one-line message)."""
 
 

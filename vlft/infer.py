@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from vlft.config import BaseConfig, require
 from vlft.config import field as cfield
+from vlft.errors import UserError
 from vlft.models.loading import (DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Precision, load_model,
                                  load_processor, resolve_precision)
 from vlft.paths import DEFAULT_CAPTION_PROMPT
@@ -36,7 +37,7 @@ URL_TIMEOUT_S = 30
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError, ValueError):
     """An image could not be read; the message names it and says why."""
 
 

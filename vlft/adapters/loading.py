@@ -23,8 +23,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-class AdapterLoadError(RuntimeError):
-    """The adapter folder is missing, unreadable, foreign to this base, or did not apply."""
+from vlft.errors import AdapterLoadError  # noqa: E402  (one class for every adapter kind)
 
 
 @dataclass
@@ -39,7 +38,8 @@ class AdapterInfo:
 
     @property
     def mergeable(self) -> bool:
-        return self.type in ("lora", "dora", "ia3")
+        from vlft.adapters.methods import METHODS, get_method
+        return self.type in METHODS and get_method(self.type).mergeable
 
     def summary(self) -> str:
         parts = [self.type]
@@ -213,7 +213,7 @@ def _model_adapter_tensors(model) -> dict[str, Any]:
             out.update(get_peft_model_state_dict(model, adapter_name=name))
         return out
     try:
-        from vlft.tuners.moelora.model import moelora_layers, moelora_state_dict_refs
+        from vlft.tuners.moelora import moelora_layers, moelora_state_dict_refs
         if moelora_layers(model):
             return moelora_state_dict_refs(model)
     except ImportError:

@@ -1,10 +1,9 @@
-"""Adapter name -> factory, and target-module resolution with real module names.
+"""Adapter settings, target-module resolution with real module names, and the parameter counter.
 
-Every factory takes the base model plus an :class:`AdapterSpec` and returns the wrapped
-model; the table :data:`ADAPTERS` is the only place that knows which library builds which
-adapter. Targets are resolved here once, against the real module tree, so a pattern that
-matches nothing fails loudly (the seed's ``visual_q_proj`` matched nothing and PEFT
-silently trained without it).
+Targets are resolved here once, against the real module tree, for every method (``all`` means
+the same for LoRA, DoRA, IA3 and MoE-LoRA), so a pattern that matches nothing fails loudly (the
+seed's ``visual_q_proj`` matched nothing and PEFT silently trained without it). The methods
+themselves (name -> method) are in ``vlft.adapters.methods``.
 """
 
 from __future__ import annotations
@@ -12,7 +11,9 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+
+from vlft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +22,10 @@ log = logging.getLogger(__name__)
 LANGUAGE_LAYER = re.compile(r"(^|\.)language_model\.layers\.\d+\.")
 _REGEX_CHARS = set("\\^$*+?[](){}|")
 # Feed-forward outputs: IA3 scales their input instead of their output.
-_FEEDFORWARD_SUFFIXES = ("down_proj", "linear_fc2", "fc2")
+FEEDFORWARD_SUFFIXES = ("down_proj", "linear_fc2", "fc2")
 
 
-class AdapterError(ValueError):
+class AdapterError(UserError, ValueError):
     """Bad adapter settings (e.g. a target pattern that matches no module)."""
 
 
@@ -35,9 +36,7 @@ class AdapterSpec:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    num_experts: int = 4
-    top_k: int = 2
-    router_aux_loss_coef: float = 0.01
+    options: Any = None  # the method's own options (e.g. vlft.train.config.MoeLoraOptions); None: its defaults
 
 
 # -- target resolution ---------------------------------------------------------------------
@@ -123,71 +122,32 @@ def exact_target_regex(model, names: list[str]) -> str:
     return "(?:" + "|".join(re.escape(n) for n in names) + ")"
 
 
-# -- factories -----------------------------------------------------------------------------
-def _lora_config(model, spec: AdapterSpec, use_dora: bool):
-    from peft import LoraConfig, TaskType
-    names = resolve_target_modules(model, spec.targets)
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=spec.r, lora_alpha=spec.alpha,
-                      lora_dropout=spec.dropout, bias="none", use_dora=use_dora,
-                      target_modules=exact_target_regex(model, names))
-
-
-def _lora(model, spec: AdapterSpec):
-    from peft import get_peft_model
-    return get_peft_model(model, _lora_config(model, spec, use_dora=False))
-
-
-def _dora(model, spec: AdapterSpec):
-    from peft import get_peft_model
-    return get_peft_model(model, _lora_config(model, spec, use_dora=True))
-
-
-def _ia3(model, spec: AdapterSpec):
-    from peft import IA3Config, TaskType, get_peft_model
-    names = resolve_target_modules(model, spec.targets)
-    ff = [n for n in names if n.rsplit(".", 1)[-1] in _FEEDFORWARD_SUFFIXES]
-    cfg = IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=exact_target_regex(model, names),
-                    feedforward_modules=exact_target_regex(model, ff) if ff else [])
-    return get_peft_model(model, cfg)
-
-
-def _moelora(model, spec: AdapterSpec):
-    from vlft.tuners.moelora import MoeLoraConfig, apply_moelora
-    names = resolve_target_modules(model, spec.targets)
-    cfg = MoeLoraConfig(target_modules=exact_target_regex(model, names), r=spec.r,
-                        lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                        num_experts=spec.num_experts, top_k=spec.top_k,
-                        router_aux_loss_coef=spec.router_aux_loss_coef)
-    model = apply_moelora(model, cfg)
-    # MoE-LoRA is injected in place (no PeftModel wrapper); this flag tells transformers'
-    # quantized-training guard that the 4-bit base carries trainable adapters.
-    model._hf_peft_config_loaded = True
-    return model
-
-
-AdapterFactory = Callable[[Any, AdapterSpec], Any]
-ADAPTERS: dict[str, AdapterFactory] = {
-    "lora": _lora,
-    "dora": _dora,
-    "ia3": _ia3,
-    "moelora": _moelora,
-}
-
-
+# -- building ------------------------------------------------------------------------------
 def apply_adapter(model, name: str, spec: AdapterSpec):
-    """Attach adapter ``name`` to ``model`` (base weights frozen) and return the wrapped model."""
-    if name not in ADAPTERS:
-        raise AdapterError(f"adapter: {name!r} is not one of {', '.join(ADAPTERS)}")
-    return ADAPTERS[name](model, spec)
+    """Attach adapter method ``name`` (vlft.adapters.methods.METHODS) to ``model`` and return it."""
+    from vlft.adapters.methods import get_method
+    return get_method(name).build(model, spec)
+
+
+def __getattr__(name: str):
+    if name == "ADAPTERS":  # the name -> method table now lives in vlft.adapters.methods
+        from vlft.adapters.methods import METHODS
+        return METHODS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts; 4-bit weights count as their logical size."""
+    """(trainable, total) parameter counts, the one counter of the project: 4-bit weights count as
+    their logical size (two values per stored byte), shared tensors once."""
+    seen: set[int] = set()
     trainable = total = 0
     for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
         n = p.numel()
         if p.__class__.__name__ == "Params4bit":
-            n *= 2  # two 4-bit values per stored uint8
+            n *= 2 * getattr(getattr(p, "quant_storage", None), "itemsize", 1)
         total += n
         if p.requires_grad:
             trainable += n

@@ -125,7 +125,7 @@ def log_swanlab(report: dict, out_dir: str | Path, project: str, mode: str | Non
     """Scores (and judge means) as SwanLab scalars ``<system>/<metric>``; the Markdown as text."""
     import swanlab
 
-    from vlft.train.callbacks import finish_swanlab, init_swanlab
+    from vlft.reporting import finish_swanlab, init_swanlab
 
     cfg = {k: report[k] for k in ("data_path", "prompt", "n_items", "generation")}
     cfg["systems"] = {n: {k: s.get(k) for k in ("model", "adapter", "adapter_type")}

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from vlft.errors import UserError
+
 log = logging.getLogger(__name__)
 
 Quant = Literal["none", "4bit", "8bit"]
@@ -26,7 +28,7 @@ DEFAULT_MIN_PIXELS = 32 * 32
 SKIP_QUANT_MODULES = ("model.visual", "lm_head")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """The model folder is missing, incomplete or not a Qwen-VL model."""
 
 

@@ -6,6 +6,8 @@ import logging
 import re
 from pathlib import Path
 
+from vlft.errors import UserError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -13,7 +15,7 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 COMPLETE_MARKER = "trainer_state.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """The requested checkpoint does not exist or is incomplete."""
 
 

@@ -1,4 +1,4 @@
-"""Shared entry for lora.py / MoeLORA.py: parse flags, run, turn known errors into one line."""
+"""Shared entry for lora.py / MoeLORA.py: parse flags, run, turn bad input into one line (exit 2)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,31 @@ from typing import Sequence
 
 
 def main(config_cls, argv: Sequence[str] | None = None) -> int:
-    from vlft.adapters.registry import AdapterError
     from vlft.cli import run_stage
-    from vlft.data.dataset import DataError
-    from vlft.models.loading import ModelLoadError
+    from vlft.data.dataset import DataError  # not a vlft.errors.UserError yet (vlft/data is rebased separately)
+    from vlft.errors import BAD_INPUT
     from vlft.train import train
-    from vlft.train.checkpoint import CheckpointError
 
-    rc, _ = run_stage(config_cls, train, argv, errors=(AdapterError, DataError, ModelLoadError, CheckpointError),
-                      error_rc=2)
+    rc, _ = run_stage(config_cls, train, argv, errors=(DataError,), error_rc=BAD_INPUT)
     return rc
+
+
+def _grow_cuda_segments() -> None:
+    # Before torch touches CUDA: grow allocator segments instead of fragmenting them (varying batch
+    # shapes), so reserved stays close to allocated (docs/performance.md). A user's own setting wins.
+    import os
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
+def lora_main(argv: Sequence[str] | None = None) -> int:
+    """``vlft-lora`` ([project.scripts]): the same as ``python lora.py``."""
+    _grow_cuda_segments()
+    from vlft.train.config import TrainConfig
+    return main(TrainConfig, argv)
+
+
+def moelora_main(argv: Sequence[str] | None = None) -> int:
+    """``vlft-moelora``: the same as ``python MoeLORA.py``."""
+    _grow_cuda_segments()
+    from vlft.train.config import MoeTrainConfig
+    return main(MoeTrainConfig, argv)

@@ -7,13 +7,14 @@ Flag names follow the Qwen-VL recipes users already know (``--model_name_or_path
 
 from __future__ import annotations
 
-import math
-import os
+import logging
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 from vlft.config import BaseConfig, field, require
 from vlft.models.loading import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+
+log = logging.getLogger(__name__)
 
 AdapterName = Literal["lora", "dora", "ia3", "moelora"]
 DEFAULT_TARGETS = "q_proj,k_proj,v_proj,o_proj"
@@ -21,20 +22,21 @@ AUTO_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "le
                "dataloader_num_workers")
 
 
-PROFILE_TOKENS = 128  # sample length of the measured 8 GB profile: COCO caption + 81 image tokens, padded
-COMPILED_PAD_MULTIPLE = 32  # lengths are padded to this with compiled layers (each new length recompiles)
+@dataclass
+class MoeLoraOptions(BaseConfig):
+    """MoE-LoRA's options (the rank, alpha, dropout and targets are the shared lora_* fields)."""
 
+    num_experts: int = field(4, "MoE-LoRA: experts per targeted Linear")
+    top_k: int = field(2, "MoE-LoRA: experts used per token")
+    router_aux_loss_coef: float = field(0.01, "MoE-LoRA: weight of the Switch load-balancing loss")
 
-def auto_micro_batch(profile: int, max_len: int | None) -> int:
-    """Micro-batch for samples of up to ``max_len`` tokens: the profile's batch while samples fit
-    its 128 tokens, else fewer samples with the same tokens per micro-batch (activation memory grows
-    with tokens: lora.py at batch 24, 256-token captions peaked at 7.5 GiB reserved + 0.9 GiB CUDA
-    context, bench/RESULTS.md run 22). Multiples of 4 above 8, so few batch shapes get compiled."""
-    if not max_len or max_len <= PROFILE_TOKENS:
-        return profile
-    padded = -(-max_len // COMPILED_PAD_MULTIPLE) * COMPILED_PAD_MULTIPLE  # what compiled layers see
-    bs = profile * PROFILE_TOKENS // padded
-    return max(1, bs - bs % 4 if bs >= 8 else bs)
+    def validate(self) -> None:
+        super().validate()
+        require(self.num_experts > 0, "num_experts", f"must be positive, got {self.num_experts}")
+        require(self.top_k > 0, "top_k", f"must be positive, got {self.top_k}")
+        require(self.top_k <= self.num_experts, "top_k",
+                f"must be <= num_experts ({self.num_experts}), got {self.top_k}")
+        require(self.router_aux_loss_coef >= 0, "router_aux_loss_coef", "must be >= 0")
 
 
 @dataclass
@@ -64,18 +66,18 @@ class TrainConfig(BaseConfig):
     lora_r: int = field(8, "LoRA rank (per expert for MoE-LoRA)")
     lora_alpha: int = field(16, "LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = field(0.05, "dropout on the adapter input")
-    num_experts: int = field(4, "MoE-LoRA: experts per targeted Linear", cli=False)
-    top_k: int = field(2, "MoE-LoRA: experts used per token", cli=False)
-    router_aux_loss_coef: float = field(0.01, "MoE-LoRA: weight of the load-balancing loss", cli=False)
+    moelora: Optional[MoeLoraOptions] = field(
+        None, "MoE-LoRA's own options (adapter moelora only; filled with the defaults then). YAML: a "
+              "'moelora:' mapping or the flat keys num_experts / top_k / router_aux_loss_coef", cli=False)
 
     # -- optimisation -----------------------------------------------------------------------
     per_device_train_batch_size: Optional[int] = field(
-        None, "samples per device per step; auto (None) on CUDA: 24 under CUDA graphs, 32 without, for "
-              "samples of up to 128 tokens (4-bit Qwen3-VL-4B: 6.6 GiB peak reserved, bench/RESULTS.md), "
-              "scaled down for longer samples so the tokens per micro-batch stay the same; 1 on CPU")
+        None, "samples per device per step; auto (None): on CUDA the measured 8 GB profile's batch "
+              "(smaller under CUDA graphs), scaled down for samples longer than the profile's so the "
+              "tokens per micro-batch stay the same; 1 on CPU (vlft/train/plan.py, docs/performance.md)")
     gradient_accumulation_steps: Optional[int] = field(
         None, "micro-batches per optimizer step; auto (None): on CUDA what keeps the effective batch of "
-              "the 128-token profile when long samples shrink the micro-batch (1 for COCO captions), 8 on CPU")
+              "the profile when long samples shrink the micro-batch (1 for COCO captions), 8 on CPU")
     num_train_epochs: float = field(3.0, "epochs (ignored when max_steps > 0)")
     max_steps: int = field(-1, "total optimizer steps; -1 = from num_train_epochs")
     learning_rate: Optional[float] = field(
@@ -100,16 +102,14 @@ class TrainConfig(BaseConfig):
     compile: Optional[bool] = field(
         None, "torch.compile each decoder layer; with gradient_checkpointing the compiler recomputes "
               "activations instead (same memory). Default (None): on CUDA when triton is installed "
-              "(measured 1.6-1.9x the eager 4-bit step at batch 32 on an H100; bench/RESULTS.md); "
-              "the first steps pay about a minute of compilation")
+              "(the fastest measured 4-bit path, docs/performance.md); the first steps pay about a "
+              "minute of compilation")
     compile_mode: Optional[Literal["default", "reduce-overhead"]] = field(
-        None, "with compiled layers: reduce-overhead also replays them as CUDA graphs, which frees most of the "
-              "step from the CPU (H100, Trainer, batch 24 x 2: LoRA 1.51x, MoE-LoRA 1.32x the compiled step, "
-              "same losses; MoeLORA.py at batch 24 on COCO captions: 5.9 GiB peak reserved; bench/RESULTS.md "
-              "runs 17-23). Auto (None): reduce-overhead on one CUDA "
-              "process, default under multi-GPU (not measured there). Under graphs the auto batch is 24 "
-              "(32 peaks at 7.8 GiB); every new batch shape compiles and records once (cold: 10-100 s for "
-              "MoE-LoRA; inductor's on-disk cache shortens later runs)")
+        None, "with compiled layers: reduce-overhead also replays them as CUDA graphs, which frees most of "
+              "the step from the CPU (same losses; docs/performance.md). Auto (None): reduce-overhead on "
+              "one CUDA process, default under multi-GPU (not measured there). Under graphs the auto "
+              "batch is smaller; every new batch shape compiles and records once (inductor's on-disk "
+              "cache shortens later runs)")
     pad_to_multiple_of: int = field(0, "pad each batch's sequence length up to a multiple of this (0 = auto: "
                                        "32 with compiled layers, which recompile for every new length, "
                                        "else to the longest sample)")
@@ -121,8 +121,7 @@ class TrainConfig(BaseConfig):
     attn_implementation: Optional[str] = field(None, "sdpa | eager | flash_attention_2 (default: sdpa)")
     dataloader_num_workers: Optional[int] = field(
         None, "background processes decoding images and building batches; auto (None): on CUDA up to 4 "
-              "(half the CPU cores per GPU process), which keeps the GPU fed (lora.py, H100: 1.3-1.6x "
-              "the samples/s of decoding in the training process, bench/RESULTS.md run 18); 0 on the CPU")
+              "(half the CPU cores per GPU process), which keeps the GPU fed; 0 on the CPU")
 
     # -- logging and checkpoints -------------------------------------------------------------
     logging_steps: int = field(10, "log every N optimizer steps")
@@ -142,18 +141,16 @@ class TrainConfig(BaseConfig):
 
     @classmethod
     def from_dict(cls, data, source: str = "config"):
+        # "auto" (CLI / YAML) is the same as leaving the field unset: vlft.train.plan decides it
         data = {k: (None if k.replace("-", "_") in AUTO_FIELDS and isinstance(v, str) and v.lower() == "auto"
                     else v) for k, v in data.items()}
         return super().from_dict(data, source=source)
 
     def validate(self) -> None:
-        for name in AUTO_FIELDS:
-            if isinstance(getattr(self, name), str) and getattr(self, name).lower() == "auto":
-                setattr(self, name, None)
         super().validate()
         for name in ("model_max_length", "max_pixels", "min_pixels", "lora_r", "lora_alpha",
                      "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
-                     "save_steps", "num_experts", "top_k", "checkpoint_every"):
+                     "save_steps", "checkpoint_every"):
             v = getattr(self, name)
             require(v is None or v > 0, name, f"must be positive, got {v}")
         require(self.loss_chunk_size >= 0, "loss_chunk_size", "must be >= 0")
@@ -169,34 +166,25 @@ class TrainConfig(BaseConfig):
         require(not (self.bf16 and self.fp16), "fp16", "choose at most one of --bf16 / --fp16")
         require(not (self.load_in_4bit and self.load_in_8bit), "load_in_8bit",
                 "choose at most one of --load_in_4bit / --load_in_8bit")
-        require(self.top_k <= self.num_experts, "top_k",
-                f"must be <= num_experts ({self.num_experts}), got {self.top_k}")
-        require(self.router_aux_loss_coef >= 0, "router_aux_loss_coef", "must be >= 0")
+        self._method_options()
         require(self.save_total_limit is None or self.save_total_limit > 0, "save_total_limit",
                 "must be positive (or null for no limit)")
         require(bool(self.lora_target_modules.strip()), "lora_target_modules", "must not be empty")
         require(self.num_sample_predictions >= 0, "num_sample_predictions", "must be >= 0")
 
-    def resolve_auto(self, device: str, max_len: int | None = None) -> "TrainConfig":
-        """A copy with the auto (None) fields filled in for ``device`` ('cuda' or 'cpu'), the
-        launcher's process count ($WORLD_SIZE / $LOCAL_WORLD_SIZE) and ``max_len``, the longest
-        training sample in tokens (None: unknown, taken as the profile's 128); explicit values are kept."""
-        cuda = device == "cuda"
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", world)), 1)
-        mode = self.compile_mode or ("reduce-overhead" if cuda and world == 1 else "default")
-        # under CUDA graphs batch 32 peaks at 7.8 GiB reserved, 24 at 6.6-7.1 (bench/RESULTS.md, runs 12-16)
-        profile = (24 if mode == "reduce-overhead" else 32) if cuda else 1
-        bs = self.per_device_train_batch_size or (auto_micro_batch(profile, max_len) if cuda else profile)
-        ga = self.gradient_accumulation_steps
-        if ga is None:  # an auto micro-batch shrunk for long samples keeps the profile's effective batch
-            ga = (-(-profile // bs) if self.per_device_train_batch_size is None else 1) if cuda else 8
-        lr = self.learning_rate or float(f"{1e-4 * math.sqrt(bs * ga / 8):.3g}")  # 3 significant digits
-        workers = self.dataloader_num_workers
-        if workers is None:  # on the CPU the cores do the training itself
-            workers = min(4, (os.cpu_count() or 1) // (2 * local)) if cuda else 0
-        return self.replace(per_device_train_batch_size=bs, gradient_accumulation_steps=ga, learning_rate=lr,
-                            compile_mode=mode, dataloader_num_workers=workers)
+    def _method_options(self) -> None:
+        # each method carries only its own section: MoE-LoRA's options exist for adapter moelora only
+        if self.adapter == "moelora" and self.moelora is None:
+            self.moelora = MoeLoraOptions()
+        elif self.adapter != "moelora" and self.moelora is not None:
+            log.warning("adapter %s: the MoE-LoRA options (num_experts, top_k, router_aux_loss_coef) are "
+                        "ignored", self.adapter)
+            self.moelora = None
+
+    @property
+    def method_options(self) -> Optional[BaseConfig]:
+        """The options section of ``adapter`` (None for methods without options of their own)."""
+        return self.moelora if self.adapter == "moelora" else None
 
     @property
     def quant(self) -> Optional[str]:
@@ -214,6 +202,5 @@ class MoeTrainConfig(TrainConfig):
 
     adapter: AdapterName = field("moelora", "adapter type")
     output_dir: str = field("./output/Qwen3-VL-4Bmoelora", "where checkpoints and the final adapter go")
-    num_experts: int = field(4, "MoE-LoRA: experts per targeted Linear")
-    top_k: int = field(2, "MoE-LoRA: experts used per token")
-    router_aux_loss_coef: float = field(0.01, "MoE-LoRA: weight of the Switch load-balancing loss")
+    # the section's fields are flags of MoeLORA.py: --num_experts, --top_k, --router_aux_loss_coef
+    moelora: Optional[MoeLoraOptions] = field(default_factory=MoeLoraOptions, doc="MoE-LoRA's own options")

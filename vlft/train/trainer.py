@@ -1,54 +1,45 @@
-"""transformers.Trainer plus what it lacks here: the fast loss, the MoE aux loss, and our metrics."""
+"""transformers.Trainer plus what it lacks here: the fast loss, CUDA-graph step marks, our metrics,
+and the adapter method's training hooks (vlft.adapters.methods.TrainingHooks)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 from transformers import Trainer
 
-from vlft.train.callbacks import ThroughputMeter, memory_metrics
+from vlft.adapters.methods import NO_HOOKS, TrainingHooks
+from vlft.reporting import ThroughputMeter, memory_metrics
 
 
 class VlftTrainer(Trainer):
-    """Trainer with the labelled-token loss, the MoE-LoRA router loss and throughput/memory/MoE logs.
+    """Trainer with the labelled-token loss, CUDA-graph step marks and throughput/memory logs. What an
+    adapter method adds (an extra loss, per-step switches, metrics, its own checkpoint format) comes
+    through ``hooks``; this class names no method.
 
     ``loss_impl``: 'fast' = ``vlft.train.fast.lm_loss`` (logits only on labelled tokens, chunked
-    cross-entropy; same value as ``model(**batch).loss``) in training; 'hf' = the model's own loss.
-    Evaluation always uses the model's loss.
+    cross-entropy; same value as ``model(**batch).loss``); 'hf' = the model's own loss. Loss-only
+    evaluation takes the labelled-token loss as well with 'fast' (the plain forward's full-vocabulary
+    logits are the largest tensor of an evaluation).
 
-    MoE-LoRA (``moelora=True``): the router load-balancing gradient, ``aux_coef * d aux / d router``,
-    is applied inside each layer's backward by the tuner (``set_moelora_aux``), scaled like the LM
-    loss (1 / accumulation steps, fp16 loss scale). The reported ``loss`` is then the LM loss
-    alone; ``moe/aux_loss`` logs the aux value (mean over the micro-batches since the last log).
-    Only when the model's aux loss still carries a graph (a tuner without the in-backward path)
-    is ``aux_coef * aux`` added to the loss here, and then the reported loss includes it.
+    Extra loss (``hooks.extra_loss``): a method that applies its own gradient inside backward (MoE-LoRA's
+    router loss) gets ``hooks.bind(model, grad_scale)`` with what the LM loss is scaled by (1 /
+    accumulation steps, fp16 loss scale) and returns a detached value, which is only logged (as
+    ``hooks.extra_loss_name``, the mean over the micro-batches since the last log): the reported
+    ``loss`` is the LM loss alone. A value that still carries a graph is added as ``hooks.coef * value``,
+    and then the reported loss includes it. ``hooks.start_micro_step`` is told whether the micro-batch
+    belongs to a logged step, so a method can record statistics on those only.
 
     ``cudagraphs``: the decoder layers were compiled with ``mode="reduce-overhead"``; every micro-step
     then starts a new CUDA-graph iteration, and with gradient accumulation the first gradient of each
     window is copied out of the graphs' memory (``fast.compile.own_first_grad``). Evaluation runs the
     layers eagerly, so its batch shapes record no graphs next to the training ones.
 
-    Loss-only evaluation uses the labelled-token loss as well (``loss_impl='fast'``): the plain
-    forward's full-vocabulary logits raised peak reserved memory by 1.8 GiB at the first evaluation
-    (lora.py on an H100, 6.7 -> 8.6 GiB at length 256, bench/RESULTS.md run 19).
-
-    Routing statistics and the logged aux value are recorded on the micro-batches of logged steps
-    only (``moe/aux_loss`` is their mean); the aux gradient itself is applied on every step.
-
-    ``aux_loss_fn(model) -> scalar tensor | None`` reads the router state of the forward just run;
-    ``stats_fn(model) -> dict[str, float]`` gives per-expert load / router entropy.
-    Per-micro-step counters (tokens, aux) stay on the device and are read at logging steps only.
+    Per-micro-step counters (tokens, extra loss) stay on the device and are read at logging steps only.
     """
 
-    def __init__(self, *args, aux_loss_fn: Callable[[Any], Any] | None = None, aux_coef: float = 0.0,
-                 stats_fn: Callable[[Any], dict] | None = None, moelora: bool = False,
-                 loss_impl: str = "hf", loss_chunk_size: int = 256, cudagraphs: bool = False, **kwargs):
+    def __init__(self, *args, hooks: TrainingHooks | None = None, loss_impl: str = "hf", loss_chunk_size: int = 256,
+                 cudagraphs: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.cudagraphs = cudagraphs
-        self.moelora = moelora
-        self.aux_loss_fn = aux_loss_fn if aux_coef > 0 else None
-        self.aux_coef = aux_coef
-        self.stats_fn = stats_fn
+        self.hooks = hooks or NO_HOOKS
         self.loss_impl, self.loss_chunk_size = loss_impl, loss_chunk_size
         if loss_impl == "fast":
             # Qwen-VL classes declare accepts_loss_kwargs=False, so the Trainer would not count the labelled
@@ -58,19 +49,14 @@ class VlftTrainer(Trainer):
         self.meter = ThroughputMeter()
         self.batch_shapes: set[tuple[int, int]] = set()  # (batch, length) of the training micro-batches
         self._tokens = None            # device tensor: non-pad tokens since the last flush
-        self._aux_sum = None           # device tensor: sum of aux values since the last log
+        self._aux_sum = None           # device tensor: sum of extra-loss values since the last log
         self._aux_n = 0
         self._eval_loss_only = False   # inside a loss-only prediction_step
-        self._moe_contexts: list = []
         self._grad_hooks: list = []
         if cudagraphs and self.args.gradient_accumulation_steps > 1:
             from vlft.train.fast.compile import keep_grads_out_of_graph_pool
             self._grad_hooks = keep_grads_out_of_graph_pool(self.accelerator.unwrap_model(self.model))
-        if moelora:
-            from vlft.tuners.moelora import routing_contexts, set_moelora_aux
-            bare = self.accelerator.unwrap_model(self.model)
-            set_moelora_aux(bare, coef=aux_coef, grad_scale=self._aux_grad_scale)
-            self._moe_contexts = routing_contexts(bare)
+        self.hooks.bind(self.accelerator.unwrap_model(self.model), self._aux_grad_scale)
 
     def _aux_grad_scale(self):
         """What the LM loss is multiplied by before backward (read at each model forward, no host sync):
@@ -108,11 +94,7 @@ class VlftTrainer(Trainer):
         return step % every == 0 or (step == 1 and self.args.logging_first_step)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        # MoE-LoRA routing statistics (and the logged aux value) only on the micro-batches of a
-        # logged step: on the others the layers read nothing back, which keeps the compiled step lean.
-        stats = self._logs_this_step()
-        for ctx in self._moe_contexts:
-            ctx.collect_stats = stats
+        self.hooks.start_micro_step(self._logs_this_step())
         self._mark_graph_step()
         mask = inputs.get("attention_mask")
         n = mask.sum() if mask is not None else inputs["input_ids"].numel()
@@ -128,7 +110,7 @@ class VlftTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Loss-only evaluation takes the labelled-token loss too: the full-vocabulary logits (and their
-        # fp32 upcast) of a 24x256 eval batch are ~5 GiB, more than the training step itself.
+        # fp32 upcast) of an eval batch are larger than everything the training step holds.
         self._eval_loss_only = prediction_loss_only
         try:
             if not self.cudagraphs:
@@ -158,14 +140,14 @@ class VlftTrainer(Trainer):
             self.loss_is_scaled_for_ga = None  # Trainer decides, as for its own loss
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
-        if self.aux_loss_fn is not None and model.training:
-            aux = self.aux_loss_fn(self.accelerator.unwrap_model(model))
-            if aux is not None:  # None: this forward recorded no routing (not a logged step)
+        if model.training:
+            aux = self.hooks.extra_loss(self.accelerator.unwrap_model(model))
+            if aux is not None:  # None: none, or this forward recorded none (not a logged step)
                 a = aux.detach().float()
                 self._aux_sum = a if self._aux_sum is None else self._aux_sum + a
                 self._aux_n += 1
                 if aux.requires_grad:  # no in-backward path: add the term to the loss
-                    term = self.aux_coef * aux.to(loss.dtype)
+                    term = self.hooks.coef * aux.to(loss.dtype)
                     scaled = (self.loss_is_scaled_for_ga if self.loss_is_scaled_for_ga is not None
                               else self.model_accepts_loss_kwargs and num_items_in_batch is not None)
                     if scaled:  # training_step will not divide by the accumulation steps
@@ -173,39 +155,32 @@ class VlftTrainer(Trainer):
                     loss = loss + term
         return (loss, outputs) if return_outputs else loss
 
-    # -- MoE-LoRA is injected in place (not a PeftModel): save/load only its tensors, so a
-    # checkpoint holds the adapter (MBs), not the whole base model (GBs).
+    # -- a method with its own checkpoint format (e.g. adapter tensors only, not a PeftModel) ----------
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        if not self.moelora:
-            return super()._save(output_dir, state_dict)
         import os
 
         import torch
 
-        from vlft.tuners.moelora import save_moelora
         output_dir = output_dir or self.args.output_dir
-        if not self.args.should_save:
-            return
-        save_moelora(self.accelerator.unwrap_model(self.model), output_dir)
+        if not self.args.should_save:  # (the Trainer calls _save on the saving rank only)
+            return None
+        if not self.hooks.save(self.accelerator.unwrap_model(self.model), output_dir):
+            return super()._save(output_dir, state_dict)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        if not self.moelora:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        from vlft.tuners.moelora import load_moelora_weights
-        load_moelora_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+        if not self.hooks.load_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (not eval / end-of-training summary)
             self._flush_tokens()
             logs.update(self.meter.rates(world_size=self.accelerator.num_processes))
             logs.update(memory_metrics())
-            if self.stats_fn is not None:  # routing of the last training forward
-                stats = self.stats_fn(self.accelerator.unwrap_model(self.model)) or {}
-                logs.update({k if k.startswith("moe/") else f"moe/{k}": float(v) for k, v in stats.items()})
+            logs.update(self.hooks.metrics(self.accelerator.unwrap_model(self.model)))
             if self._aux_n:  # mean over the micro-batches since the last log
-                logs["moe/aux_loss"] = float(self._aux_sum) / self._aux_n
+                logs[self.hooks.extra_loss_name] = float(self._aux_sum) / self._aux_n
                 self._aux_sum, self._aux_n = None, 0
         super().log(logs, start_time)

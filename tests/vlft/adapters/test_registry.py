@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from vlft.adapters.registry import (ADAPTERS, AdapterError, AdapterSpec, apply_adapter, count_parameters,
+from vlft.adapters.methods import METHODS as ADAPTERS
+from vlft.adapters.registry import (AdapterError, AdapterSpec, apply_adapter, count_parameters,
                                     exact_target_regex, names_to_regex, resolve_target_modules)
 
 

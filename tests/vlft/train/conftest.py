@@ -44,5 +44,5 @@ def make_cfg(tiny_model_dir, caption_json, tmp_path):
                     learning_rate=1e-3, warmup_ratio=0.0, logging_steps=1, save_strategy="no",
                     report_to="none", num_sample_predictions=0, seed=0)
         base.update(kw)
-        return TrainConfig(**base)
+        return TrainConfig.from_dict(base)  # flat MoE-LoRA keys (top_k=...) go to the 'moelora' section
     return make

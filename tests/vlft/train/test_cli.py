@@ -37,6 +37,7 @@ def _run(cmd: list[str], tmp_path: Path, timeout: int = 300, **env) -> subproces
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@pytest.mark.slow  # a subprocess that imports torch + transformers and trains
 def test_moelora_seed_command_logs_to_swanlab_offline(tiny_model_dir, caption_json, tmp_path):
     out = tmp_path / "Qwen3-VL-4Bmoelora"
     p = _run([sys.executable, "MoeLORA.py", "--model", str(tiny_model_dir), "--train_json", str(caption_json),
@@ -70,3 +71,34 @@ def test_two_process_data_parallel_on_cpu(tiny_model_dir, caption_json, tmp_path
     # each step consumed 2 samples (1 per rank); the adapters were identical on both ranks at the end
     assert s["world_size"] == 2 and s["global_step"] == 2 and s["epochs"] == 1.0
     assert s["ranks_consistent"] is True
+
+
+def test_bad_input_of_any_kind_is_one_line_and_exit_2(tiny_model_dir, caption_json, tmp_path, capsys, monkeypatch):
+    """Every vlft.errors.UserError (here a CheckpointError) ends the stage with one 'error:' line and exit
+    code 2 (vlft.errors.BAD_INPUT), before the model weights load."""
+    import lora
+    from vlft.errors import BAD_INPUT
+    from vlft.models import loading
+
+    loads = []
+    monkeypatch.setattr(loading, "load_model", lambda *a, **kw: loads.append(a))
+    rc = lora.main(["--model", str(tiny_model_dir), "--train_json", str(caption_json), "--output_dir",
+                    str(tmp_path / "o"), "--resume_from_checkpoint", str(tmp_path / "nope"), "--report_to", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == BAD_INPUT == 2 and len(err) == 1 and err[0].startswith("error: resume_from_checkpoint:")
+    assert loads == []
+
+
+def test_installed_entry_points_run_the_same_mains():
+    """[project.scripts] vlft-lora / vlft-moelora call the functions the seed scripts call."""
+    import tomllib
+
+    from vlft.paths import REPO_DIR
+    from vlft.train import cli
+
+    scripts = tomllib.loads((REPO_DIR / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["vlft-lora"] == "vlft.train.cli:lora_main" and scripts["vlft-moelora"] == "vlft.train.cli:moelora_main"
+    for fn in (cli.lora_main, cli.moelora_main):
+        with pytest.raises(SystemExit) as e:
+            fn(["--help"])
+        assert e.value.code == 0

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench.lab import packing  # padded/packed batches with precomputed positions (lab code)
 from vlft.train import fast
 
 CAPTIONS = ["A dog.", "Two people riding horses along a sandy beach at sunset near the water.",
@@ -31,7 +32,7 @@ def _samples(model, processor, sizes=(64, 96, 64)):
     tok = processor.tokenizer
     image_token = model.config.image_token_id
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    rope = fast.find_rope_index_fn(model)
+    rope = packing.find_rope_index_fn(model)
     rng = np.random.default_rng(0)
     out = []
     for cap, size in zip(CAPTIONS, sizes):
@@ -47,7 +48,7 @@ def _samples(model, processor, sizes=(64, 96, 64)):
         labels[n_prompt:end] = ids[n_prompt:end]
         s = {"input_ids": ids, "labels": labels, "pixel_values": enc["pixel_values"],
              "image_grid_thw": enc["image_grid_thw"]}
-        s["position_ids"] = fast.rope_positions(rope, ids, s["image_grid_thw"], image_token)
+        s["position_ids"] = packing.rope_positions(rope, ids, s["image_grid_thw"], image_token)
         out.append(s)
     return out
 
@@ -62,7 +63,7 @@ def _grads(model, loss):
 
 
 def _plain_loss(model, processor, samples):
-    b = fast.collate_padded(samples, processor.tokenizer.pad_token_id)
+    b = packing.collate_padded(samples, processor.tokenizer.pad_token_id)
     b.pop("position_ids")
     b["mm_token_type_ids"] = (b["input_ids"] == model.config.image_token_id).int()
     return model(**b, use_cache=False).loss
@@ -98,7 +99,7 @@ def test_fast_loss_equals_hf_loss_on_padded_batch(tiny):
     samples = _samples(model, processor)
     ref = _plain_loss(model, processor, samples)
     ref_g = _grads(model, ref)
-    batch = fast.collate_padded(samples, processor.tokenizer.pad_token_id)
+    batch = packing.collate_padded(samples, processor.tokenizer.pad_token_id)
     got = fast.lm_loss(model, batch, chunk_size=4)
     got_g = _grads(model, got)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
@@ -114,7 +115,7 @@ def test_packed_batch_equals_unpacked(tiny, rows):
     max_tokens = None if rows == "one" else max(lens) + min(lens) - 1  # two rows, one with padding
     ref = _plain_loss(model, processor, samples)
     ref_g = _grads(model, ref)
-    packed = fast.pack_batch(samples, processor.tokenizer.pad_token_id, max_tokens=max_tokens)
+    packed = packing.pack_batch(samples, processor.tokenizer.pad_token_id, max_tokens=max_tokens)
     if max_tokens is None:
         assert packed["input_ids"].shape[0] == 1
     else:
@@ -128,7 +129,7 @@ def test_packed_batch_equals_unpacked(tiny, rows):
 def test_pack_keeps_per_sample_positions_and_image_order(tiny):
     model, processor = tiny
     samples = _samples(model, processor)
-    packed = fast.pack_batch(samples, processor.tokenizer.pad_token_id)
+    packed = packing.pack_batch(samples, processor.tokenizer.pad_token_id)
     at = 0
     for s in samples:
         n = s["input_ids"].numel()
@@ -142,18 +143,18 @@ def test_pack_keeps_per_sample_positions_and_image_order(tiny):
 
 
 def test_plan_rows_fits_and_rejects_overlong():
-    rows = fast.plan_rows([5, 4, 3, 6], max_tokens=8)
+    rows = packing.plan_rows([5, 4, 3, 6], max_tokens=8)
     assert all(sum([5, 4, 3, 6][i] for i in r) <= 8 for r in rows)
     assert sorted(i for r in rows for i in r) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="exceed"):
-        fast.plan_rows([9], max_tokens=8)
+        packing.plan_rows([9], max_tokens=8)
 
 
 def test_selective_checkpointing_same_gradients(tiny):
     model, processor = tiny
     model.train()
     samples = _samples(model, processor)
-    batch = fast.collate_padded(samples, processor.tokenizer.pad_token_id)
+    batch = packing.collate_padded(samples, processor.tokenizer.pad_token_id)
     try:
         assert fast.set_checkpointing(model, 0) == 0
         ref_g = _grads(model, fast.lm_loss(model, batch))
@@ -189,6 +190,7 @@ def test_lm_loss_on_the_training_collator_batch(tiny):
     torch.testing.assert_close(frozen, ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # inductor compiles on the CPU: 1-2 min
 @pytest.mark.parametrize("adapter", ["lora", "moelora"])
 def test_compiled_layers_same_loss_and_gradients(tiny_model_dir, tiny, adapter):
     """Compiled decoder layers, the partitioner recomputing everything (the CUDA default of
@@ -198,19 +200,20 @@ def test_compiled_layers_same_loss_and_gradients(tiny_model_dir, tiny, adapter):
     from transformers import AutoModelForImageTextToText
 
     from vlft.adapters.registry import AdapterSpec, apply_adapter
+    from vlft.train.config import MoeLoraOptions
 
     _, processor = tiny
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model.config.use_cache = False
     torch.manual_seed(0)
-    spec = AdapterSpec(targets="q_proj,k_proj,v_proj,o_proj", r=4, alpha=8, dropout=0.0, num_experts=4, top_k=2,
-                       router_aux_loss_coef=0.1)
+    spec = AdapterSpec(targets="q_proj,k_proj,v_proj,o_proj", r=4, alpha=8, dropout=0.0,
+                       options=MoeLoraOptions(num_experts=4, top_k=2, router_aux_loss_coef=0.1))
     model = apply_adapter(model, adapter, spec).train()
     with torch.no_grad():  # B = 0 at init would hide expert/LoRA-B errors
         for n, p in model.named_parameters():
             if p.requires_grad and ("lora_B" in n or "lora_expert_B" in n):
                 p.normal_(0, 0.05)
-    batch = fast.collate_padded(_samples(model, processor), processor.tokenizer.pad_token_id)
+    batch = packing.collate_padded(_samples(model, processor), processor.tokenizer.pad_token_id)
     fast.set_checkpointing(model, 1)
     ref_loss = fast.lm_loss(model, batch)
     ref_g = _grads(model, ref_loss)

@@ -1,13 +1,13 @@
-"""Compiled decoder layers: the fastest 4-bit training path measured (bench/RESULTS.md, run 6).
+"""Compiled decoder layers: the fastest 4-bit training path measured (bench/RESULTS.md).
 
 On a 4-bit Qwen3-VL-4B the eager step is bound by kernel launches (4-bit dequantization, LoRA,
 RMSNorm, rotary: tens of thousands of small kernels). ``torch.compile`` on each language-model
 decoder layer fuses them; instead of gradient checkpointing, the compiler's partitioner
 recomputes activations in backward up to ``activation_memory_budget`` (0 = recompute all it can,
-which keeps memory at checkpointing's level). Measured on an H100 at batch 32: LoRA 1.6-1.9x the
-eager checkpointed step at the same 6.7 GiB. The compiled step is still bound by the host (kernel
-launches), so it varies with the machine's CPU; CUDA graphs (``mode="reduce-overhead"``) remove that
-and are faster still, but are not the default yet (bench/RESULTS.md, runs 10-14).
+which keeps memory at checkpointing's level). The compiled step is still bound by the host (kernel
+launches), so it varies with the machine's CPU; CUDA graphs (``mode="reduce-overhead"``) remove that,
+and are the default on one CUDA process (``vlft.train.plan``; measurements in bench/RESULTS.md and
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def compile_decoder_layers(model, memory_budget: float = 0.0, mode: str | None =
     1 saves everything. Gradient checkpointing must be off on these layers (the partitioner
     replaces it). ``mode="reduce-overhead"`` adds CUDA graphs: the caller must then call
     ``torch.compiler.cudagraph_mark_step_begin()`` before each micro-step (the bench and
-    ``VlftTrainer(cudagraphs=True)`` do; lora.py's default on one CUDA process).
+    ``VlftTrainer(cudagraphs=True)`` do; lora.py's default on one CUDA process, see vlft.train.plan).
     """
     import torch._dynamo
     import torch._functorch.config as fcfg

@@ -28,7 +28,7 @@ def vision_is_frozen(causal_lm) -> bool:
 
 def lm_loss(model, batch: dict, chunk_size: int = 1024, vision_no_grad: bool | None = None,
             num_items: int | torch.Tensor | None = None) -> torch.Tensor:
-    """Mean LM loss over labelled tokens of a padded or packed batch (see packing.py)."""
+    """Mean LM loss over labelled tokens of a padded or packed batch (positions precomputed or not; bench/lab/packing.py builds such batches)."""
     lm = unwrap_causal_lm(model)
     inner = lm.model
     if vision_no_grad is None:

@@ -247,8 +247,8 @@ class _AuxGradInBackward(torch.autograd.Function):
     between optimizer steps), so backward is plain tensor code a compiler can trace.
 
     Why: summing the aux loss at the end makes backward reach every layer's router first, so
-    with gradient checkpointing all layers are recomputed and held at once (24 GiB vs 6.6 GiB
-    on Qwen3-VL-4B, docs/performance.md). Here each router's aux gradient waits for its layer.
+    with gradient checkpointing all layers are recomputed and held at once (several times the
+    memory on Qwen3-VL-4B, docs/performance.md). Here each router's aux gradient waits for its layer.
     """
 
     @staticmethod

@@ -145,7 +145,7 @@ def moelora_peft_config(adapter_dir: str | Path, inference_mode: bool = True) ->
     """PEFT config for a MoE-LoRA folder, targeting exactly the modules its weights name."""
     from safetensors import safe_open
 
-    from vlft.tuners.moelora.model import KEY_PREFIX
+    from vlft.tuners.moelora.io import KEY_PREFIX
 
     config = MoeLoraConfig.load(adapter_dir)
     with safe_open(str(Path(adapter_dir) / WEIGHTS_NAME), framework="pt") as f:

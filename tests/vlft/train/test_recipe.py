@@ -1,4 +1,4 @@
-"""End-to-end training on the tiny Qwen3-VL (CPU): every adapter, QLoRA, overfit, reload, resume."""
+"""The recipe end to end on the tiny Qwen3-VL (CPU): every adapter, QLoRA, overfit, reload, resume, data first."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_each_adapter_trains_and_saves_peft_format(make_cfg, adapter, capsys):
         base = load_model(cfg.model_name_or_path, resolve_precision("none", device="cpu"))
         lin = [m for n, m in base.named_modules() if n.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))]
         assert summary["trainable_params"] == expected_trainable_params(
-            MoeLoraConfig(r=cfg.lora_r, num_experts=cfg.num_experts, top_k=cfg.top_k,
+            MoeLoraConfig(r=cfg.lora_r, num_experts=cfg.moelora.num_experts, top_k=cfg.moelora.top_k,
                           target_modules=cfg.lora_target_modules), lin)
 
 
@@ -50,14 +50,14 @@ def test_qlora_4bit_on_cpu_with_eval_set(make_cfg, caption_json):
 
     cfg = make_cfg(load_in_4bit=True, max_steps=2, eval_data_path=str(caption_json),
                    save_strategy="steps", save_steps=2)
-    model, processor, precision, targets = R.setup_model(cfg)
+    rec = R.FinetuneRecipe(cfg).setup()
+    model = rec.model
     quantized = [n for n, m in model.named_modules() if isinstance(m, Linear4bit)]
     # the language model is 4-bit; the vision tower and lm_head stay 16-bit
     assert quantized and all(".language_model." in n for n in quantized)
     assert any(".visual." in n and isinstance(m, torch.nn.Linear) for n, m in model.named_modules())
-    data = R.setup_data(cfg, processor)
-    trainer = R.build_trainer(cfg, model, processor, data, precision)
-    summary = R.save(trainer, cfg, processor, data, R.fit(trainer, cfg), precision, targets, None)
+    rec.train()
+    summary = rec.save()
     assert summary["precision"]["quant"] == "4bit"
     assert summary["final_loss"] == summary["final_loss"]  # not NaN
     assert summary["eval_loss"] is not None and summary["data"]["eval"]["n_kept"] == 4
@@ -71,9 +71,9 @@ def test_qlora_gradients_survive_an_evaluation(make_cfg, caption_json):
     from bitsandbytes.nn import Linear4bit
 
     cfg = make_cfg(load_in_4bit=True, lora_dropout=0.0, eval_data_path=str(caption_json))
-    model, processor, precision, _ = R.setup_model(cfg)
+    rec = R.FinetuneRecipe(cfg).setup()
+    model, trainer = rec.model, rec.trainer
     assert all(not m.support_avx512bf16_for_cpu for m in model.modules() if isinstance(m, Linear4bit))
-    trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
     batch = next(iter(trainer.get_train_dataloader()))
 
     def grads():
@@ -90,19 +90,6 @@ def test_qlora_gradients_survive_an_evaluation(make_cfg, caption_json):
         torch.testing.assert_close(after[n], before[n], rtol=1e-4, atol=1e-6)
 
 
-def test_auto_batch_is_sized_for_the_longest_real_sample(make_cfg, caption_json):
-    """The auto micro-batch on CUDA shrinks for long samples (config.auto_micro_batch); the length it
-    is given must be the longest batch row the collator really builds, images included."""
-    from vlft.train.collator import SftCollator
-
-    cfg = make_cfg(eval_data_path=str(caption_json))
-    model, processor, precision, _ = R.setup_model(cfg)
-    data = R.setup_data(cfg, processor)
-    collate = SftCollator(processor, cfg.model_max_length)
-    rows = [int(collate([s])["attention_mask"].sum()) for ds in (data["train"], data["eval"]) for s in ds]
-    assert R.max_sample_tokens(data) == max(rows) > 0
-
-
 def test_four_samples_overfit_and_adapter_reloads_to_identical_logits(make_cfg, peaked_model_dir):
     from vlft.adapters.loading import load_adapter
     from vlft.models.loading import load_model
@@ -111,13 +98,13 @@ def test_four_samples_overfit_and_adapter_reloads_to_identical_logits(make_cfg, 
     cfg = make_cfg(model_name_or_path=str(peaked_model_dir), max_steps=20, learning_rate=1e-2,
                    lr_scheduler_type="constant", lora_target_modules="all", lora_r=16, lora_alpha=32,
                    lora_dropout=0.0, logging_steps=5)
-    model, processor, precision, targets = R.setup_model(cfg)
-    data = R.setup_data(cfg, processor)
-    trainer = R.build_trainer(cfg, model, processor, data, precision)
-    summary = R.save(trainer, cfg, processor, data, R.fit(trainer, cfg), precision, targets, None)
+    rec = R.FinetuneRecipe(cfg).setup()
+    processor, data, trainer, precision = rec.processor, rec.data, rec.trainer, rec.plan.precision
+    rec.train()
+    summary = rec.save()
     assert summary["final_loss"] < 0.3 * summary["first_loss"], summary
 
-    batch = SftCollator(processor, cfg.model_max_length)([data["train"][i] for i in range(4)])
+    batch = SftCollator(processor, cfg.model_max_length)([data.train[i] for i in range(4)])
     trained = trainer.model.eval()
     fresh = load_adapter(load_model(cfg.model_name_or_path, precision), cfg.output_dir).eval()
     with torch.no_grad():
@@ -152,9 +139,8 @@ def test_moelora_aux_gradient_in_backward_and_logged_not_added(make_cfg):
 
     coef = 0.5
     cfg = make_cfg(adapter="moelora", router_aux_loss_coef=coef, lora_dropout=0.0)
-    model, processor, precision, _ = R.setup_model(cfg)
-    data = R.setup_data(cfg, processor)
-    trainer = R.build_trainer(cfg, model, processor, data, precision)  # checkpointing on (non-reentrant)
+    rec = R.FinetuneRecipe(cfg).setup()  # checkpointing on (non-reentrant)
+    model, processor, data, trainer = rec.model, rec.processor, rec.data, rec.trainer
     layers = model.model.language_model.layers
     assert all(layer.gradient_checkpointing for layer in layers) and trainer.loss_impl == "fast"
     assert not any(getattr(b, "gradient_checkpointing", False) for b in model.model.visual.modules()
@@ -163,7 +149,7 @@ def test_moelora_aux_gradient_in_backward_and_logged_not_added(make_cfg):
     trainer.current_gradient_accumulation_steps = 4  # as the training loop sets it
     assert trainer._aux_grad_scale() == 0.25
     trainer.current_gradient_accumulation_steps = 1
-    batch = SftCollator(processor, cfg.model_max_length)([data["train"][0], data["train"][1]])
+    batch = SftCollator(processor, cfg.model_max_length)([data.train[0], data.train[1]])
     model.train()
     with torch.no_grad():  # experts non-zero, so LM and aux gradients both reach the routers
         for n, p in model.named_parameters():
@@ -208,8 +194,8 @@ def test_moelora_routing_recorded_only_on_logged_steps(make_cfg):
 
     cfg = make_cfg(adapter="moelora", max_steps=5, logging_steps=2, gradient_accumulation_steps=2,
                    per_device_train_batch_size=1)
-    model, processor, precision, _ = R.setup_model(cfg)
-    trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
+    rec = R.FinetuneRecipe(cfg).setup()
+    model, trainer = rec.model, rec.trainer
     recorded, compute = [], trainer.compute_loss
 
     def spy(m, inputs, *a, **kw):
@@ -218,13 +204,13 @@ def test_moelora_routing_recorded_only_on_logged_steps(make_cfg):
         return out
 
     trainer.compute_loss = spy
-    R.fit(trainer, cfg)
+    rec.train()
     # 5 optimizer steps x 2 micro-batches; logged steps: 1 (logging_first_step), 2 and 4
     assert recorded == [(s, s in (1, 2, 4)) for s in (1, 1, 2, 2, 3, 3, 4, 4, 5, 5)]
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in logs] == [1, 2, 4]
     for h in logs:
-        assert 0.99 < h["moe/aux_loss"] < cfg.num_experts and "moe/entropy" in h and "moe/load_max" in h
+        assert 0.99 < h["moe/aux_loss"] < cfg.moelora.num_experts and "moe/entropy" in h and "moe/load_max" in h
 
 
 def test_loss_only_eval_takes_the_labelled_token_loss_with_the_same_value(make_cfg, caption_json,
@@ -238,8 +224,8 @@ def test_loss_only_eval_takes_the_labelled_token_loss_with_the_same_value(make_c
     monkeypatch.setattr(fast_loss, "_chunk_ce_sum", lambda h, *a: projected.append(len(h)) or real_ce(h, *a))
     for impl in ("fast", "hf"):
         cfg = make_cfg(loss_impl=impl, eval_data_path=str(caption_json), per_device_train_batch_size=4)
-        model, processor, precision, _ = R.setup_model(cfg)
-        trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
+        rec = R.FinetuneRecipe(cfg).setup()
+        model, trainer = rec.model, rec.trainer
         seen, labelled, positions = [], [], []
         head = model.get_output_embeddings()
         hook = head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[:-1].numel()))
@@ -271,8 +257,8 @@ def test_cudagraph_mode_wiring_and_eager_predictions(make_cfg, caption_json, mon
     cfg = make_cfg(compile=True, compile_mode="reduce-overhead", max_steps=2, gradient_accumulation_steps=2,
                    per_device_train_batch_size=1, eval_data_path=str(caption_json), num_sample_predictions=1,
                    max_new_tokens=2)
-    model, processor, precision, _ = R.setup_model(cfg)
-    trainer = R.build_trainer(cfg, model, processor, R.setup_data(cfg, processor), precision)
+    rec = R.FinetuneRecipe(cfg).setup()
+    model, trainer = rec.model, rec.trainer
     assert trainer.cudagraphs and trainer.data_collator.multiple == 32
     # accumulation 2: every trainable parameter copies its first gradient out of the graphs' memory
     assert len(trainer._grad_hooks) == sum(p.requires_grad for p in model.parameters()) > 0
@@ -291,13 +277,13 @@ def test_cudagraph_mode_wiring_and_eager_predictions(make_cfg, caption_json, mon
         hook.remove()
     assert eager_calls == [True] * n_eval and n_eval > 0 and not marks
     seen = {}
-    real_predict = R.predict_and_log
+    real_predict = R.FinetuneRecipe.predict
 
-    def predict(trainer, *a, **kw):
-        seen["compiled_at_predict"] = len(compiled_decoder_layers(trainer.model))
-        return real_predict(trainer, *a, **kw)
+    def predict(self, *a, **kw):
+        seen["compiled_at_predict"] = len(compiled_decoder_layers(self.trainer.model))
+        return real_predict(self, *a, **kw)
 
-    monkeypatch.setattr(R, "predict_and_log", predict)
+    monkeypatch.setattr(R.FinetuneRecipe, "predict", predict)
     try:
         summary = train(cfg)
     finally:
@@ -324,24 +310,85 @@ def test_setup_layers_compiles_when_asked_and_checkpoints_otherwise(tiny_model_d
 
     from vlft.train import fast
     from vlft.train.config import TrainConfig
-    from vlft.train.recipe import graph_batching, setup_layers, use_compile
+    from vlft.train.plan import make_plan
+    from vlft.train.recipe import setup_layers
+
+    def plan(cfg):
+        return make_plan(cfg, device="cpu")
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
-    cfg = TrainConfig().resolve_auto("cpu")
-    assert cfg.compile is None and not use_compile(cfg, "cpu")
-    assert setup_layers(model, cfg, "cpu") == "gradient checkpointing on 2 layers"
-    assert graph_batching(cfg, model) == (False, 0)  # eager: each batch padded to its longest sample
+    cfg = TrainConfig()
+    assert cfg.compile is None and not plan(cfg).compile
+    assert setup_layers(model, plan(cfg)) == "gradient checkpointing on 2 layers"
+    p = plan(cfg)
+    assert (p.cuda_graphs, p.pad_to_multiple_of) == (False, 0)  # eager: each batch padded to its longest sample
     try:
         compiled = cfg.replace(compile=True, compile_mode="default")
-        assert setup_layers(model, compiled, "cpu") == "2 compiled decoder layers, activations recomputed"
+        assert setup_layers(model, plan(compiled)) == "2 compiled decoder layers, activations recomputed"
         # compiled layers recompile for every new length: lengths padded to multiples of 32, no graphs
-        assert graph_batching(compiled, model) == (False, 32)
-        assert graph_batching(compiled.replace(pad_to_multiple_of=8), model) == (False, 8)
+        p = plan(compiled)
+        assert (p.cuda_graphs, p.pad_to_multiple_of) == (False, 32)
+        p = plan(compiled.replace(pad_to_multiple_of=8))
+        assert (p.cuda_graphs, p.pad_to_multiple_of) == (False, 8)
         layers = fast.compile.decoder_layers(model)
         assert all(layer._compiled_call_impl is not None and not layer.gradient_checkpointing for layer in layers)
         assert fast.uncompile_decoder_layers(model) == 2 and fast.uncompile_decoder_layers(model) == 0
-        assert setup_layers(model, cfg.replace(compile=True, compile_mode="reduce-overhead"), "cpu") == \
+        assert setup_layers(model, plan(cfg.replace(compile=True, compile_mode="reduce-overhead"))) == \
             "2 compiled decoder layers as CUDA graphs, activations recomputed"
     finally:
         fast.uncompile_decoder_layers(model)
         torch._dynamo.reset()
+
+
+def test_bad_data_fails_before_the_model_loads(make_cfg, tmp_path, monkeypatch, capsys):
+    """The data is read and measured before the (minutes-long) model load: a training file with no
+    usable record fails in one line and the model weights are never loaded."""
+    import lora
+    from vlft.models import loading
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": "a", "messages": [{"role": "user", "content": "hi"}]}]), encoding="utf-8")
+    loads = []
+    monkeypatch.setattr(loading, "load_model", lambda *a, **kw: loads.append(a))
+    cfg = make_cfg(data_path=str(bad))
+    rc = lora.main(["--model", cfg.model_name_or_path, "--train_json", str(bad), "--output_dir",
+                    str(tmp_path / "o"), "--report_to", "none"])
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and str(bad) in errors[0]
+    assert loads == []
+
+
+def test_the_plan_is_printed_at_start_and_stored_in_the_summary(make_cfg, capsys):
+    summary = train(make_cfg(max_steps=1))
+    out = capsys.readouterr().out
+    lines = [l for l in out.splitlines() if l.startswith("plan: ")]
+    assert len(lines) == 1 and "cpu x1" in lines[0] and "batch 2 x 1 accumulation" in lines[0]
+    assert out.index("plan: ") < out.index("trainable params:")  # decided before the model loads
+    plan = summary["plan"]
+    assert (plan["batch_size"], plan["accumulation"], plan["learning_rate"]) == (2, 1, 1e-3)
+    assert plan["device"] == "cpu" and plan["world_size"] == 1 and not plan["compile"]
+    assert plan["max_len"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_default_path_smoke(tiny_model_dir, caption_json, tmp_path):
+    """The CUDA default as lora.py picks it with no flags: 4-bit base, compiled layers replayed as CUDA
+    graphs, lengths padded to 32, the auto batch; two steps train and the adapter saves."""
+    import torch._dynamo
+
+    from vlft.train import TrainConfig
+
+    cfg = TrainConfig(model_name_or_path=str(tiny_model_dir), data_path=str(caption_json),
+                      output_dir=str(tmp_path / "out"), max_steps=2, logging_steps=1, save_strategy="no",
+                      report_to="none", num_sample_predictions=1, max_new_tokens=4)
+    try:
+        summary = train(cfg)
+    finally:
+        torch._dynamo.reset()
+    plan = summary["plan"]
+    assert plan["device"] == "cuda" and plan["precision"]["quant"] == "4bit"
+    assert plan["compile"] and plan["cuda_graphs"] and plan["pad_to_multiple_of"] == 32
+    assert summary["global_step"] == 2 and summary["final_loss"] == summary["final_loss"]
+    assert all(length % 32 == 0 for _, length in summary["train_batch_shapes"])
+    assert summary["peak_gpu_reserved_gb"] > 0 and _adapter(Path(cfg.output_dir))
