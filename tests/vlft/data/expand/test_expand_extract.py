@@ -1,0 +1,114 @@
+"""Extraction from real files: PDF (reportlab, English and Chinese captions), HTML, Markdown, TXT, DOCX."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from conftest import icon, photo, write_pdf
+
+from vlft.data.expand.extract import ExtractConfig, dhash, extract, parse_caption
+from vlft.data.expand.sources import SourceError, local_document
+
+
+def _doc(path, root=None):
+    return local_document(str(path), (root or path.parent).resolve())
+
+
+@pytest.mark.parametrize("line,caption", [
+    ("Figure 3: Revenue by region", "Revenue by region"),
+    ("Fig. 2. The pipeline", "The pipeline"),
+    ("FIGURE 10 — Results", "Results"),
+    ("图 3 各地区收入", "各地区收入"),
+    ("图3：模型结构", "模型结构"),
+    ("As Figure 3 shows, revenue grew", None),
+    ("The figure below", None),
+])
+def test_parse_caption(line, caption):
+    assert parse_caption(line) == caption
+
+
+def test_pdf_figures_captions_tiny_and_duplicates(docs_dir):
+    ex = extract(_doc(docs_dir / "report.pdf"))
+    assert ex.pages == 3
+    caps = {f.page: f.caption for f in ex.figures}
+    # The icon on page 1 is dropped before pairing, so the page's one caption goes to its photo.
+    assert caps == {1: "A kitchen with people preparing pizzas on a wooden table.", 2: "一只猫躺在沙发上晒太阳"}
+    assert ex.dropped == {"tiny": 1, "duplicate": 1}   # page 3 repeats page 1's photo, smaller
+    assert [s.heading for s in ex.sections] == ["1 Introduction", "2 方法", "3 Appendix"]
+    assert [s.page for s in ex.sections] == [1, 2, 3]
+    assert "集装箱运输量" in ex.sections[1].text
+
+
+def test_pdf_caption_count_mismatch_gives_no_caption(tmp_path, coco_images):
+    # Two photos, one caption: which one it belongs to is unknown, so neither gets it.
+    p = write_pdf(tmp_path / "two.pdf", [(["Figure 1: Only one caption here."], [photo(coco_images, 0),
+                                                                                photo(coco_images, 1)])])
+    ex = extract(_doc(p))
+    assert [f.caption for f in ex.figures] == [None, None]
+
+
+def test_html_figcaption_alt_and_outside_root(docs_dir):
+    ex = extract(_doc(docs_dir / "page.html"))
+    assert ex.title == "Harbour report"
+    got = [(f.figure_id, f.caption, f.caption_kind) for f in ex.figures]
+    assert got == [("img1", "Fishing boats moored at the pier.", "caption"),
+                   ("img3", "A busy street next to the harbour at noon", "alt")]
+    # logo: tiny; ../outside.jpg resolves outside the folder the user named: never read.
+    assert ex.dropped == {"tiny": 1, "unreadable": 1}
+    assert "Home | About" not in ex.text        # <nav> is boilerplate
+    assert [s.heading for s in ex.sections] == ["Harbour report", "Streets"]
+
+
+def test_symlinked_image_outside_root_is_not_read(docs_dir, tmp_path):
+    (docs_dir / "img" / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (docs_dir / "link.html").write_text("<p>text</p><img src='img/link.jpg' alt='a linked photo outside'>",
+                                        encoding="utf-8")
+    ex = extract(_doc(docs_dir / "link.html"))
+    assert ex.figures == [] and ex.dropped == {"unreadable": 1}
+
+
+def test_markdown_caption_line_wins_over_alt(docs_dir):
+    ex = extract(_doc(docs_dir / "notes.md"))
+    assert [(f.caption, f.caption_kind) for f in ex.figures] == [("停靠在码头的渔船", "caption")]
+    assert ex.title == "港口笔记"
+    assert "渔船数量明显增加" in ex.text
+
+
+def test_text_and_gbk(tmp_path):
+    p = tmp_path / "gbk.txt"
+    p.write_bytes("港口今年新建了两个泊位，货物吞吐量增加。".encode("gbk"))
+    assert "新建了两个泊位" in extract(_doc(p)).text
+
+
+def test_docx_heading_picture_caption(tmp_path, coco_images):
+    docx = pytest.importorskip("docx")
+    d = docx.Document()
+    d.add_heading("Port report", level=1)
+    d.add_paragraph("Cranes at the terminal were replaced in May.")
+    d.add_picture(io.BytesIO(photo(coco_images, 2)))
+    d.add_paragraph("Figure 4: New cranes at the terminal.", style="Caption")
+    d.add_picture(io.BytesIO(photo(coco_images, 3)))
+    d.add_paragraph("An uncaptioned photo follows the text.")
+    d.save(tmp_path / "r.docx")
+    ex = extract(_doc(tmp_path / "r.docx"))
+    assert [f.caption for f in ex.figures] == ["New cranes at the terminal.", None]
+    assert ex.sections[0].heading == "Port report" and "replaced in May" in ex.sections[0].text
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "empty"), (b"%PDF-1.7\nnot really", "PDF")])
+def test_bad_files_one_line(tmp_path, content, reason):
+    p = tmp_path / ("bad.pdf" if content else "empty.txt")
+    p.write_bytes(content)
+    with pytest.raises(SourceError, match=reason):
+        extract(_doc(p))
+
+
+def test_dhash_near_duplicates(coco_images):
+    from PIL import Image
+
+    a = dhash(Image.open(io.BytesIO(photo(coco_images, 0))))
+    b = dhash(Image.open(io.BytesIO(photo(coco_images, 0, 200))))
+    c = dhash(Image.open(io.BytesIO(photo(coco_images, 1))))
+    assert bin(a ^ b).count("1") <= ExtractConfig().phash_distance < bin(a ^ c).count("1")
+    assert icon()  # the tiny fixture image decodes

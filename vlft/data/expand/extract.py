@@ -1,0 +1,449 @@
+"""Extraction: a local document -> sections of text (heading, page) and figures with their captions.
+
+PDF text comes from the knowledge base's own loader (encryption, broken pages); text files are decoded
+with its encoding detection. Figures are the images embedded in PDF pages, ``<img>``/``<figure>`` in
+HTML, ``![alt](src)`` in Markdown and pictures in DOCX. A caption is taken only when the document gives
+one: a "Figure 3: ..." / "图 3 ..." line (in a PDF, paired with the page's images only when the counts
+match, so no caption lands on the wrong image), ``<figcaption>``, a Markdown title, or alt text.
+Icons and logos (tiny or very thin images) and perceptual-hash duplicates are dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Callable
+
+from .sources import Document, SourceError, inside, is_url
+
+log = logging.getLogger(__name__)
+
+# "Figure 3: ...", "Fig. 3. ...", "图 3 ...", "图3：...".
+CAPTION_RE = re.compile(r"^\s*(?:(?:Figure|FIGURE|Fig\.?)\s*(\d+)\s*[:.：\-–—]?|图\s*(\d+)\s*[:：.．、]?)\s*(\S.*)$")
+# Numbered headings in PDF text: "2 Method", "2.1 Data", "第三章 结果".
+PDF_HEADING_RE = re.compile(r"^(?:\d+(?:\.\d+){0,3}\.?|第[一二三四五六七八九十百\d]+[章节部分])\s+\S.{0,70}$")
+AssetLoader = Callable[[str], bytes]
+
+
+@dataclass
+class Section:
+    text: str
+    heading: str | None = None
+    page: int | None = None
+
+
+@dataclass
+class Figure:
+    image: bytes                    # encoded image (PNG/JPEG/...)
+    caption: str | None             # from the document, or None
+    caption_kind: str | None        # "caption" (Figure N / figcaption / DOCX Caption), "alt", "title"
+    page: int | None = None
+    figure_id: str = ""             # "p3-img1", "img2", ...
+    context: str = ""               # nearby text, for generating a caption when there is none
+    width: int = 0
+    height: int = 0
+    phash: int = 0
+
+
+@dataclass
+class Extracted:
+    doc: Document
+    title: str | None = None
+    sections: list[Section] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    pages: int = 0                  # PDF pages (1 for other documents)
+    dropped: dict[str, int] = field(default_factory=dict)   # tiny / duplicate / unreadable images
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.sections)
+
+
+@dataclass
+class ExtractConfig:
+    min_image_side: int = 64        # smaller images are icons, bullets, logos
+    max_aspect: float = 8.0         # thinner ones are rules and banners
+    phash_distance: int = 5         # dHash Hamming distance at or below which two images are duplicates
+
+
+def parse_caption(line: str) -> str | None:
+    """The caption text of a "Figure N: ..." / "图 N ..." line, else None."""
+    m = CAPTION_RE.match(line.strip())
+    return m.group(3).strip() if m and len(m.group(3).strip()) >= 2 else None
+
+
+def dhash(img) -> int:
+    """64-bit difference hash: near-identical images (rescaled, recompressed) differ in few bits."""
+    g = img.convert("L").resize((9, 8))
+    px = list(g.getdata())
+    bits = 0
+    for r in range(8):
+        for c in range(8):
+            bits = (bits << 1) | (px[r * 9 + c] > px[r * 9 + c + 1])
+    return bits
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def extract(doc: Document, load_asset: AssetLoader | None = None, cfg: ExtractConfig | None = None) -> Extracted:
+    """Extract one document; raises SourceError (one line) when nothing can be read."""
+    cfg = cfg or ExtractConfig()
+    fn = EXTRACTORS.get(doc.suffix)
+    if fn is None:
+        raise SourceError(f"unsupported file type '{doc.suffix}'")
+    ex = fn(doc, load_asset or local_assets(doc), cfg)
+    ex.figures = _filter_figures(ex.figures, cfg, ex.dropped)
+    ex.sections = [s for s in ex.sections if s.text.strip()]
+    if not ex.sections and not ex.figures:
+        raise SourceError("no text and no figures found")
+    return ex
+
+
+def local_assets(doc: Document) -> AssetLoader:
+    """Images referenced by a local document: only files inside its allowed root, and data: URLs."""
+    def load(src: str) -> bytes:
+        if src.startswith("data:"):
+            return _data_url(src)
+        if is_url(src):
+            raise SourceError(f"{src}: remote image in a local document (not fetched)")
+        p = (doc.path.parent / urllib.parse.unquote(src.split("?")[0].split("#")[0])).resolve()
+        root = doc.root or doc.path.parent.resolve()
+        if not inside(p, root):
+            raise SourceError(f"{src}: outside {root}")
+        if not p.is_file():
+            raise SourceError(f"{src}: image file not found")
+        return p.read_bytes()
+    return load
+
+
+def _data_url(src: str) -> bytes:
+    head, _, data = src.partition(",")
+    try:
+        return base64.b64decode(data) if head.endswith(";base64") else urllib.parse.unquote_to_bytes(data)
+    except ValueError:
+        raise SourceError("bad data: URL") from None
+
+
+def _filter_figures(figs: list[Figure], cfg: ExtractConfig, dropped: dict[str, int]) -> list[Figure]:
+    from PIL import Image
+
+    kept: list[Figure] = []
+    for f in figs:
+        try:
+            with Image.open(io.BytesIO(f.image)) as im:
+                im.load()
+                f.width, f.height = im.size
+                f.phash = dhash(im)
+        except Exception:  # PIL raises many types on odd data
+            dropped["unreadable"] = dropped.get("unreadable", 0) + 1
+            continue
+        if _too_small(f.width, f.height, cfg):
+            dropped["tiny"] = dropped.get("tiny", 0) + 1
+            continue
+        dup = next((k for k in kept if bin(k.phash ^ f.phash).count("1") <= cfg.phash_distance), None)
+        if dup is not None:
+            if dup.caption is None and f.caption:   # keep the copy that has a caption
+                dup.caption, dup.caption_kind = f.caption, f.caption_kind
+            dropped["duplicate"] = dropped.get("duplicate", 0) + 1
+            continue
+        kept.append(f)
+    return kept
+
+
+def _too_small(w: int, h: int, cfg: ExtractConfig) -> bool:
+    return min(w, h) < cfg.min_image_side or max(w, h) > cfg.max_aspect * min(w, h)
+
+
+def _text_sections(text: str, page: int | None, heading: str | None, heading_re: re.Pattern | None
+                   ) -> tuple[list[Section], str | None]:
+    """Split text into sections at heading lines; returns them and the heading in force at the end."""
+    out: list[Section] = []
+    buf: list[str] = []
+    for line in text.splitlines():
+        s = line.strip()
+        if heading_re is not None and heading_re.match(s) and not s.endswith(("。", ".", ",", "，")):
+            if buf:
+                out.append(Section("\n".join(buf).strip(), heading, page))
+            heading, buf = s.lstrip("#").strip(), []
+        else:
+            buf.append(line)
+    if "".join(buf).strip():
+        out.append(Section("\n".join(buf).strip(), heading, page))
+    return out, heading
+
+
+# -- PDF -------------------------------------------------------------------------------------------
+def extract_pdf(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> Extracted:
+    import pypdf
+    from multi_agent.rag.loaders import SkipFile, load_pdf
+
+    ex = Extracted(doc)
+    try:
+        pages = load_pdf(doc.path).pages
+    except SkipFile as e:
+        if "no extractable text" not in str(e):
+            raise SourceError(str(e)) from None
+        pages = []          # a scanned PDF still has its figures
+    text_of = dict(pages)
+    heading = None
+    for page, text in pages:
+        secs, heading = _text_sections(text, page, heading, PDF_HEADING_RE)
+        ex.sections += secs
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = pypdf.PdfReader(doc.path)
+        if reader.is_encrypted:
+            reader.decrypt("")
+        ex.pages = len(reader.pages)
+        for no, page in enumerate(reader.pages, start=1):
+            ex.figures += _pdf_page_figures(page, no, text_of.get(no, ""), ex.dropped, cfg)
+    except Exception as e:  # images are a bonus: text already extracted stays
+        log.warning("%s: images not extracted (%s: %s)", doc.origin, e.__class__.__name__, e)
+    return ex
+
+
+def _pdf_page_figures(page, no: int, text: str, dropped: dict[str, int], cfg: ExtractConfig) -> list[Figure]:
+    images = []
+    try:
+        for img in page.images:
+            try:
+                w, h = img.image.size
+                if _too_small(w, h, cfg):   # before pairing: an icon must not take a figure's caption
+                    dropped["tiny"] = dropped.get("tiny", 0) + 1
+                    continue
+                data = img.data if img.name.lower().endswith((".jpg", ".jpeg", ".png")) else _png(img.image)
+                images.append(data)
+            except Exception:
+                dropped["unreadable"] = dropped.get("unreadable", 0) + 1
+    except Exception:
+        dropped["unreadable"] = dropped.get("unreadable", 0) + 1
+    captions = [c for c in map(parse_caption, text.splitlines()) if c]
+    paired = len(captions) == len(images)
+    context = " ".join(text.split())[:800]
+    return [Figure(data, captions[i] if paired else None, "caption" if paired else None, no, f"p{no}-img{i + 1}",
+                   context) for i, data in enumerate(images)]
+
+
+def _png(im) -> bytes:
+    buf = io.BytesIO()
+    (im if im.mode in ("RGB", "L", "RGBA") else im.convert("RGB")).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+_SKIP = {"script", "style", "noscript", "template", "svg", "nav", "footer"}
+_BLOCK = {"p", "div", "li", "ul", "ol", "tr", "td", "th", "pre", "blockquote", "section", "article", "br",
+          "table", "dd", "dt", "figure", "main"}
+
+
+class _HtmlDoc(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.sections: list[Section] = []
+        self.title: str | None = None
+        self.links: list[str] = []
+        self.images: list[dict] = []          # {"src", "alt", "title", "caption", "context"}
+        self._heading: str | None = None
+        self._buf: list[str] = []
+        self._skip = 0
+        self._in_heading: list[str] | None = None
+        self._in_title: list[str] | None = None
+        self._figure: list[dict] | None = None
+        self._figcap: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in _SKIP:
+            self._skip += 1
+            return
+        if tag == "title":
+            self._in_title = []
+        elif tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self._flush()
+            self._in_heading = []
+        elif tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+        elif tag == "figure":
+            self._figure = []
+        elif tag == "figcaption":
+            self._figcap = []
+        elif tag == "img" and a.get("src") and not self._skip:
+            img = {"src": a["src"], "alt": (a.get("alt") or "").strip(), "title": (a.get("title") or "").strip(),
+                   "caption": None, "context": self._context()}
+            self.images.append(img)
+            if self._figure is not None:
+                self._figure.append(img)
+        if tag in _BLOCK:
+            self._buf.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in _SKIP:
+            self._skip = max(0, self._skip - 1)
+            return
+        if tag == "title" and self._in_title is not None:
+            self.title = " ".join("".join(self._in_title).split()) or None
+            self._in_title = None
+        elif tag in ("h1", "h2", "h3", "h4", "h5", "h6") and self._in_heading is not None:
+            self._heading = " ".join("".join(self._in_heading).split()) or self._heading
+            self._in_heading = None
+        elif tag == "figcaption" and self._figcap is not None:
+            cap = " ".join("".join(self._figcap).split())
+            for img in self._figure or []:
+                img["caption"] = cap or None
+            self._figcap = None
+        elif tag == "figure":
+            self._figure = None
+        if tag in _BLOCK:
+            self._buf.append("\n")
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        if self._in_title is not None:
+            self._in_title.append(data)
+        elif self._in_heading is not None:
+            self._in_heading.append(data)
+        else:
+            if self._figcap is not None:
+                self._figcap.append(data)
+            self._buf.append(data)
+
+    def _context(self) -> str:
+        return " ".join("".join(self._buf[-40:]).split())[-400:]
+
+    def _flush(self):
+        text = re.sub(r"[ \t\r\f\v]+", " ", "".join(self._buf))
+        text = re.sub(r"\s*\n\s*", "\n", text).strip()
+        if text:
+            self.sections.append(Section(text, self._heading))
+        self._buf = []
+
+    def close(self):
+        super().close()
+        self._flush()
+
+
+def _decode(doc: Document) -> str:
+    from multi_agent.rag.loaders import SkipFile, load_text
+    try:
+        return load_text(doc.path).pages[0][1]
+    except SkipFile as e:
+        raise SourceError(str(e)) from None
+
+
+def extract_html(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> Extracted:
+    p = _HtmlDoc()
+    p.feed(_decode(doc))
+    p.close()
+    ex = Extracted(doc, title=p.title, sections=p.sections, pages=1)
+    doc.links = p.links
+    for i, img in enumerate(p.images, start=1):
+        cap, kind = (img["caption"], "caption") if img["caption"] else \
+            (img["alt"], "alt") if img["alt"] else (img["title"], "title") if img["title"] else (None, None)
+        data = _asset(load_asset, img["src"], doc, ex.dropped)
+        if data is not None:
+            ex.figures.append(Figure(data, cap, kind, None, f"img{i}", img["context"]))
+    return ex
+
+
+def _asset(load_asset: AssetLoader, src: str, doc: Document, dropped: dict[str, int]) -> bytes | None:
+    try:
+        return load_asset(src)
+    except SourceError as e:
+        log.info("%s: image skipped: %s", doc.origin, e)
+        dropped["unreadable"] = dropped.get("unreadable", 0) + 1
+        return None
+
+
+# -- Markdown / text ---------------------------------------------------------------------------------
+_MD_IMG = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+[\"']([^\"']*)[\"'])?\s*\)")
+_MD_HEADING = re.compile(r"^#{1,6}\s+\S")
+
+
+def extract_markdown(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> Extracted:
+    text = _decode(doc)
+    ex = Extracted(doc, pages=1)
+    lines = text.splitlines()
+    n = 0
+    for i, line in enumerate(lines):
+        for m in _MD_IMG.finditer(line):
+            n += 1
+            alt, src, title = m.group(1).strip(), m.group(2), (m.group(3) or "").strip()
+            nxt = next((ln.strip().strip("*_") for ln in lines[i + 1:i + 3] if ln.strip()), "")
+            cap, kind = (parse_caption(nxt), "caption") if parse_caption(nxt) else \
+                (title, "title") if title else (alt, "alt") if alt else (None, None)
+            data = _asset(load_asset, src, doc, ex.dropped)
+            if data is not None:
+                ctx = " ".join(" ".join(lines[max(0, i - 5):i]).split())[-400:]
+                ex.figures.append(Figure(data, cap, kind, None, f"img{n}", ctx))
+    clean = _MD_IMG.sub(lambda m: m.group(1), text)
+    ex.sections, _ = _text_sections(clean, None, None, _MD_HEADING)
+    for s in ex.sections:
+        if s.heading and ex.title is None:
+            ex.title = s.heading
+    return ex
+
+
+def extract_text(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> Extracted:
+    return Extracted(doc, sections=[Section(_decode(doc).strip())], pages=1)
+
+
+# -- DOCX ----------------------------------------------------------------------------------------------
+def extract_docx(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> Extracted:
+    try:
+        import docx  # python-docx
+    except ImportError:
+        raise SourceError("DOCX needs python-docx (pip install python-docx)") from None
+    try:
+        d = docx.Document(str(doc.path))
+    except Exception as e:  # zipfile/KeyError/lxml errors on broken files
+        raise SourceError(f"unreadable DOCX ({e.__class__.__name__}: {e})") from None
+    ex = Extracted(doc, title=d.core_properties.title or None, pages=1)
+    paras = d.paragraphs
+    heading, buf = None, []
+    blip = "{http://schemas.openxmlformats.org/drawingml/2006/main}blip"
+    rel = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}embed"
+    for i, p in enumerate(paras):
+        style = (p.style.name if p.style is not None else "") or ""
+        if style.lower().startswith(("heading", "title")) and p.text.strip():
+            if buf:
+                ex.sections.append(Section("\n".join(buf), heading))
+            heading, buf = p.text.strip(), []
+            continue
+        for el in p._p.iter(blip):
+            part = d.part.related_parts.get(el.get(rel))
+            if part is None:
+                continue
+            nxt = paras[i + 1] if i + 1 < len(paras) else None
+            cap = None
+            if nxt is not None:
+                nstyle = (nxt.style.name if nxt.style is not None else "") or ""
+                cap = nxt.text.strip() if nstyle.lower() == "caption" and nxt.text.strip() else parse_caption(nxt.text)
+                if cap and nstyle.lower() == "caption":
+                    cap = parse_caption(cap) or cap
+            ex.figures.append(Figure(part.blob, cap, "caption" if cap else None, None,
+                                     f"img{len(ex.figures) + 1}", " ".join(buf)[-400:]))
+        if p.text.strip():
+            buf.append(p.text.strip())
+    if buf:
+        ex.sections.append(Section("\n".join(buf), heading))
+    return ex
+
+
+EXTRACTORS: dict[str, Callable[[Document, AssetLoader, ExtractConfig], Extracted]] = {
+    ".pdf": extract_pdf, ".html": extract_html, ".htm": extract_html,
+    ".md": extract_markdown, ".markdown": extract_markdown, ".mdx": extract_markdown,
+    ".txt": extract_text, ".docx": extract_docx,
+}
+
+
+def image_name(doc_key: str, fig: Figure) -> str:
+    """A stable file name for a figure: document key + figure id + content hash."""
+    ext = ".jpg" if fig.image[:3] == b"\xff\xd8\xff" else ".png"
+    return f"{doc_key}-{fig.figure_id}-{hashlib.sha256(fig.image).hexdigest()[:8]}{ext}"
