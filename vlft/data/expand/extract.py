@@ -79,6 +79,11 @@ def parse_caption(line: str) -> str | None:
     return m.group(3).strip() if m and len(m.group(3).strip()) >= 2 else None
 
 
+def strip_label(caption: str | None) -> str | None:
+    """"Figure 1: The crane" -> "The crane"; a caption without a label stays as it is."""
+    return (parse_caption(caption) or caption.strip()) if caption else caption
+
+
 def dhash(img) -> int:
     """64-bit difference hash: near-identical images (rescaled, recompressed) differ in few bits."""
     g = img.convert("L").resize((9, 8))
@@ -348,7 +353,7 @@ def extract_html(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> 
             (img["alt"], "alt") if img["alt"] else (img["title"], "title") if img["title"] else (None, None)
         data = _asset(load_asset, img["src"], doc, ex.dropped)
         if data is not None:
-            ex.figures.append(Figure(data, cap, kind, None, f"img{i}", img["context"]))
+            ex.figures.append(Figure(data, strip_label(cap), kind, None, f"img{i}", img["context"]))
     return ex
 
 
@@ -381,7 +386,7 @@ def extract_markdown(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig)
             data = _asset(load_asset, src, doc, ex.dropped)
             if data is not None:
                 ctx = " ".join(" ".join(lines[max(0, i - 5):i]).split())[-400:]
-                ex.figures.append(Figure(data, cap, kind, None, f"img{n}", ctx))
+                ex.figures.append(Figure(data, strip_label(cap), kind, None, f"img{n}", ctx))
     clean = _MD_IMG.sub(lambda m: m.group(1), text)
     ex.sections, _ = _text_sections(clean, None, None, _MD_HEADING)
     for s in ex.sections:
@@ -424,9 +429,7 @@ def extract_docx(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> 
             cap = None
             if nxt is not None:
                 nstyle = (nxt.style.name if nxt.style is not None else "") or ""
-                cap = nxt.text.strip() if nstyle.lower() == "caption" and nxt.text.strip() else parse_caption(nxt.text)
-                if cap and nstyle.lower() == "caption":
-                    cap = parse_caption(cap) or cap
+                cap = strip_label(nxt.text) if nstyle.lower() == "caption" else parse_caption(nxt.text)
             ex.figures.append(Figure(part.blob, cap, "caption" if cap else None, None,
                                      f"img{len(ex.figures) + 1}", " ".join(buf)[-400:]))
         if p.text.strip():

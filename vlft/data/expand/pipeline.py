@@ -34,6 +34,7 @@ ProgressFn = Callable[[str, int, int, str], None]
 STATE_FILE = "sync_state.json"
 SAMPLES_FILE = "samples.jsonl"        # every kept pair with its source: what a re-sync keeps for unchanged sources
 CACHE_FILE = ".cache/generations.jsonl"
+MIN_CHUNK_CHARS = 40                  # shorter chunks (a page number, a heading alone) give no question
 
 
 @dataclass
@@ -275,35 +276,36 @@ class Expander:
         for fig in ex.figures:
             img = self._save_figure(key, fig)
             res.figures += 1
+            # A mixed-language report: each piece is asked about (and checked) in its own language.
+            flang = language_of(fig.caption) if fig.caption else language_of(fig.context) if fig.context else lang
             if fig.caption:
                 res.captioned += 1
-                pairs.append(Pair("caption", CAPTION_QUESTION[lang], fig.caption, origin, fig.figure_id, "document",
-                                  lang, img, fig.page, fig.caption, {"caption_kind": fig.caption_kind}))
+                pairs.append(Pair("caption", CAPTION_QUESTION[flang], fig.caption, origin, fig.figure_id, "document",
+                                  flang, img, fig.page, fig.caption, {"caption_kind": fig.caption_kind}))
             if gen is None:
                 continue
             if fig.caption:
-                p = Prompt(render("vqa", lang, caption=fig.caption, n=self.cfg.qa_per_chunk), img,
+                p = Prompt(render("vqa", flang, caption=fig.caption, n=self.cfg.qa_per_chunk), img,
                            hashlib.sha256(fig.image).hexdigest())
-                prompts.append((p, dict(kind="vqa", source=origin, ref=fig.figure_id, lang=lang, image=img,
+                prompts.append((p, dict(kind="vqa", source=origin, ref=fig.figure_id, lang=flang, image=img,
                                         page=fig.page, support_text=fig.caption + "\n" + fig.context)))
             else:
-                p = Prompt(render("caption", lang, text=fig.context[:600] or "-"), img,
+                p = Prompt(render("caption", flang, text=fig.context[:600] or "-"), img,
                            hashlib.sha256(fig.image).hexdigest())
-                prompts.append((p, dict(kind="caption", source=origin, ref=fig.figure_id, lang=lang, image=img,
+                prompts.append((p, dict(kind="caption", source=origin, ref=fig.figure_id, lang=flang, image=img,
                                         page=fig.page, support_text=fig.context)))
         if gen is not None:
-            n = 0
             for si, sec in enumerate(ex.sections):
                 for span in chunk_text(sec.text, self.cfg.chunk_size, self.cfg.chunk_overlap):
                     text = sec.text[span.start:span.end]
-                    if len(text) < 80:
+                    if len(text.strip()) < MIN_CHUNK_CHARS:
                         continue
                     body = f"{sec.heading}\n{text}" if sec.heading else text
-                    p = Prompt(render("qa", lang, text=body, n=self.cfg.qa_per_chunk), None,
+                    clang = language_of(body)
+                    p = Prompt(render("qa", clang, text=body, n=self.cfg.qa_per_chunk), None,
                                hashlib.sha256(body.encode()).hexdigest())
                     prompts.append((p, dict(kind="qa", source=origin, ref=f"s{si}:{span.start}-{span.end}",
-                                            lang=lang, image=None, page=sec.page, support_text=body)))
-                    n += 1
+                                            lang=clang, image=None, page=sec.page, support_text=body)))
         return pairs
 
     def _generate(self, prompts: list[tuple[Prompt, dict]], res: ExpandResult) -> list[Pair]:
@@ -415,7 +417,10 @@ class _TqdmProgress:
 
         if phase != self.phase:
             self.close()
-            self.phase, self.bar = phase, tqdm(total=total or None, desc=phase, leave=False, unit="item")
+            self.phase, self.bar = phase, tqdm(total=total or None, desc=phase, leave=False, unit="item",
+                                                 disable=None)   # no bars when stderr is not a terminal
+        if self.bar.disable:
+            return
         if total and self.bar.total != total:
             self.bar.total = total
         self.bar.n = done
