@@ -45,10 +45,11 @@ class Pair:
 class CurateConfig:
     min_support: float = 0.5        # share of the answer's content words found in its source text
     near_duplicate: float = 0.85    # Jaccard similarity of character 3-grams at or above which pairs are duplicates
+    # Lengths in Latin-character units (a CJK character counts 2).
     min_answer_chars: int = 2
     max_answer_chars: int = 1500
     min_question_chars: int = 4
-    min_caption_chars: int = 8      # document captions and alt texts shorter than this ("logo") are dropped
+    min_caption_chars: int = 8      # document captions and alt texts shorter than this ("logo", "图标") are dropped
 
 
 def norm(text: str) -> str:
@@ -77,11 +78,20 @@ def _shingles(text: str) -> set[str]:
     return {t[i:i + 3] for i in range(max(1, len(t) - 2))}
 
 
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def size(text: str) -> int:
+    """Length in Latin-character units: a CJK character carries about two letters' worth of meaning."""
+    text = text.strip()
+    return len(text) + len(_CJK.findall(text))
+
+
 def _check_length(p: Pair, cfg: CurateConfig) -> bool:
-    n = len(p.answer.strip())
+    n = size(p.answer)
     if p.kind == "caption":
         return cfg.min_caption_chars <= n <= cfg.max_answer_chars
-    return cfg.min_answer_chars <= n <= cfg.max_answer_chars and len(p.question.strip()) >= cfg.min_question_chars
+    return cfg.min_answer_chars <= n <= cfg.max_answer_chars and size(p.question) >= cfg.min_question_chars
 
 
 def curate(pairs: list[Pair], cfg: CurateConfig | None = None, seen: list[Pair] | None = None

@@ -126,6 +126,9 @@ class ExpandReport:
         kinds = Counter(p.kind for p in r.pairs)
         lines = [f"sources: {r.documents} read, {r.unchanged} unchanged, {len(r.skipped)} skipped; "
                  f"{r.pages} pages, {r.figures} figures ({r.captioned} with a document caption)"]
+        t = r.seconds.get("extract", 0.0)
+        if r.pages and t > 0:
+            lines.append(f"extraction: {r.pages} pages in {t:.1f} s ({r.pages / t:.1f} pages/s)")
         if r.dropped_images:
             lines.append("images dropped: " + ", ".join(f"{k}: {v}" for k, v in sorted(r.dropped_images.items())))
         if r.generated or r.cached or r.failed:

@@ -153,3 +153,10 @@ def test_openai_generator_concurrent_with_images_and_failures(tmp_path, coco_ima
     assert fake.peak >= 3 and sum(done) == 8
     with_image = [b["messages"][0]["content"] for b in fake.bodies if isinstance(b["messages"][0]["content"], list)]
     assert len(with_image) == 1 and with_image[0][0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+
+
+def test_short_chinese_caption_is_kept_short_latin_one_is_not():
+    def cap(text, img):
+        return _pair(text, kind="caption", generator="document", image=img, question="描述这张图片。", lang="zh")
+    kept, removed = curate([cap("码头上的起重机", "/i/1.png"), cap("图标", "/i/2.png"), cap("logo", "/i/3.png")])
+    assert [p.answer for p in kept] == ["码头上的起重机"] and removed["length"] == 2

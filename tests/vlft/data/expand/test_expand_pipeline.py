@@ -86,29 +86,34 @@ def test_flag_errors_one_line(tmp_path, capsys):
     assert "train_json" in capsys.readouterr().err
 
 
-def test_to_kb_then_query_finds_the_document(docs_dir, tmp_path, capsys):
+@pytest.mark.slow
+def test_to_kb_then_query_finds_the_document(docs_dir, site, tmp_path, capsys):
     from multi_agent.rag import KnowledgeBase, RagConfig
 
+    base, _, _ = site
     kb_dir = tmp_path / "kb"
-    rc, text = _run(capsys, "--source", docs_dir, "--output", tmp_path / "out", "--to", "kb", "--kb_dir", kb_dir)
+    args = ["--source", docs_dir, base + "/about.html", "--rate_limit", "0", "--output", tmp_path / "out",
+            "--to", "kb", "--kb_dir", kb_dir]
+    rc, text = _run(capsys, *args)
     assert rc == 0 and "knowledge base:" in text
-    names = sorted(p.name.rsplit("-", 1)[-1] for p in (kb_dir / "expanded").iterdir())
-    assert len(names) == 4
+    assert len(list((kb_dir / "expanded").iterdir())) == 5
     kb = KnowledgeBase(RagConfig(kb_dir=kb_dir, reranker=None))
     hit = kb.search("How many more ships did the harbour handle?", k=3, rerank=False)[0]
     assert hit.source.startswith("expanded/page-") and hit.source.endswith(".md")    # HTML -> Markdown
     hit = kb.search("集装箱运输量增长", k=3, rerank=False)[0]
-    assert hit.source.startswith("expanded/report-") and hit.page == 2
-    # re-sync: nothing changed, nothing re-embedded
-    rc, text = _run(capsys, "--source", docs_dir, "--output", tmp_path / "out", "--to", "kb", "--kb_dir", kb_dir)
-    assert "4 unchanged" in text
+    assert hit.source.startswith("expanded/report-") and hit.page == 2                # the PDF itself, paged
+    hit = kb.search("How often do you report on the port?", k=3, rerank=False)[0]
+    assert hit.source.startswith("expanded/about-")                                    # a web page
+    # re-sync: nothing changed, nothing re-extracted or re-embedded
+    rc, text = _run(capsys, *args)
+    assert "0 read, 5 unchanged" in text and "0 added, 0 changed" in text and "(0 embedded)" in text
 
 
 def test_url_crawl_robots_pdf_and_conditional_resync(site, tmp_path, capsys):
     base, root, server = site
-    out, kb_dir = tmp_path / "out", tmp_path / "kb"
+    out = tmp_path / "out"
     args = ["--source", base + "/index.html", "--crawl_depth", "1", "--rate_limit", "0", "--output", out,
-            "--to", "both", "--train_json", tmp_path / "train.json", "--kb_dir", kb_dir]
+            "--to", "train", "--train_json", tmp_path / "train.json"]
     rc, text = _run(capsys, *args)
     assert rc == 0, text
     assert f"skipped {base}/private/secret.html: disallowed by robots.txt" in text
@@ -117,7 +122,8 @@ def test_url_crawl_robots_pdf_and_conditional_resync(site, tmp_path, capsys):
     # the page's <figcaption> and the linked PDF's "Figure 1: ..." line
     assert caps == ["A kitchen with people preparing pizzas on a wooden table.",
                     "The new crane at the container terminal."]
-    assert sorted(p.suffix for p in (kb_dir / "expanded").iterdir()) == [".md", ".md", ".pdf"]
+    prov = [json.loads(l) for l in (out / "provenance.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(p["source"].rsplit("/", 1)[-1] for p in prov) == ["index.html", "report.pdf"]
     server.hits.clear()
     rc, text = _run(capsys, *args)
     assert "0 read, 3 unchanged" in text and "training file: 0 added, 2 already there" in text
