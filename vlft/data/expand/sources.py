@@ -107,7 +107,8 @@ def expand_sources(sources: list[str], base: Path | None = None) -> Iterator[tup
                 continue
             yield from expand_sources(lines, p.parent)
         else:
-            yield str(p), (p.parent.resolve() if p.exists() else None)
+            # A file named on its own: its assets (HTML/Markdown images) must lie in its real folder.
+            yield str(p), (p.resolve().parent if p.exists() else None)
 
 
 def _is_list_file(p: Path) -> bool:
@@ -166,6 +167,7 @@ class Fetcher:
         self.cfg = cfg or FetchConfig()
         self._robots: dict[str, urllib.robotparser.RobotFileParser | None] = {}
         self._last: dict[str, float] = {}
+        self._host_delay: dict[str, float] = {}
         self._lock = threading.Lock()
         # Redirects to other hosts are followed by urllib; the robots check covers the first URL.
         self._opener = urllib.request.build_opener()
@@ -173,7 +175,7 @@ class Fetcher:
     def _wait(self, host: str) -> None:
         with self._lock:
             now = time.monotonic()
-            wait = self._last.get(host, -1e9) + self.cfg.delay - now
+            wait = self._last.get(host, -1e9) + self._host_delay.get(host, self.cfg.delay) - now
             self._last[host] = now + max(wait, 0)
         if wait > 0:
             time.sleep(wait)
@@ -191,6 +193,9 @@ class Fetcher:
             except SourceError:
                 rp = None  # no robots.txt (404, timeout): everything is allowed
             self._robots[key] = rp
+            delay = rp.crawl_delay(USER_AGENT) if rp is not None else None
+            if delay:   # the site's Crawl-delay wins when it asks for more patience than ours
+                self._host_delay[parts.netloc] = max(float(delay), self.cfg.delay)
         rp = self._robots[key]
         return rp is None or rp.can_fetch(USER_AGENT, url)
 

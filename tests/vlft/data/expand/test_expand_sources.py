@@ -87,3 +87,15 @@ def test_site_links_same_site_only():
     doc = Document(origin="http://a.test/dir/p.html", path=None, url="http://a.test/dir/p.html",  # type: ignore[arg-type]
                    links=["q.html#top", "/r.pdf", "http://b.test/x", "mailto:x@y", "q.html"])
     assert site_links(doc, "http://a.test/") == ["http://a.test/dir/q.html", "http://a.test/r.pdf"]
+
+
+def test_robots_crawl_delay_is_honoured(site):
+    import time
+
+    base, root, _ = site
+    (root / "robots.txt").write_text("User-agent: *\nCrawl-delay: 1\nDisallow: /private/\n", encoding="utf-8")
+    f = _fetcher()
+    f.get(base + "/about.html")          # reads robots.txt first
+    t = time.perf_counter()
+    f.get(base + "/about.html")
+    assert time.perf_counter() - t >= 0.9   # robotparser reads whole seconds only
