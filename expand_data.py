@@ -15,9 +15,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from vlft.cli import run_stage
     from vlft.data.dataset import DataError
-    from vlft.data.expand import run_expand
-
-    from vlft.data.expand import ExpandConfig
+    from vlft.data.expand import ExpandConfig, run_expand
 
     rc, report = run_stage(ExpandConfig, run_expand, argv, errors=(DataError, ValueError, OSError))
     if rc:

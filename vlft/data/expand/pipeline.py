@@ -194,11 +194,21 @@ class Expander:
             self.progress("sources", done, len(entries), origin)
         return docs
 
+    def _stale(self, prev: dict) -> bool:
+        """An unchanged source still needs extracting when last time used another generator, or when
+        this run puts sources into a knowledge base that lacks its copy."""
+        if prev.get("generator") != self.cfg.generator:
+            return True
+        if self.cfg.to in ("kb", "both"):
+            kb_file = Path(prev.get("kb_file") or "")
+            return not (kb_file.is_file() and kb_file.parent == Path(self.cfg.kb_dir) / export.KB_SUBDIR)
+        return False
+
     def _extract_local(self, doc: Document, res: ExpandResult, old: dict) -> Extracted | None:
         digest = sha256_file(doc.path)
         prev = old.get(_key(doc.origin), {})
         state = {"origin": doc.origin, "sha256": digest, "generator": self.cfg.generator}
-        if prev.get("sha256") == digest and prev.get("generator") == self.cfg.generator:
+        if prev.get("sha256") == digest and not self._stale(prev):
             doc.unchanged = True
             ex = None
         else:
@@ -212,8 +222,8 @@ class Expander:
         while queue and len(out) < self.cfg.max_pages and not self._cancelled:
             url, depth = queue.popleft()
             prev = old.get(_key(url), {})
-            if prev.get("generator") != self.cfg.generator:
-                prev = {}      # another generator: extract again (its pairs were not made yet)
+            if self._stale(prev):
+                prev = {}      # fetch and extract again: what this run needs was not made last time
             try:
                 doc = fetch_document(self.fetcher, url, self.out / "downloads", prev)
                 ex = None
@@ -363,8 +373,9 @@ class Expander:
             res.documents += 1
             res.pages += ex.pages
             res.dropped_images.update(ex.dropped)
-            res.extracted.append((key, ex))
             candidates += self._pairs_for(key, ex, res, prompts)
+            ex.figures = []     # saved to images/ by now: only the text is kept (for the knowledge base)
+            res.extracted.append((key, ex))
         t1 = time.perf_counter()
         candidates += self._generate(prompts, res)
         res.seconds["generate"] = time.perf_counter() - t1

@@ -107,6 +107,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def send_head(self):
         self.server.hits.append(self.path)
+        if self.path.startswith("/slow"):
+            import time
+            time.sleep(2)
         path = self.translate_path(self.path)
         if os.path.isfile(path) and self.headers.get("If-None-Match"):
             etag = '"' + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] + '"'

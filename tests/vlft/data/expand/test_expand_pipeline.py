@@ -90,12 +90,14 @@ def test_flag_errors_one_line(tmp_path, capsys):
 def test_to_kb_then_query_finds_the_document(docs_dir, site, tmp_path, capsys):
     from multi_agent.rag import KnowledgeBase, RagConfig
 
-    base, _, _ = site
+    base, root, _ = site
     kb_dir = tmp_path / "kb"
-    args = ["--source", docs_dir, base + "/about.html", "--rate_limit", "0", "--output", tmp_path / "out",
-            "--to", "kb", "--kb_dir", kb_dir]
+    args = ["--source", docs_dir, base + "/about.html", "--rate_limit", "0", "--output", tmp_path / "out"]
+    assert _run(capsys, *args)[0] == 0                     # a first run without the knowledge base
+    args += ["--to", "kb", "--kb_dir", kb_dir]
     rc, text = _run(capsys, *args)
-    assert rc == 0 and "knowledge base:" in text
+    # unchanged sources, but the knowledge base lacks them: all read again and added
+    assert rc == 0 and "5 read, 0 unchanged" in text and "knowledge base: 5 added" in text
     assert len(list((kb_dir / "expanded").iterdir())) == 5
     kb = KnowledgeBase(RagConfig(kb_dir=kb_dir, reranker=None))
     hit = kb.search("How many more ships did the harbour handle?", k=3, rerank=False)[0]
@@ -107,6 +109,12 @@ def test_to_kb_then_query_finds_the_document(docs_dir, site, tmp_path, capsys):
     # re-sync: nothing changed, nothing re-extracted or re-embedded
     rc, text = _run(capsys, *args)
     assert "0 read, 5 unchanged" in text and "0 added, 0 changed" in text and "(0 embedded)" in text
+    # the web page changes: only it is fetched, extracted and re-indexed
+    (root / "about.html").write_text("<h1>About</h1><p>We now report on the port every day.</p>", encoding="utf-8")
+    rc, text = _run(capsys, *args)
+    assert "1 read, 4 unchanged" in text and "0 added, 1 changed" in text
+    hit = KnowledgeBase(RagConfig(kb_dir=kb_dir, reranker=None)).search("report every day", k=1, rerank=False)[0]
+    assert hit.source.startswith("expanded/about-") and "every day" in hit.text
 
 
 def test_url_crawl_robots_pdf_and_conditional_resync(site, tmp_path, capsys):

@@ -99,3 +99,10 @@ def test_robots_crawl_delay_is_honoured(site):
     t = time.perf_counter()
     f.get(base + "/about.html")
     assert time.perf_counter() - t >= 0.9   # robotparser reads whole seconds only
+
+
+def test_timeout_is_one_line(site):
+    base, _, _ = site
+    f = Fetcher(FetchConfig(delay=0, timeout=0.5, respect_robots=False))
+    with pytest.raises(SourceError, match="cannot fetch.*timed out"):
+        f.get(base + "/slow.html")
