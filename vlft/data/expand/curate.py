@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-FILTERS = ("length", "language", "support", "duplicate", "near_duplicate")
+FILTERS = ("length", "language", "support", "duplicate", "near_duplicate")   # + "judge" with --judge
 
 
 @dataclass

@@ -56,6 +56,11 @@ PROMPTS = {
         "en": "Write a one- or two-sentence caption for this figure from a document. Text near the figure: {text}",
         "zh": "为文档中的这张图写一两句图注。图附近的文字：{text}",
     },
+    "judge": {
+        "en": ("Source text:\n{text}\n\nQuestion: {question}\nAnswer: {answer}\n\nIs the answer correct and fully "
+               "supported by the source text? Reply with one word: yes or no."),
+        "zh": ("原文：\n{text}\n\n问题：{question}\n答案：{answer}\n\n这个答案正确并且完全由原文支持吗？只回答一个字：是 或 否。"),
+    },
 }
 # The user turn of image-caption training samples.
 CAPTION_QUESTION = {"en": "Describe this figure.", "zh": "描述这张图片。"}
@@ -66,6 +71,16 @@ _PAIR = re.compile(r"(?:^|\n)\s*(?:\d+[.)、]\s*)?(?:Q|Question|问题?)\s*[:：
 
 def render(kind: str, lang: str, **kw) -> str:
     return PROMPTS[kind][lang if lang in ("en", "zh") else "en"].format(**kw)
+
+
+def parse_verdict(output: str | None) -> bool | None:
+    """A judge's yes/no ("yes", "Yes.", "是", "否", "no, because ..."); None when it says neither."""
+    t = (output or "").strip().lower().lstrip("*\"'「“ ")
+    if t.startswith(("yes", "是", "对", "支持")):
+        return True
+    if t.startswith(("no", "否", "不")):
+        return False
+    return None
 
 
 def parse_pairs(output: str) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ from . import export
 from .curate import CurateConfig, Pair, curate, language_of
 from .extract import ExtractConfig, Extracted, Figure, extract, image_name
 from .generate import (CAPTION_QUESTION, GenerationCache, Generator, Prompt, generate_cached, make_generator,
-                       parse_pairs, render)
+                       parse_pairs, parse_verdict, render)
 from .sources import (IMAGE_TYPES, Document, FetchConfig, Fetcher, SourceError, expand_sources, fetch_document,
                       is_url, load_state, local_document, sha256_file, site_links)
 
@@ -68,6 +68,8 @@ class ExpandConfig(BaseConfig):
     max_new_tokens: int = field(256, "tokens generated per prompt")
     min_support: float = field(0.5, "keep a generated answer only if this share of its content words is in "
                                "its source chunk")
+    judge: bool = field(False, "also ask the generator whether each generated answer is supported by its "
+                        "source and drop the ones it says no to (one more prompt per pair, cached)")
     near_duplicate: float = field(0.85, "character 3-gram Jaccard similarity at or above which two pairs are "
                                   "near duplicates")
     verbose: bool = field(False, "more log output")
@@ -162,6 +164,8 @@ class Expander:
         self.extract_cfg = ExtractConfig(min_image_side=cfg.min_image_side)
         self.curate_cfg = CurateConfig(min_support=cfg.min_support, near_duplicate=cfg.near_duplicate)
         self._cancelled = False
+        if cfg.judge and generator is None and cfg.generator == "none":
+            raise ValueError("judge: --judge needs a generator (--generator local or a URL)")
 
     @property
     def generator(self) -> Generator | None:
@@ -170,6 +174,12 @@ class Expander:
                                        self.cfg.concurrency, self.cfg.max_new_tokens)
             self._gen_made = True
         return self._gen
+
+    @property
+    def generator_name(self) -> str:
+        """What made this run's pairs ("none" for document captions only): part of each source's sync state."""
+        gen = self.generator
+        return "none" if gen is None else gen.name
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -197,7 +207,7 @@ class Expander:
     def _stale(self, prev: dict) -> bool:
         """An unchanged source still needs extracting when last time used another generator, or when
         this run puts sources into a knowledge base that lacks its copy."""
-        if prev.get("generator") != self.cfg.generator:
+        if prev.get("generator") != self.generator_name:
             return True
         if self.cfg.to in ("kb", "both"):
             kb_file = Path(prev.get("kb_file") or "")
@@ -207,7 +217,7 @@ class Expander:
     def _extract_local(self, doc: Document, res: ExpandResult, old: dict) -> Extracted | None:
         digest = sha256_file(doc.path)
         prev = old.get(_key(doc.origin), {})
-        state = {"origin": doc.origin, "sha256": digest, "generator": self.cfg.generator}
+        state = {"origin": doc.origin, "sha256": digest, "generator": self.generator_name}
         if prev.get("sha256") == digest and not self._stale(prev):
             doc.unchanged = True
             ex = None
@@ -235,7 +245,7 @@ class Expander:
                 res.skipped.append((url, str(e)))
                 continue
             res.state[_key(url)] = {"origin": url, "etag": doc.etag, "last_modified": doc.last_modified,
-                                    "path": str(doc.path), "links": doc.links, "generator": self.cfg.generator}
+                                    "path": str(doc.path), "links": doc.links, "generator": self.generator_name}
             out.append((doc, ex))
             self.progress("fetch", len(out), min(self.cfg.max_pages, len(out) + len(queue)), url)
             if depth < self.cfg.crawl_depth:
@@ -335,8 +345,9 @@ class Expander:
             nonlocal done
             done += n
             self.progress("generate", done, len(prompts), "")
-        outputs, res.cached = generate_cached(gen, [p for p, _ in prompts], cache, progress=tick)
-        res.generated += len(prompts) - res.cached
+        outputs, cached = generate_cached(gen, [p for p, _ in prompts], cache, progress=tick)
+        res.cached += cached
+        res.generated += len(prompts) - cached
         pairs = []
         for (p, meta), text in zip(prompts, outputs):
             if text is None:
@@ -382,7 +393,37 @@ class Expander:
         self.progress("curate", 0, len(candidates), "")
         res.pairs, res.removed = curate(candidates, self.curate_cfg)
         self.progress("curate", len(candidates), len(candidates), "")
+        if self.cfg.judge:
+            res.pairs = self._judge(res.pairs, res)
         return res
+
+    def _judge(self, pairs: list[Pair], res: ExpandResult) -> list[Pair]:
+        """Ask the generator whether each generated Q&A is supported by its source; drop the "no"s.
+        Document captions and generated captions (nothing to check them against) pass."""
+        gen = self.generator
+        todo = [i for i, p in enumerate(pairs) if gen is not None and p.generator == gen.name and p.kind != "caption"]
+        res.removed["judge"] = 0
+        if not todo:
+            return pairs
+        prompts = [Prompt(render("judge", pairs[i].lang, text=pairs[i].support_text[:3000], question=pairs[i].question,
+                                 answer=pairs[i].answer), None, pairs[i].id) for i in todo]
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            self.progress("judge", done, len(prompts), "")
+        outputs, cached = generate_cached(gen, prompts, GenerationCache(self.out / CACHE_FILE), progress=tick)
+        res.generated += len(prompts) - cached
+        res.cached += cached
+        drop = set()
+        for i, out in zip(todo, outputs):
+            verdict = parse_verdict(out)
+            pairs[i].scores["judge"] = verdict
+            if verdict is False:
+                drop.add(i)
+        res.removed["judge"] = len(drop)
+        return [p for i, p in enumerate(pairs) if i not in drop]
 
     def save(self, res: ExpandResult, accepted: list[Pair] | None = None) -> ExpandReport:
         """Write the outputs for ``accepted`` (default: all pairs) and put them into use (``--to``)."""

@@ -181,3 +181,25 @@ def test_scripted_generator_curation_counts_and_cache(docs_dir, tmp_path):
     res2 = Expander(cfg, generator=gen2).collect()
     assert gen2.calls == 4 and res2.cached == res.generated - 4     # only the failed prompts are retried
     assert sorted(p.id for p in res2.pairs) == sorted(p.id for p in res.pairs)
+
+
+def test_judge_pass_drops_what_the_judge_rejects(docs_dir, tmp_path):
+    def fn(p):
+        if "Reply with one word" in p.text:
+            return "No, it is not in the text." if "2019" in p.text.split("Answer:")[-1] else "Yes."
+        if "只回答一个字" in p.text:
+            return "是"
+        return _scripted(p)
+    cfg = ExpandConfig(source=[str(docs_dir / "page.html"), str(docs_dir / "plain.txt"), str(docs_dir / "report.pdf")],
+                       output=tmp_path / "out", judge=True)
+    res = Expander(cfg, generator=ScriptedGenerator(fn, name="judge-v1")).collect()
+    assert res.removed["judge"] == 1
+    qa = sorted(p.answer for p in res.pairs if p.kind == "qa")
+    assert qa == ["The harbour handled more ships this year.", "集装箱运输量比去年增长了百分之十二。"]
+    assert all(p.scores["judge"] is True for p in res.pairs if p.kind == "qa")
+
+
+def test_parse_verdict():
+    from vlft.data.expand.generate import parse_verdict
+    assert [parse_verdict(x) for x in ("Yes.", "**yes**", "是的", "No, because", "否", "maybe", None)] == [
+        True, True, True, False, False, None, None]
