@@ -229,8 +229,10 @@ class Expander:
     def _crawl(self, start: str, res: ExpandResult, old: dict) -> list[tuple[Document, Extracted | None]]:
         out: list[tuple[Document, Extracted | None]] = []
         queue, seen = deque([(start, 0)]), {start}
-        while queue and len(out) < self.cfg.max_pages and not self._cancelled:
+        tried = 0
+        while queue and tried < self.cfg.max_pages and not self._cancelled:
             url, depth = queue.popleft()
+            tried += 1
             prev = old.get(_key(url), {})
             if self._stale(prev):
                 prev = {}      # fetch and extract again: what this run needs was not made last time
@@ -247,7 +249,7 @@ class Expander:
             res.state[_key(url)] = {"origin": url, "etag": doc.etag, "last_modified": doc.last_modified,
                                     "path": str(doc.path), "links": doc.links, "generator": self.generator_name}
             out.append((doc, ex))
-            self.progress("fetch", len(out), min(self.cfg.max_pages, len(out) + len(queue)), url)
+            self.progress("fetch", tried, min(self.cfg.max_pages, tried + len(queue)), url)
             if depth < self.cfg.crawl_depth:
                 for link in site_links(doc, start):
                     if link not in seen:

@@ -188,7 +188,7 @@ class Fetcher:
         if key not in self._robots:
             rp = urllib.robotparser.RobotFileParser()
             try:
-                r = self._get(key + "/robots.txt", check_robots=False, max_bytes=1 << 20)
+                r = self._get(key + "/robots.txt", max_bytes=1 << 20)
                 rp.parse(r.data.decode("utf-8", errors="replace").splitlines())
             except SourceError:
                 rp = None  # no robots.txt (404, timeout): everything is allowed
@@ -204,13 +204,10 @@ class Fetcher:
         """The response (status 304 with empty data when the validators still match)."""
         if not self.allowed(url):
             raise SourceError("disallowed by robots.txt")
-        r = self._get(url, etag=etag, last_modified=last_modified)
-        if r.status == 200 and accept is not None and not r.content_type.startswith(accept):
-            raise SourceError(f"content type '{r.content_type or 'none'}' is not one of {', '.join(accept)}")
-        return r
+        return self._get(url, etag=etag, last_modified=last_modified, accept=accept)
 
     def _get(self, url: str, etag: str | None = None, last_modified: str | None = None,
-             check_robots: bool = True, max_bytes: int | None = None) -> Response:
+             accept: tuple[str, ...] | None = None, max_bytes: int | None = None) -> Response:
         max_bytes = max_bytes or self.cfg.max_bytes
         headers = {"User-Agent": USER_AGENT}
         if etag:
@@ -221,13 +218,15 @@ class Fetcher:
         req = urllib.request.Request(url, headers=headers)
         try:
             with self._opener.open(req, timeout=self.cfg.timeout) as resp:
+                ctype = (resp.headers.get_content_type() or "").lower()
+                if accept is not None and not ctype.startswith(accept):   # before reading the body
+                    raise SourceError(f"content type '{ctype}' is not one of {', '.join(accept)}")
                 length = resp.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise SourceError(f"too large ({int(length)} bytes > {max_bytes})")
                 data = resp.read(max_bytes + 1)
                 if len(data) > max_bytes:
                     raise SourceError(f"too large (over {max_bytes} bytes)")
-                ctype = (resp.headers.get_content_type() or "").lower()
                 return Response(resp.geturl(), resp.status, ctype, data, resp.headers.get("ETag"),
                                 resp.headers.get("Last-Modified"))
         except urllib.error.HTTPError as e:
@@ -271,11 +270,20 @@ def same_site(a: str, b: str) -> bool:
     return (pa.scheme, pa.netloc.lower()) == (pb.scheme, pb.netloc.lower())
 
 
+# Links a crawl never follows: clearly not documents (saves a request and a "skipped" line each).
+NOT_DOCUMENTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".svg", ".ico", ".css", ".js", ".zip", ".gz", ".tar",
+                 ".rar", ".7z", ".exe", ".dmg", ".mp3", ".mp4", ".avi", ".mov", ".woff", ".woff2", ".ttf", ".xml",
+                 ".json", ".csv", ".xls", ".xlsx", ".ppt", ".pptx")
+
+
 def site_links(doc: Document, start: str) -> list[str]:
-    """Links of a fetched page that stay on ``start``'s site (scheme + host + port), fragments dropped."""
+    """Links of a fetched page that stay on ``start``'s site (scheme + host + port), fragments dropped,
+    obvious non-documents (images, archives, scripts) left out."""
     out: list[str] = []
     for link in doc.links:
         link = urllib.parse.urldefrag(urllib.parse.urljoin(doc.url or start, link))[0]
+        if urllib.parse.urlsplit(link).path.lower().endswith(NOT_DOCUMENTS):
+            continue
         if is_url(link) and same_site(link, start) and link not in out:
             out.append(link)
     return out

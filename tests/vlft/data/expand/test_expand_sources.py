@@ -85,7 +85,7 @@ def test_unreachable_is_one_line():
 
 def test_site_links_same_site_only():
     doc = Document(origin="http://a.test/dir/p.html", path=None, url="http://a.test/dir/p.html",  # type: ignore[arg-type]
-                   links=["q.html#top", "/r.pdf", "http://b.test/x", "mailto:x@y", "q.html"])
+                   links=["q.html#top", "/r.pdf", "http://b.test/x", "mailto:x@y", "q.html", "img/a.PNG", "s.css"])
     assert site_links(doc, "http://a.test/") == ["http://a.test/dir/q.html", "http://a.test/r.pdf"]
 
 
