@@ -18,7 +18,6 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Callable
 
 from .sources import Document, SourceError, inside, is_url
@@ -278,8 +277,10 @@ class _HtmlDoc(HTMLParser):
             self._figure = []
         elif tag == "figcaption":
             self._figcap = []
-        elif tag == "img" and a.get("src") and not self._skip:
-            img = {"src": a["src"], "alt": (a.get("alt") or "").strip(), "title": (a.get("title") or "").strip(),
+        elif tag == "img" and (a.get("src") or a.get("data-src")) and not self._skip:
+            # Lazy-loading pages put the real image in data-src and a placeholder in src.
+            src = a.get("data-src") or a["src"]
+            img = {"src": src, "alt": (a.get("alt") or "").strip(), "title": (a.get("title") or "").strip(),
                    "caption": None, "context": self._context()}
             self.images.append(img)
             if self._figure is not None:

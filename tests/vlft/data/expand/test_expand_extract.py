@@ -112,3 +112,11 @@ def test_dhash_near_duplicates(coco_images):
     c = dhash(Image.open(io.BytesIO(photo(coco_images, 1))))
     assert bin(a ^ b).count("1") <= ExtractConfig().phash_distance < bin(a ^ c).count("1")
     assert icon()  # the tiny fixture image decodes
+
+
+def test_html_lazy_loaded_image_uses_data_src(docs_dir):
+    (docs_dir / "lazy.html").write_text(
+        "<p>Report.</p><figure><img src='data:image/gif;base64,R0lGODlhAQABAAAAACw=' data-src='img/street.jpg'>"
+        "<figcaption>Noon traffic beside the harbour.</figcaption></figure>", encoding="utf-8")
+    ex = extract(_doc(docs_dir / "lazy.html"))
+    assert [(f.caption, f.width) for f in ex.figures] == [("Noon traffic beside the harbour.", 640)]
