@@ -58,3 +58,19 @@ def test_local_generator_tiny_model_and_cache(docs_dir, tmp_path, tiny_model_dir
     (tmp_path / "out" / "sync_state.json").unlink()   # force extraction again: generation comes from the cache
     assert expand_data.main(args) == 0
     assert "generation: 0 prompts run, 4 from the cache" in capsys.readouterr().out
+
+
+def test_a_batch_of_only_text_samples_trains(tiny_model_dir):
+    """Text-only Q&A samples (no image anywhere in the batch) go through the training collator and the model."""
+    from transformers import AutoModelForImageTextToText
+
+    from vlft.models.loading import load_processor
+    from vlft.train.collator import SftCollator
+
+    s = {"id": "a", "messages": [{"role": "user", "content": [{"type": "text", "text": "When was the pier rebuilt?"}]},
+                                 {"role": "assistant", "content": [{"type": "text", "text": "In 2019."}]}]}
+    batch = SftCollator(load_processor(tiny_model_dir), 512)([s, s])
+    assert "pixel_values" not in batch and (batch["labels"] != -100).sum() > 0
+    loss = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)(**batch).loss
+    loss.backward()
+    assert loss.item() > 0
