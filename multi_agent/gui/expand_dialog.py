@@ -54,9 +54,10 @@ class ExpandDialog(QDialog):
     saved = pyqtSignal(object)      # the ExpandReport
 
     def __init__(self, sources: list[str], output: str, language: str = "en", train_json: str = "",
-                 model: str = "", generator: Any = None, parent: QWidget | None = None):
+                 model: str = "", adapter: str = "", generator: Any = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.lang = language
+        self.adapter = adapter or None
         self._generator = generator       # an already built Generator (tests, or the app's loaded model)
         self._runner = Runner(self)
         self._expander = None
@@ -132,7 +133,8 @@ class ExpandDialog(QDialog):
         train = self.train_json.text().strip()
         return ExpandConfig(source=[self.sources.item(i).text() for i in range(self.sources.count())],
                             output=Path(self.output.text().strip() or "output/expand"), generator=generator,
-                            model=self.model.text().strip() or None, to="train" if train else "none",
+                            model=self.model.text().strip() or None, adapter=self.adapter,
+                            to="train" if train else "none",
                             train_json=Path(train) if train else None)
 
     # -- run ------------------------------------------------------------------------------------------
@@ -160,13 +162,14 @@ class ExpandDialog(QDialog):
             self.status.setText(str(e))
             return
         self._result = None
+        generator = self._generator or self._local_generator(cfg)
 
         def fn(w: Worker):
             def progress(phase: str, done: int, total: int, note: str) -> None:
                 if w.cancel.is_set():
                     self._expander.cancel()
                 w.progress.emit(int(done), int(total), f"{phase}\t{note}")
-            self._expander = Expander(cfg, generator=self._generator, progress=progress)
+            self._expander = Expander(cfg, generator=generator, progress=progress)
             return self._expander.collect()
 
         worker = Worker("expand", fn)
@@ -176,6 +179,17 @@ class ExpandDialog(QDialog):
         worker.finished.connect(lambda: self._busy(False))
         self._busy(True)
         self._runner.start(worker)
+
+    @staticmethod
+    def _local_generator(cfg):
+        """The app's shared model for "local" (loaded once per process, on the worker thread), else None."""
+        if cfg.generator != "local":
+            return None
+        from multi_agent.llm.local import shared_generator
+        from vlft.data.expand.generate import LocalGenerator
+
+        return LocalGenerator(cfg.model, cfg.adapter, cfg.batch_size, cfg.max_new_tokens,
+                              loader=lambda: shared_generator(cfg.model, cfg.adapter))
 
     def _failed(self, line: str) -> None:
         self.status.setText(line)
@@ -246,9 +260,10 @@ def install_expand_button(window) -> QPushButton:
     panel.layout().addWidget(button)
 
     def open_dialog() -> None:
-        model = str(getattr(getattr(window, "prefs", None), "model_dir", "") or "")
-        dlg = ExpandDialog(selected_documents(panel), str(REPO_DIR / "output" / "expand"), lang, model=model,
-                           parent=window)
+        prefs = getattr(window, "prefs", None)
+        dlg = ExpandDialog(selected_documents(panel), str(REPO_DIR / "output" / "expand"), lang,
+                           model=str(getattr(prefs, "model_dir", "") or ""),
+                           adapter=str(getattr(prefs, "adapter_dir", "") or ""), parent=window)
         dlg.setAttribute(Qt.WA_DeleteOnClose)
         dlg.show()
         window.expand_dialog = dlg

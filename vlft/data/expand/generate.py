@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]   # called with the number of prompts just finished
@@ -115,17 +115,24 @@ class LocalGenerator:
     """A Qwen-VL in this process (base or tuned), batched; text-only prompts need no image."""
 
     def __init__(self, model_dir: str | Path, adapter: str | Path | None = None, batch_size: int = 8,
-                 max_new_tokens: int = 256, vl=None):
+                 max_new_tokens: int = 256, loader: Callable[[], Any] | None = None):
+        """``loader`` returns the ``VLGenerator`` to use (the desktop app passes its shared, already loaded
+        model: one 4B model fits an 8 GB GPU, two do not); default: load ``model_dir`` on first use."""
         self.model_dir, self.adapter = str(model_dir), str(adapter) if adapter else None
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
-        self.name = f"local:{Path(self.model_dir).name}:{Path(self.adapter).name if self.adapter else '-'}:{max_new_tokens}"
-        self._vl = vl
+        adapter_name = Path(self.adapter).name if self.adapter else "-"
+        self.name = f"local:{Path(self.model_dir).name}:{adapter_name}:{max_new_tokens}"
+        self._loader = loader
+        self._vl = None
 
     @property
     def vl(self):
         if self._vl is None:
-            from vlft.infer import VLGenerator
-            self._vl = VLGenerator(self.model_dir, adapter=self.adapter)
+            if self._loader is not None:
+                self._vl = self._loader()
+            else:
+                from vlft.infer import VLGenerator
+                self._vl = VLGenerator(self.model_dir, adapter=self.adapter)
         return self._vl
 
     def generate(self, prompts, progress=None):

@@ -63,3 +63,21 @@ def test_button_in_the_knowledge_panel_opens_the_dialog_with_the_selection(qtbot
     qtbot.addWidget(dlg)
     assert [dlg.sources.item(i).text() for i in range(dlg.sources.count())] == [str(docs_dir / "notes.md")]
     dlg.close()
+
+
+@pytest.mark.slow
+def test_dialog_local_generator_uses_the_apps_shared_model(qtbot, docs_dir, tmp_path, tiny_model_dir):
+    """"local" in the app reuses the process-wide model of the chat (multi_agent.llm.local), not a second copy."""
+    from multi_agent.gui.expand_dialog import ExpandDialog
+    from multi_agent.llm.local import release_generators, shared_generator
+
+    dlg = ExpandDialog([str(docs_dir / "plain.txt")], str(tmp_path / "out"), model=str(tiny_model_dir))
+    qtbot.addWidget(dlg)
+    dlg.gen_mode.setCurrentIndex(1)          # local model
+    try:
+        dlg.run_button.click()
+        qtbot.waitUntil(lambda: dlg._result is not None and not dlg.progress.isVisible(), timeout=120_000)
+        assert dlg._expander.generator.vl is shared_generator(tiny_model_dir)
+        assert dlg._result.generated == 1     # one text chunk asked about
+    finally:
+        release_generators()
