@@ -70,6 +70,7 @@ class ExtractConfig:
     min_image_side: int = 64        # smaller images are icons, bullets, logos
     max_aspect: float = 8.0         # thinner ones are rules and banners
     phash_distance: int = 5         # dHash Hamming distance at or below which two images are duplicates
+    recurring_pages: int = 3        # a PDF image on this many pages or more is a header/footer decoration
 
 
 def parse_caption(line: str) -> str | None:
@@ -205,28 +206,51 @@ def extract_pdf(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> E
         if reader.is_encrypted:
             reader.decrypt("")
         ex.pages = len(reader.pages)
-        for no, page in enumerate(reader.pages, start=1):
-            ex.figures += _pdf_page_figures(page, no, text_of.get(no, ""), ex.dropped, cfg)
+        per_page = [_pdf_page_images(page, ex.dropped, cfg) for page in reader.pages]
+        _drop_recurring(per_page, ex.dropped, cfg)
+        for no, images in enumerate(per_page, start=1):
+            ex.figures += _pair_captions([data for data, _ in images], no, text_of.get(no, ""))
     except Exception as e:  # images are a bonus: text already extracted stays
         log.warning("%s: images not extracted (%s: %s)", doc.origin, e.__class__.__name__, e)
     return ex
 
 
-def _pdf_page_figures(page, no: int, text: str, dropped: dict[str, int], cfg: ExtractConfig) -> list[Figure]:
-    images = []
+def _pdf_page_images(page, dropped: dict[str, int], cfg: ExtractConfig) -> list[tuple[bytes, int]]:
+    """(encoded image, dHash) of the page's images that are not icons."""
+    out = []
     try:
         for img in page.images:
             try:
-                w, h = img.image.size
-                if _too_small(w, h, cfg):   # before pairing: an icon must not take a figure's caption
+                im = img.image
+                if _too_small(*im.size, cfg):   # before pairing: an icon must not take a figure's caption
                     dropped["tiny"] = dropped.get("tiny", 0) + 1
                     continue
-                data = img.data if img.name.lower().endswith((".jpg", ".jpeg", ".png")) else _png(img.image)
-                images.append(data)
-            except Exception:
+                data = img.data if img.name.lower().endswith((".jpg", ".jpeg", ".png")) else _png(im)
+                out.append((data, dhash(im)))
+            except Exception:  # one undecodable image (odd filter, broken stream): keep the others
                 dropped["unreadable"] = dropped.get("unreadable", 0) + 1
     except Exception:
         dropped["unreadable"] = dropped.get("unreadable", 0) + 1
+    return out
+
+
+def _drop_recurring(per_page: list[list[tuple[bytes, int]]], dropped: dict[str, int], cfg: ExtractConfig) -> None:
+    """Remove, in place, images found on ``cfg.recurring_pages`` or more pages (a logo in every page header):
+    decoration, and left in they would break the page's image/caption count."""
+    hashes = [{h for _, h in imgs} for imgs in per_page]
+    for imgs in per_page:
+        keep = []
+        for data, h in imgs:
+            pages = sum(any(bin(h ^ o).count("1") <= cfg.phash_distance for o in hs) for hs in hashes)
+            if pages >= cfg.recurring_pages:
+                dropped["recurring"] = dropped.get("recurring", 0) + 1
+            else:
+                keep.append((data, h))
+        imgs[:] = keep
+
+
+def _pair_captions(images: list[bytes], no: int, text: str) -> list[Figure]:
+    """The page's "Figure N: ..." lines go to its images in order, only when there are as many of each."""
     captions = [c for c in map(parse_caption, text.splitlines()) if c]
     paired = len(captions) == len(images)
     context = " ".join(text.split())[:800]

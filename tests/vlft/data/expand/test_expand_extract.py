@@ -120,3 +120,17 @@ def test_html_lazy_loaded_image_uses_data_src(docs_dir):
         "<figcaption>Noon traffic beside the harbour.</figcaption></figure>", encoding="utf-8")
     ex = extract(_doc(docs_dir / "lazy.html"))
     assert [(f.caption, f.width) for f in ex.figures] == [("Noon traffic beside the harbour.", 640)]
+
+
+def test_pdf_logo_on_every_page_does_not_break_captions(tmp_path, coco_images):
+    """A header logo (big enough not to be an icon) on every page is dropped before pairing, so each page's
+    one photo still gets its one caption."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (160, 80), (20, 60, 160)).save(buf, format="PNG")
+    logo = buf.getvalue()
+    pages = [([f"Figure {i + 1}: Photo number {i + 1} of the survey."], [logo, photo(coco_images, i)]) for i in range(4)]
+    ex = extract(_doc(write_pdf(tmp_path / "logo.pdf", pages)))
+    assert [f.caption for f in ex.figures] == [f"Photo number {i + 1} of the survey." for i in range(4)]
+    assert ex.dropped == {"recurring": 4}
