@@ -2,8 +2,8 @@
 """Data-expansion extraction speed on the CPU (not a test): pages/s through expand_data's pipeline
 (--generator none: read, extract text and figures, hash and dedupe images, write outputs).
 
-Two inputs: a generated report (reportlab; every page with text, a COCO photo, a "Figure N:" caption,
-every third page a Chinese one), and optionally real PDFs given with --pdf (e.g. the manuals in
+Two inputs: a generated report (reportlab; every page with text, a different COCO photo crop, a "Figure N:"
+caption, every third page a Chinese one), and optionally real PDFs given with --pdf (e.g. the manuals in
 /usr/share/doc). Wall and CPU (process) time are both printed: on a shared machine wall time mostly
 measures the neighbours.
 
@@ -37,11 +37,21 @@ def make_report(path: Path, pages: int) -> Path:
     from reportlab.pdfgen import canvas
 
     pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
-    photos = [p.read_bytes() for p in sorted((COCO_SAMPLE_DIR / "images").glob("*.jpg"))]
+    from PIL import Image
+
+    photos = sorted((COCO_SAMPLE_DIR / "images").glob("*.jpg"))
     c = canvas.Canvas(str(path))
     for i in range(pages):
         zh = i % 3 == 2
-        c.drawImage(ImageReader(io.BytesIO(photos[i % len(photos)])), 72, 600, width=240, height=180)
+        # A different picture per page: the 17 photos, each cropped differently on each pass.
+        with Image.open(photos[i % len(photos)]) as im:
+            w, h = im.size
+            k = i // len(photos)
+            box = [(0, 0, w, h), (0, 0, w // 2, h), (0, 0, w, h // 2), (w // 4, h // 4, 3 * w // 4, 3 * h // 4),
+                   (w // 2, 0, w, h), (0, h // 2, w, h)][k % 6]
+            buf = io.BytesIO()
+            im.convert("RGB").crop(box).save(buf, format="JPEG", quality=85)
+        c.drawImage(ImageReader(buf), 72, 600, width=240, height=180)
         c.setFont("STSong-Light" if zh else "Helvetica", 10)
         y = 570
         c.drawString(72, y, f"{i + 1} Section" if not zh else f"第{i + 1}节 港口")
