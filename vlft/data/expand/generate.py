@@ -136,25 +136,24 @@ class LocalGenerator:
         return self._vl
 
     def generate(self, prompts, progress=None):
-        out: list[str | None] = []
         # Text-only and image prompts in separate batches: a batch pads to its longest prompt.
         order = sorted(range(len(prompts)), key=lambda i: (prompts[i].image is not None, len(prompts[i].text)))
         results: dict[int, str | None] = {}
+        vl = self.vl    # a model that does not load is an error for the whole run, not per batch
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             convs = [[{"role": "user", "content": ([{"type": "image", "image": prompts[i].image}]
                                                    if prompts[i].image else []) +
                        [{"type": "text", "text": prompts[i].text}]}] for i in idx]
             try:
-                texts = self.vl.generate_batch(convs, max_new_tokens=self.max_new_tokens, batch_size=len(convs))
+                texts = vl.generate_batch(convs, max_new_tokens=self.max_new_tokens, batch_size=len(convs))
             except Exception as e:  # one bad batch (an unreadable image) must not end the run
                 log.warning("generation failed for %d prompt(s): %s: %s", len(idx), e.__class__.__name__, e)
                 texts = [None] * len(idx)
             results.update(zip(idx, texts))
             if progress:
                 progress(len(idx))
-        out = [results[i] for i in range(len(prompts))]
-        return out
+        return [results[i] for i in range(len(prompts))]
 
 
 class OpenAIGenerator:
@@ -169,18 +168,36 @@ class OpenAIGenerator:
         self.concurrency = max(1, concurrency)
         self.name = f"openai:{url}:{model or '-'}:{max_new_tokens}"
 
+    MAX_FAILURES_IN_A_ROW = 5       # then the server is down: the remaining prompts fail without a request
+
     def _one(self, p: Prompt) -> str | None:
         from langchain_core.messages import HumanMessage
 
+        if self._failures >= self.MAX_FAILURES_IN_A_ROW:
+            return None
         parts = ([{"type": "image", "image": p.image}] if p.image else []) + [{"type": "text", "text": p.text}]
         try:
-            return str(self.chat.invoke([HumanMessage(content=parts)]).content)
+            text = str(self.chat.invoke([HumanMessage(content=parts)]).content)
         except Exception as e:  # network errors, HTTP 5xx, bad JSON: this prompt only
-            log.warning("%s: request failed (%s: %s)", self.chat.base_url, e.__class__.__name__, e)
+            with self._lock:
+                self._failures += 1
+                if self._failures == 1 or self._failures == self.MAX_FAILURES_IN_A_ROW:
+                    log.warning("%s: request failed (%s: %s)%s", self.chat.base_url, e.__class__.__name__, e,
+                                "; giving up on this run" if self._failures >= self.MAX_FAILURES_IN_A_ROW else "")
             return None
+        with self._lock:
+            self._failures = 0
+        return text
 
     def generate(self, prompts, progress=None):
-        self.chat.model_name()      # resolve the served model once, not in every thread
+        self._failures, self._lock = 0, threading.Lock()
+        try:
+            self.chat.model_name()      # resolve the served model once, not in every thread
+        except Exception as e:  # server down or not OpenAI-compatible: every prompt fails, the run goes on
+            log.warning("%s: cannot list models (%s: %s); pass --model", self.chat.base_url, e.__class__.__name__, e)
+            if progress:
+                progress(len(prompts))
+            return [None] * len(prompts)
         with ThreadPoolExecutor(self.concurrency) as pool:
             futures = [pool.submit(self._one, p) for p in prompts]
             out = []

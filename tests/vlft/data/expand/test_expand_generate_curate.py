@@ -160,3 +160,11 @@ def test_short_chinese_caption_is_kept_short_latin_one_is_not():
         return _pair(text, kind="caption", generator="document", image=img, question="描述这张图片。", lang="zh")
     kept, removed = curate([cap("码头上的起重机", "/i/1.png"), cap("图标", "/i/2.png"), cap("logo", "/i/3.png")])
     assert [p.answer for p in kept] == ["码头上的起重机"] and removed["length"] == 2
+
+
+def test_openai_generator_server_down_fails_fast(caplog):
+    gen = OpenAIGenerator("http://127.0.0.1:9/v1", model="m", concurrency=2, timeout=2)
+    out = gen.generate([Prompt(f"q{i}") for i in range(20)])
+    assert out == [None] * 20
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert 1 <= len(warnings) <= 3          # not one line per prompt
