@@ -16,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     from vlft.cli import run_stage
     from vlft.data.dataset import DataError
     from vlft.data.expand import ExpandConfig, run_expand
+    from vlft.models.loading import ModelLoadError
 
-    rc, report = run_stage(ExpandConfig, run_expand, argv, errors=(DataError, ValueError, OSError))
+    rc, report = run_stage(ExpandConfig, run_expand, argv, errors=(DataError, ModelLoadError, ValueError, OSError))
     if rc:
         return rc
     print(report.summary())

@@ -216,6 +216,8 @@ def make_generator(spec: str, model: str | None = None, adapter: str | None = No
     if spec == "local":
         if not model:
             raise ValueError("generator: 'local' needs --model (a Qwen-VL folder)")
+        from vlft.models.loading import check_model_dir
+        check_model_dir(model)      # a wrong folder fails now, not after every document was read
         return LocalGenerator(model, adapter, batch_size, max_new_tokens)
     if spec.startswith(("http://", "https://")):
         return OpenAIGenerator(spec, model, concurrency, max_new_tokens)

@@ -84,6 +84,10 @@ def test_flag_errors_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         expand_data.main(["--source", str(tmp_path), "--to", "train"])
     assert "train_json" in capsys.readouterr().err
+    rc, text = _run(capsys, "--source", tmp_path, "--output", tmp_path / "o", "--generator", "local",
+                    "--model", tmp_path / "nope")
+    assert rc == 1 and text.strip().startswith("error: ") and "model folder not found" in text
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
