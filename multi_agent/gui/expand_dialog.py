@@ -15,81 +15,52 @@ from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayout,
                              QLineEdit, QListWidget, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
                              QVBoxLayout, QWidget)
 
+from multi_agent.gui.i18n import Translator
 from multi_agent.gui.workers import Runner, Worker
-
-# key -> (English, Chinese); kept here so the hook into the shared i18n table stays zero lines.
-TEXT = {
-    "title": ("Make training data", "生成训练数据"),
-    "button": ("Make training data…", "生成训练数据…"),
-    "sources": ("Documents", "文档"),
-    "generator": ("Generator", "生成方式"),
-    "gen.none": ("none (document captions only)", "无（仅用文档中的图注）"),
-    "gen.local": ("local model", "本地模型"),
-    "model": ("Model folder or URL model name", "模型目录或服务端模型名"),
-    "url": ("or an OpenAI-compatible URL", "或 OpenAI 兼容地址"),
-    "output": ("Output folder", "输出目录"),
-    "train": ("Append to training file (optional)", "追加到训练文件（可选）"),
-    "run": ("Extract", "提取"),
-    "save": ("Save selected", "保存所选"),
-    "close": ("Close", "关闭"),
-    "col.keep": ("Keep", "保留"), "col.kind": ("Kind", "类型"), "col.question": ("Question", "问题"),
-    "col.answer": ("Answer", "答案"), "col.source": ("Source", "来源"),
-    "working": ("{phase}: {done}/{total}", "{phase}：{done}/{total}"),
-    "found": ("{n} pairs found ({removed} removed by curation, {skipped} sources skipped). Untick the ones "
-              "to drop, then save.", "找到 {n} 条（筛选去掉 {removed} 条，跳过 {skipped} 个来源）。取消勾选不要的，再保存。"),
-    "saved": ("Saved {n} samples to {path}", "已保存 {n} 条样本到 {path}"),
-    "no_sources": ("Select documents in the knowledge-base panel first.", "请先在知识库面板中选择文档。"),
-}
-
-
-def _t(lang: str, key: str, **fmt) -> str:
-    en, zh = TEXT[key]
-    text = zh if lang == "zh" else en
-    return text.format(**fmt) if fmt else text
-
 
 class ExpandDialog(QDialog):
     """Sources -> collect (worker thread, progress) -> preview with a Keep box per pair -> save."""
 
     saved = pyqtSignal(object)      # the ExpandReport
 
-    def __init__(self, sources: list[str], output: str, language: str = "en", train_json: str = "",
+    def __init__(self, sources: list[str], output: str, tr: Translator | None = None, train_json: str = "",
                  model: str = "", adapter: str = "", generator: Any = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.lang = language
+        self.tr_ = tr or Translator("en")
         self.adapter = adapter or None
         self._generator = generator       # an already built Generator (tests, or the app's loaded model)
         self._runner = Runner(self)
         self._expander = None
         self._result = None
-        self.setWindowTitle(self.t("title"))
+        self.setWindowTitle(self.tr_("expand.title"))
         self.resize(900, 600)
 
         self.sources = QListWidget()
         self.sources.addItems(sources)
         self.gen_mode = QComboBox()
-        self.gen_mode.addItem(self.t("gen.none"), "none")
-        self.gen_mode.addItem(self.t("gen.local"), "local")
+        self.gen_mode.addItem(self.tr_("expand.gen.none"), "none")
+        self.gen_mode.addItem(self.tr_("expand.gen.local"), "local")
         self.gen_mode.setEditable(False)
         self.url = QLineEdit()
-        self.url.setPlaceholderText(self.t("url") + "  http://localhost:8000/v1")
+        self.url.setPlaceholderText(self.tr_("expand.url") + "  http://localhost:8000/v1")
         self.model = QLineEdit(model)
         self.output = QLineEdit(output)
         self.train_json = QLineEdit(train_json)
         form = QFormLayout()
-        form.addRow(self.t("generator"), self.gen_mode)
+        form.addRow(self.tr_("expand.generator"), self.gen_mode)
         form.addRow("", self.url)
-        form.addRow(self.t("model"), self.model)
-        form.addRow(self.t("output"), self.output)
-        form.addRow(self.t("train"), self.train_json)
+        form.addRow(self.tr_("expand.model"), self.model)
+        form.addRow(self.tr_("expand.output"), self.output)
+        form.addRow(self.tr_("expand.train"), self.train_json)
 
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels([self.t(k) for k in ("col.keep", "col.kind", "col.question",
-                                                                   "col.answer", "col.source")])
+        self.table.setHorizontalHeaderLabels([self.tr_("expand.col.keep"), self.tr_("expand.col.kind"),
+                                              self.tr_("expand.col.question"), self.tr_("expand.col.answer"),
+                                              self.tr_("expand.col.source")])
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setWordWrap(True)
         header = self.table.horizontalHeader()
@@ -97,10 +68,10 @@ class ExpandDialog(QDialog):
                                     QHeaderView.Stretch, QHeaderView.Stretch, QHeaderView.ResizeToContents)):
             header.setSectionResizeMode(col, mode)
 
-        self.run_button = QPushButton(self.t("run"))
-        self.save_button = QPushButton(self.t("save"))
+        self.run_button = QPushButton(self.tr_("expand.run"))
+        self.save_button = QPushButton(self.tr_("expand.save"))
         self.save_button.setEnabled(False)
-        self.close_button = QPushButton(self.t("close"))
+        self.close_button = QPushButton(self.tr_("expand.close"))
         self.run_button.clicked.connect(self.run)
         self.save_button.clicked.connect(self.save)
         self.close_button.clicked.connect(self.close)
@@ -110,7 +81,7 @@ class ExpandDialog(QDialog):
             buttons.addWidget(b)
 
         lay = QVBoxLayout(self)
-        lay.addWidget(QLabel(self.t("sources")))
+        lay.addWidget(QLabel(self.tr_("expand.sources")))
         lay.addWidget(self.sources, 1)
         lay.addLayout(form)
         lay.addWidget(self.progress)
@@ -118,11 +89,8 @@ class ExpandDialog(QDialog):
         lay.addWidget(self.table, 3)
         lay.addLayout(buttons)
         if not sources:
-            self.status.setText(self.t("no_sources"))
+            self.status.setText(self.tr_("expand.no_sources"))
             self.run_button.setEnabled(False)
-
-    def t(self, key: str, **fmt) -> str:
-        return _t(self.lang, key, **fmt)
 
     # -- config --------------------------------------------------------------------------------------
     def config(self):
@@ -149,7 +117,7 @@ class ExpandDialog(QDialog):
         phase, _, _ = note.partition("\t")
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(min(done, max(total, 1)))
-        self.status.setText(self.t("working", phase=phase, done=done, total=total))
+        self.status.setText(self.tr_("expand.working", phase=phase, done=done, total=total))
 
     def run(self) -> None:
         """Collect on a worker thread; the table fills when it is done."""
@@ -208,7 +176,7 @@ class ExpandDialog(QDialog):
                 item.setToolTip(p.image or p.source)
                 self.table.setItem(row, col, item)
         self.table.resizeRowsToContents()
-        self.status.setText(self.t("found", n=len(result.pairs), removed=sum(result.removed.values()),
+        self.status.setText(self.tr_("expand.found", n=len(result.pairs), removed=sum(result.removed.values()),
                                    skipped=len(result.skipped)))
 
     def accepted_pairs(self) -> list:
@@ -230,7 +198,7 @@ class ExpandDialog(QDialog):
         self._runner.start(worker)
 
     def _saved(self, report) -> None:
-        self.status.setText(self.t("saved", n=report.written, path=report.outputs.get("train", "")))
+        self.status.setText(self.tr_("expand.saved", n=report.written, path=report.outputs.get("train", "")))
         self.saved.emit(report)
 
     def closeEvent(self, event):  # noqa: N802 (Qt API)
@@ -255,13 +223,13 @@ def install_expand_button(window) -> QPushButton:
 
     panel = window.kb_panel
     panel.files.setSelectionMode(QAbstractItemView.ExtendedSelection)
-    lang = getattr(getattr(window, "tr_", None), "language", "en")
-    button = QPushButton(_t(lang, "button"))
+    tr = getattr(window, "tr_", None) or Translator("en")
+    button = QPushButton(tr("expand.button"))
     panel.layout().addWidget(button)
 
     def open_dialog() -> None:
         prefs = getattr(window, "prefs", None)
-        dlg = ExpandDialog(selected_documents(panel), str(REPO_DIR / "output" / "expand"), lang,
+        dlg = ExpandDialog(selected_documents(panel), str(REPO_DIR / "output" / "expand"), tr,
                            model=str(getattr(prefs, "model_dir", "") or ""),
                            adapter=str(getattr(prefs, "adapter_dir", "") or ""), parent=window)
         dlg.setAttribute(Qt.WA_DeleteOnClose)

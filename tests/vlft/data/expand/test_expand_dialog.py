@@ -15,10 +15,11 @@ from vlft.data import load_samples  # noqa: E402
 
 def test_dialog_collects_previews_and_saves_the_kept_pairs(qtbot, docs_dir, tmp_path):
     from multi_agent.gui.expand_dialog import ExpandDialog
+    from multi_agent.gui.i18n import Translator
 
     train = tmp_path / "train.json"
     dlg = ExpandDialog([str(docs_dir / "report.pdf"), str(docs_dir / "page.html")], str(tmp_path / "out"),
-                       language="zh", train_json=str(train))
+                       tr=Translator("zh"), train_json=str(train))
     qtbot.addWidget(dlg)
     assert dlg.run_button.text() == "提取"
     dlg.run_button.click()
