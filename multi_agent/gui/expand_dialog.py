@@ -1,4 +1,4 @@
-""""Make training data": the knowledge-base panel's selected documents -> ``vlft.data.expand.Expander``
+"""*Make training data*: the knowledge-base panel's selected documents -> ``vlft.data.expand.Expander``
 on a worker thread -> a preview table to accept or drop pairs -> save (and append to a training file).
 
 The dialog only displays and forwards: all logic is ``Expander`` (the same class expand_data.py runs).
@@ -17,6 +17,7 @@ from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayout,
 
 from multi_agent.gui.i18n import Translator
 from multi_agent.gui.workers import Runner, Worker
+
 
 class ExpandDialog(QDialog):
     """Sources -> collect (worker thread, progress) -> preview with a Keep box per pair -> save."""
