@@ -249,9 +249,26 @@ def _drop_recurring(per_page: list[list[tuple[bytes, int]]], dropped: dict[str, 
         imgs[:] = keep
 
 
+def page_captions(text: str) -> list[str]:
+    """The "Figure N: ..." captions of a PDF page, a caption wrapped over several lines joined back: a line
+    continues the caption while the caption has no final stop and the line starts in lower case."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    out = []
+    for i, line in enumerate(lines):
+        cap = parse_caption(line)
+        if not cap:
+            continue
+        for nxt in lines[i + 1:i + 4]:
+            if cap.endswith((".", "。", "!", "?", "！", "？")) or not nxt[:1].islower() or parse_caption(nxt):
+                break
+            cap = f"{cap} {nxt}"
+        out.append(cap)
+    return out
+
+
 def _pair_captions(images: list[bytes], no: int, text: str) -> list[Figure]:
     """The page's "Figure N: ..." lines go to its images in order, only when there are as many of each."""
-    captions = [c for c in map(parse_caption, text.splitlines()) if c]
+    captions = page_captions(text)
     paired = len(captions) == len(images)
     context = " ".join(text.split())[:800]
     return [Figure(data, captions[i] if paired else None, "caption" if paired else None, no, f"p{no}-img{i + 1}",

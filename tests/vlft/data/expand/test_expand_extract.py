@@ -134,3 +134,12 @@ def test_pdf_logo_on_every_page_does_not_break_captions(tmp_path, coco_images):
     ex = extract(_doc(write_pdf(tmp_path / "logo.pdf", pages)))
     assert [f.caption for f in ex.figures] == [f"Photo number {i + 1} of the survey." for i in range(4)]
     assert ex.dropped == {"recurring": 4}
+
+
+def test_wrapped_pdf_caption_is_joined_and_body_text_is_not():
+    from vlft.data.expand.extract import page_captions
+
+    text = ("Figure 1: Container throughput of the three terminals\nin 2023, by month.\nThe next paragraph starts "
+            "here.\nFigure 2: Revenue by region\nSales grew in every region.\n图 3 港口吞吐量\n按月统计")
+    assert page_captions(text) == ["Container throughput of the three terminals in 2023, by month.",
+                                   "Revenue by region", "港口吞吐量"]
