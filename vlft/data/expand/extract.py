@@ -208,15 +208,23 @@ def extract_pdf(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> E
         ex.pages = len(reader.pages)
         per_page = [_pdf_page_images(page, ex.dropped, cfg) for page in reader.pages]
         _drop_recurring(per_page, ex.dropped, cfg)
-        for no, images in enumerate(per_page, start=1):
-            ex.figures += _pair_captions([data for data, _ in images], no, text_of.get(no, ""))
+        for no, (page, images) in enumerate(zip(reader.pages, per_page), start=1):
+            ex.figures += _pair_captions(images, no, text_of.get(no, ""), page)
     except Exception as e:  # images are a bonus: text already extracted stays
         log.warning("%s: images not extracted (%s: %s)", doc.origin, e.__class__.__name__, e)
     return ex
 
 
-def _pdf_page_images(page, dropped: dict[str, int], cfg: ExtractConfig) -> list[tuple[bytes, int]]:
-    """(encoded image, dHash) of the page's images that are not icons."""
+@dataclass
+class _PdfImage:
+    data: bytes
+    hash: int
+    box: tuple[float, float, float, float] | None   # x, bottom, width, height in page space (None: unknown)
+    name: str = ""
+
+
+def _pdf_page_images(page, dropped: dict[str, int], cfg: ExtractConfig) -> list[_PdfImage]:
+    """The page's images that are not icons, top to bottom where their placement is known."""
     out = []
     try:
         for img in page.images:
@@ -226,7 +234,7 @@ def _pdf_page_images(page, dropped: dict[str, int], cfg: ExtractConfig) -> list[
                     dropped["tiny"] = dropped.get("tiny", 0) + 1
                     continue
                 data = img.data if img.name.lower().endswith((".jpg", ".jpeg", ".png")) else _png(im)
-                out.append((data, dhash(im)))
+                out.append(_PdfImage(data, dhash(im), None, img.name))
             except Exception:  # one undecodable image (odd filter, broken stream): keep the others
                 dropped["unreadable"] = dropped.get("unreadable", 0) + 1
     except Exception:
@@ -234,18 +242,53 @@ def _pdf_page_images(page, dropped: dict[str, int], cfg: ExtractConfig) -> list[
     return out
 
 
-def _drop_recurring(per_page: list[list[tuple[bytes, int]]], dropped: dict[str, int], cfg: ExtractConfig) -> None:
+def _layout(page, images: list[_PdfImage]) -> list[tuple[str, float, float]]:
+    """One pass over the page's content stream: sets each image's box (from the transformation matrix at
+    its ``Do``), sorts the images top to bottom, and returns the (caption, x, y) of its "Figure N" lines."""
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+    frags: list[tuple[float, float, str]] = []
+
+    def before(op, args, cm, tm):
+        if op == b"Do" and args:
+            a, b, c, d, e, f = cm
+            xs, ys = (e, e + a, e + c, e + a + c), (f, f + b, f + d, f + b + d)
+            boxes[str(args[0]).lstrip("/")] = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
+
+    def visit(text, cm, tm, font, size):
+        if text.strip():
+            x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+            y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+            frags.append((round(y, 0), x, text))
+    page.extract_text(visitor_operand_before=before, visitor_text=visit)
+    for img in images:     # pypdf names an image after its XObject plus an extension ("Im1.png" for /Im1)
+        img.box = boxes.get(img.name.rsplit(".", 1)[0])
+    if all(i.box for i in images):
+        images.sort(key=lambda i: (-(i.box[1] + i.box[3]), i.box[0]))
+    lines: dict[float, list[tuple[float, str]]] = {}
+    for y, x, text in frags:
+        lines.setdefault(y, []).append((x, text))
+    ordered = sorted(lines.items(), key=lambda kv: -kv[0])
+    texts = ["".join(t for _, t in sorted(parts)).replace("\n", " ").strip() for _, parts in ordered]
+    out = []
+    for i, (y, parts) in enumerate(ordered):
+        if parse_caption(texts[i]):
+            cap = page_captions("\n".join(texts[i:i + 4]))[0]
+            out.append((cap, min(x for x, _ in parts), y))
+    return out
+
+
+def _drop_recurring(per_page: list[list[_PdfImage]], dropped: dict[str, int], cfg: ExtractConfig) -> None:
     """Remove, in place, images found on ``cfg.recurring_pages`` or more pages (a logo in every page header):
-    decoration, and left in they would break the page's image/caption count."""
-    hashes = [{h for _, h in imgs} for imgs in per_page]
+    decoration, and left in they would take captions or break a page's image/caption count."""
+    hashes = [{i.hash for i in imgs} for imgs in per_page]
     for imgs in per_page:
         keep = []
-        for data, h in imgs:
-            pages = sum(any(bin(h ^ o).count("1") <= cfg.phash_distance for o in hs) for hs in hashes)
+        for img in imgs:
+            pages = sum(any(bin(img.hash ^ o).count("1") <= cfg.phash_distance for o in hs) for hs in hashes)
             if pages >= cfg.recurring_pages:
                 dropped["recurring"] = dropped.get("recurring", 0) + 1
             else:
-                keep.append((data, h))
+                keep.append(img)
         imgs[:] = keep
 
 
@@ -266,13 +309,52 @@ def page_captions(text: str) -> list[str]:
     return out
 
 
-def _pair_captions(images: list[bytes], no: int, text: str) -> list[Figure]:
-    """The page's "Figure N: ..." lines go to its images in order, only when there are as many of each."""
-    captions = page_captions(text)
-    paired = len(captions) == len(images)
+MAX_CAPTION_GAP = 72.0   # points (one inch): a caption further below its figure is not taken as its caption
+
+
+def _pair_captions(images: list[_PdfImage], no: int, text: str, page=None) -> list[Figure]:
+    """Captions to images. With positions: each caption goes to the nearest free image above it (at most
+    MAX_CAPTION_GAP below the image's bottom edge), so subfigures, stray images and a drawing order unlike
+    the file's order are handled. Without: the page's captions go to its images in order, and only when
+    there are as many of each. Never a guess."""
     context = " ".join(text.split())[:800]
-    return [Figure(data, captions[i] if paired else None, "caption" if paired else None, no, f"p{no}-img{i + 1}",
-                   context) for i, data in enumerate(images)]
+    lines = []
+    if page is not None and images:
+        try:
+            lines = _layout(page, images)
+        except Exception:  # an odd content stream: pairing falls back to counts
+            lines = []
+    caps: list[str | None] = [None] * len(images)
+    if lines and all(i.box for i in images):
+        caps = _pair_by_position(images, lines)
+    else:   # no positions (inline images, captions in form XObjects): equal counts or nothing
+        found = page_captions(text)
+        if len(found) == len(images):
+            caps = list(found)
+    return [Figure(img.data, caps[i], "caption" if caps[i] else None, no, f"p{no}-img{i + 1}", context)
+            for i, img in enumerate(images)]
+
+
+def _pair_by_position(images: list[_PdfImage], lines: list[tuple[str, float, float]]) -> list[str | None]:
+    """Closest (caption below image, horizontally under it) pairs first; each caption and image used once.
+    A loose layout where some caption found no image, but the counts are equal, pairs top to bottom."""
+    pairs = []
+    for ci, (_, cx, cy) in enumerate(lines):
+        for ii, img in enumerate(images):
+            x, bottom, w, h = img.box
+            gap = bottom - cy
+            if -h / 2 <= gap <= MAX_CAPTION_GAP and x - 36 <= cx <= x + w:
+                pairs.append((gap, ci, ii))
+    caps: list[str | None] = [None] * len(images)
+    used_c, used_i = set(), set()
+    for _, ci, ii in sorted(pairs):
+        if ci not in used_c and ii not in used_i:
+            used_c.add(ci)
+            used_i.add(ii)
+            caps[ii] = lines[ci][0]
+    if len(used_c) < len(lines) and len(lines) == len(images):
+        caps = [cap for cap, _, _ in lines]
+    return caps
 
 
 def _png(im) -> bytes:

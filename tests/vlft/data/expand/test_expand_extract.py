@@ -40,12 +40,19 @@ def test_pdf_figures_captions_tiny_and_duplicates(docs_dir):
     assert "集装箱运输量" in ex.sections[1].text
 
 
-def test_pdf_caption_count_mismatch_gives_no_caption(tmp_path, coco_images):
-    # Two photos, one caption: which one it belongs to is unknown, so neither gets it.
+def test_pdf_caption_goes_to_the_photo_right_above_it(tmp_path, coco_images):
+    # Two photos, one caption just below the second: the first photo stays without a caption.
     p = write_pdf(tmp_path / "two.pdf", [(["Figure 1: Only one caption here."], [photo(coco_images, 0),
                                                                                 photo(coco_images, 1)])])
-    ex = extract(_doc(p))
-    assert [f.caption for f in ex.figures] == [None, None]
+    assert [f.caption for f in extract(_doc(p)).figures] == [None, "Only one caption here."]
+
+
+def test_without_positions_captions_pair_only_on_equal_counts():
+    from vlft.data.expand.extract import _pair_captions, _PdfImage
+
+    imgs = [_PdfImage(b"a", 0, None), _PdfImage(b"b", 1, None)]
+    assert [f.caption for f in _pair_captions(imgs, 1, "Figure 1: One.\nFigure 2: Two.")] == ["One.", "Two."]
+    assert [f.caption for f in _pair_captions(imgs, 1, "Figure 1: Only one.")] == [None, None]
 
 
 def test_html_figcaption_alt_and_outside_root(docs_dir):
@@ -143,3 +150,34 @@ def test_wrapped_pdf_caption_is_joined_and_body_text_is_not():
             "here.\nFigure 2: Revenue by region\nSales grew in every region.\n图 3 港口吞吐量\n按月统计")
     assert page_captions(text) == ["Container throughput of the three terminals in 2023, by month.",
                                    "Revenue by region", "港口吞吐量"]
+
+
+def _canvas_pdf(path, draw):
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path))
+    draw(c)
+    c.showPage()
+    c.save()
+    return path
+
+
+def test_pdf_captions_follow_positions_not_file_order(tmp_path, coco_images):
+    """Two figures each with its caption right below; the file lists the images in another order than the
+    page draws them, and a third uncaptioned photo sits at the bottom: positions decide."""
+    from reportlab.lib.utils import ImageReader
+
+    def draw(c):
+        c.setFont("Helvetica", 10)
+        c.drawImage(ImageReader(io.BytesIO(photo(coco_images, 5))), 72, 610, width=200, height=150)
+        c.drawString(72, 596, "Figure 1: The upper photo.")
+        c.drawImage(ImageReader(io.BytesIO(photo(coco_images, 1))), 72, 400, width=200, height=150)
+        c.drawString(72, 386, "Figure 2: The middle photo.")
+        c.drawString(72, 300, "Body text between the figures, long enough to be a paragraph.")
+        c.drawImage(ImageReader(io.BytesIO(photo(coco_images, 2))), 72, 80, width=200, height=150)
+    ex = extract(_doc(_canvas_pdf(tmp_path / "pos.pdf", draw)))
+    got = [(f.figure_id, f.caption) for f in ex.figures]
+    assert got == [("p1-img1", "The upper photo."), ("p1-img2", "The middle photo."), ("p1-img3", None)]
+    from PIL import Image
+    upper = Image.open(io.BytesIO(ex.figures[0].image))
+    assert dhash(upper) == dhash(Image.open(io.BytesIO(photo(coco_images, 5))))   # the right picture
