@@ -112,6 +112,7 @@ class ExpandResult:
     generated: int = 0
     cached: int = 0
     failed: int = 0
+    unparsed: int = 0               # outputs with no "Q: ... A: ..." pair in them
     seconds: dict[str, float] = dc_field(default_factory=dict)
 
 
@@ -134,7 +135,8 @@ class ExpandReport:
         if r.dropped_images:
             lines.append("images dropped: " + ", ".join(f"{k}: {v}" for k, v in sorted(r.dropped_images.items())))
         if r.generated or r.cached or r.failed:
-            lines.append(f"generation: {r.generated} prompts run, {r.cached} from the cache, {r.failed} failed")
+            lines.append(f"generation: {r.generated} prompts run, {r.cached} from the cache, {r.failed} failed, "
+                         f"{r.unparsed} gave no Q&A pair")
         lines.append("removed: " + ", ".join(f"{k}: {v}" for k, v in r.removed.items()))
         lines.append(f"samples: {self.written} ({kinds.get('caption', 0)} image-caption, {kinds.get('vqa', 0)} VQA, "
                      f"{kinds.get('qa', 0)} text Q&A) -> {self.outputs.get('train', '')}")
@@ -292,46 +294,53 @@ class Expander:
 
     def _pairs_for(self, key: str, ex: Extracted, res: ExpandResult, prompts: list[tuple[Prompt, dict]]) -> list[Pair]:
         """Document-caption pairs now; prompts for the generator (with what each answer becomes) queued."""
+        pairs: list[Pair] = []
+        for fig in ex.figures:
+            pairs += self._figure(key, fig, ex, res, prompts)
+        if self.generator is not None:
+            prompts += self._chunk_prompts(ex)
+        return pairs
+
+    def _figure(self, key: str, fig: Figure, ex: Extracted, res: ExpandResult,
+                prompts: list[tuple[Prompt, dict]]) -> list[Pair]:
+        img = self._save_figure(key, fig)
+        res.figures += 1
+        # A bilingual report: each piece is asked about (and checked) in its own language.
+        lang = language_of(fig.caption or fig.context or ex.text)
+        meta = dict(source=ex.doc.origin, ref=fig.figure_id, lang=lang, image=img, page=fig.page)
+        image_key = hashlib.sha256(fig.image).hexdigest()
+        out = []
+        if fig.caption:
+            res.captioned += 1
+            out.append(Pair("caption", CAPTION_QUESTION[lang], fig.caption, generator="document",
+                            support_text=fig.caption, scores={"caption_kind": fig.caption_kind}, **meta))
+        if self.generator is None:
+            return out
+        if fig.caption:       # questions the document's caption answers
+            p = Prompt(render("vqa", lang, caption=fig.caption, n=self.cfg.qa_per_chunk), img, image_key)
+            prompts.append((p, dict(kind="vqa", support_text=fig.caption + "\n" + fig.context, **meta)))
+        else:                 # a caption from the picture and the text around it
+            p = Prompt(render("caption", lang, text=fig.context[:600] or "-"), img, image_key)
+            prompts.append((p, dict(kind="caption", support_text=fig.context, **meta)))
+        return out
+
+    def _chunk_prompts(self, ex: Extracted) -> list[tuple[Prompt, dict]]:
+        """One Q&A prompt per text chunk (the knowledge base's sentence-aligned chunker), heading included."""
         from multi_agent.rag.chunking import chunk_text
 
-        lang = language_of(ex.text or " ".join(f.caption or "" for f in ex.figures))
-        origin = ex.doc.origin
-        pairs: list[Pair] = []
-        gen = self.generator
-        for fig in ex.figures:
-            img = self._save_figure(key, fig)
-            res.figures += 1
-            # A mixed-language report: each piece is asked about (and checked) in its own language.
-            flang = language_of(fig.caption) if fig.caption else language_of(fig.context) if fig.context else lang
-            if fig.caption:
-                res.captioned += 1
-                pairs.append(Pair("caption", CAPTION_QUESTION[flang], fig.caption, origin, fig.figure_id, "document",
-                                  flang, img, fig.page, fig.caption, {"caption_kind": fig.caption_kind}))
-            if gen is None:
-                continue
-            if fig.caption:
-                p = Prompt(render("vqa", flang, caption=fig.caption, n=self.cfg.qa_per_chunk), img,
-                           hashlib.sha256(fig.image).hexdigest())
-                prompts.append((p, dict(kind="vqa", source=origin, ref=fig.figure_id, lang=flang, image=img,
-                                        page=fig.page, support_text=fig.caption + "\n" + fig.context)))
-            else:
-                p = Prompt(render("caption", flang, text=fig.context[:600] or "-"), img,
-                           hashlib.sha256(fig.image).hexdigest())
-                prompts.append((p, dict(kind="caption", source=origin, ref=fig.figure_id, lang=flang, image=img,
-                                        page=fig.page, support_text=fig.context)))
-        if gen is not None:
-            for si, sec in enumerate(ex.sections):
-                for span in chunk_text(sec.text, self.cfg.chunk_size, self.cfg.chunk_overlap):
-                    text = sec.text[span.start:span.end]
-                    if len(text.strip()) < MIN_CHUNK_CHARS:
-                        continue
-                    body = f"{sec.heading}\n{text}" if sec.heading else text
-                    clang = language_of(body)
-                    p = Prompt(render("qa", clang, text=body, n=self.cfg.qa_per_chunk), None,
-                               hashlib.sha256(body.encode()).hexdigest())
-                    prompts.append((p, dict(kind="qa", source=origin, ref=f"s{si}:{span.start}-{span.end}",
-                                            lang=clang, image=None, page=sec.page, support_text=body)))
-        return pairs
+        out = []
+        for si, sec in enumerate(ex.sections):
+            for span in chunk_text(sec.text, self.cfg.chunk_size, self.cfg.chunk_overlap):
+                text = sec.text[span.start:span.end]
+                if len(text.strip()) < MIN_CHUNK_CHARS:
+                    continue
+                body = f"{sec.heading}\n{text}" if sec.heading else text
+                lang = language_of(body)
+                p = Prompt(render("qa", lang, text=body, n=self.cfg.qa_per_chunk), None,
+                           hashlib.sha256(body.encode()).hexdigest())
+                out.append((p, dict(kind="qa", source=ex.doc.origin, ref=f"s{si}:{span.start}-{span.end}",
+                                    lang=lang, image=None, page=sec.page, support_text=body)))
+        return out
 
     def _generate(self, prompts: list[tuple[Prompt, dict]], res: ExpandResult) -> list[Pair]:
         gen = self.generator
@@ -359,8 +368,9 @@ class Expander:
                 cap = " ".join(text.split())
                 pairs.append(Pair(question=CAPTION_QUESTION[meta["lang"]], answer=cap, generator=gen.name, **meta))
                 continue
-            for q, a in parse_pairs(text):
-                pairs.append(Pair(question=q, answer=a, generator=gen.name, **meta))
+            found = parse_pairs(text)
+            res.unparsed += not found
+            pairs += [Pair(question=q, answer=a, generator=gen.name, **meta) for q, a in found]
         return pairs
 
     # -- public --------------------------------------------------------------------------------------------

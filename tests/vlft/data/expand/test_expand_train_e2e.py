@@ -52,7 +52,7 @@ def test_local_generator_tiny_model_and_cache(docs_dir, tmp_path, tiny_model_dir
     assert expand_data.main(args) == 0
     first = capsys.readouterr().out
     # 2 VQA prompts (captioned figures) + 2 text chunks (page 3's one line is too short to ask about)
-    assert "generation: 4 prompts run, 0 from the cache, 0 failed" in first
+    assert "generation: 4 prompts run, 0 from the cache, 0 failed, 4 gave no Q&A pair" in first
     # the random tiny model writes no "Q: ... A: ..." pairs: only the document captions become samples
     assert "samples: 2 (2 image-caption" in first
     (tmp_path / "out" / "sync_state.json").unlink()   # force extraction again: generation comes from the cache
