@@ -208,20 +208,31 @@ class OpenAIGenerator:
         return out
 
 
+def _local(spec: str, model: str | None, adapter: str | None, batch_size: int, concurrency: int,
+           max_new_tokens: int) -> Generator:
+    if not model:
+        raise ValueError("generator: 'local' needs --model (a Qwen-VL folder)")
+    from vlft.models.loading import check_model_dir
+    check_model_dir(model)      # a wrong folder fails now, not after every document was read
+    return LocalGenerator(model, adapter, batch_size, max_new_tokens)
+
+
+def _url(spec: str, model: str | None, adapter: str | None, batch_size: int, concurrency: int,
+         max_new_tokens: int) -> Generator:
+    return OpenAIGenerator(spec, model, concurrency, max_new_tokens)
+
+
+# --generator value (an http(s) URL counts as "url") -> factory; "none" is no model at all.
+GENERATORS: dict[str, Callable[..., Generator | None]] = {"none": lambda *a: None, "local": _local, "url": _url}
+
+
 def make_generator(spec: str, model: str | None = None, adapter: str | None = None, batch_size: int = 8,
                    concurrency: int = 4, max_new_tokens: int = 256) -> Generator | None:
     """``none`` -> None; ``local`` -> LocalGenerator(model); ``http(s)://...`` -> OpenAIGenerator."""
-    if spec == "none":
-        return None
-    if spec == "local":
-        if not model:
-            raise ValueError("generator: 'local' needs --model (a Qwen-VL folder)")
-        from vlft.models.loading import check_model_dir
-        check_model_dir(model)      # a wrong folder fails now, not after every document was read
-        return LocalGenerator(model, adapter, batch_size, max_new_tokens)
-    if spec.startswith(("http://", "https://")):
-        return OpenAIGenerator(spec, model, concurrency, max_new_tokens)
-    raise ValueError(f"generator: {spec!r} is not none, local or an http(s):// URL")
+    kind = "url" if spec.startswith(("http://", "https://")) else spec
+    if kind not in GENERATORS:
+        raise ValueError(f"generator: {spec!r} is not none, local or an http(s):// URL")
+    return GENERATORS[kind](spec, model, adapter, batch_size, concurrency, max_new_tokens)
 
 
 # -- cache ---------------------------------------------------------------------------------------------
