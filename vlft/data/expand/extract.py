@@ -493,6 +493,7 @@ def _asset(load_asset: AssetLoader, src: str, doc: Document, dropped: dict[str, 
 # -- Markdown / text ---------------------------------------------------------------------------------
 _MD_IMG = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+[\"']([^\"']*)[\"'])?\s*\)")
 _MD_HEADING = re.compile(r"^#{1,6}\s+\S")
+_MD_CODE = re.compile(r"`[^`]*`")
 
 
 def extract_markdown(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig) -> Extracted:
@@ -500,8 +501,13 @@ def extract_markdown(doc: Document, load_asset: AssetLoader, cfg: ExtractConfig)
     ex = Extracted(doc, pages=1)
     lines = text.splitlines()
     n = 0
+    fenced = False
     for i, line in enumerate(lines):
-        for m in _MD_IMG.finditer(line):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        if fenced:
+            continue            # code blocks and `inline code` show image syntax, they do not embed images
+        for m in _MD_IMG.finditer(_MD_CODE.sub("", line)):
             n += 1
             alt, src, title = m.group(1).strip(), m.group(2), (m.group(3) or "").strip()
             nxt = next((ln.strip().strip("*_") for ln in lines[i + 1:i + 3] if ln.strip()), "")

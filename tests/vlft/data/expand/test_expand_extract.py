@@ -181,3 +181,10 @@ def test_pdf_captions_follow_positions_not_file_order(tmp_path, coco_images):
     from PIL import Image
     upper = Image.open(io.BytesIO(ex.figures[0].image))
     assert dhash(upper) == dhash(Image.open(io.BytesIO(photo(coco_images, 5))))   # the right picture
+
+
+def test_markdown_image_syntax_in_code_is_not_an_image(docs_dir):
+    (docs_dir / "code.md").write_text("Use `![alt](img/boats.jpg)` to embed.\n\n```\n![x](img/street.jpg)\n```\n\n"
+                                      "![Boats in the harbour at dawn](img/boats.jpg)\n", encoding="utf-8")
+    ex = extract(_doc(docs_dir / "code.md"))
+    assert [f.caption for f in ex.figures] == ["Boats in the harbour at dawn"] and not ex.dropped
