@@ -119,6 +119,31 @@ TEXT: dict[str, tuple[str, str]] = {
     "status.load_failed": ("Model failed to load: {err}", "模型加载失败：{err}"),
     "status.no_assistant": ("No model loaded: open Model → Model & settings.",
                             "未加载模型：请打开 模型 → 模型与设置。"),
+    # "Make training data" dialog (expand_dialog.py)
+    "expand.title": ("Make training data", "生成训练数据"),
+    "expand.button": ("Make training data…", "生成训练数据…"),
+    "expand.sources": ("Documents", "文档"),
+    "expand.generator": ("Generator", "生成方式"),
+    "expand.gen.none": ("none (document captions only)", "无（仅用文档中的图注）"),
+    "expand.gen.local": ("local model", "本地模型"),
+    "expand.url": ("or an OpenAI-compatible URL", "或 OpenAI 兼容地址"),
+    "expand.model": ("Model folder (URL: model name)", "模型目录（地址：模型名）"),
+    "expand.output": ("Output folder", "输出目录"),
+    "expand.train": ("Append to training file (optional)", "追加到训练文件（可选）"),
+    "expand.run": ("Extract", "提取"),
+    "expand.save": ("Save selected", "保存所选"),
+    "expand.close": ("Close", "关闭"),
+    "expand.col.keep": ("Keep", "保留"),
+    "expand.col.kind": ("Kind", "类型"),
+    "expand.col.question": ("Question", "问题"),
+    "expand.col.answer": ("Answer", "答案"),
+    "expand.col.source": ("Source", "来源"),
+    "expand.working": ("{phase}: {done}/{total}", "{phase}：{done}/{total}"),
+    "expand.found": ("{n} pairs found ({removed} removed by curation, {skipped} sources skipped). Untick the "
+                     "ones to drop, then save.", "找到 {n} 条（筛选去掉 {removed} 条，跳过 {skipped} 个来源）。"
+                     "取消勾选不要的，再保存。"),
+    "expand.saved": ("Saved {n} samples to {path}", "已保存 {n} 条样本到 {path}"),
+    "expand.no_sources": ("Select documents in the knowledge-base panel first.", "请先在知识库面板中选择文档。"),
 }
 
 

@@ -154,6 +154,8 @@ class MainWindow(QMainWindow):
         self.kb_panel.files_dropped.connect(self.add_documents)
         self.kb_panel.add_requested.connect(self.choose_documents)
         self.kb_panel.reindex_requested.connect(self.reindex)
+        from multi_agent.gui.expand_dialog import install_expand_button  # "Make training data" (issue 20)
+        install_expand_button(self)
         self.evidence_panel.open_requested.connect(self.open_hit)
         self.chat.citation_clicked.connect(self.evidence_panel.select)
         QShortcut(QKeySequence(Qt.Key_Escape), self, self.cancel)

@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""Documents and web pages -> image-caption / Q&A training data (and the knowledge base), in one step.
+
+    python expand_data.py --source reports/ --output data/expanded                       # document captions only
+    python expand_data.py --source https://example.com/report.html --crawl-depth 1 --to kb --kb_dir multi_agent/knowledge_base
+    python expand_data.py --source sources.txt --generator local --model ./qwen3-vl-4b-instruct \
+        --to both --train_json data/train.json --kb_dir multi_agent/knowledge_base
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vlft.cli import run_stage
+    from vlft.data.dataset import DataError
+    from vlft.data.expand import ExpandConfig, run_expand
+    from vlft.models.loading import ModelLoadError
+
+    rc, report = run_stage(ExpandConfig, run_expand, argv, errors=(DataError, ModelLoadError, ValueError, OSError))
+    if rc:
+        return rc
+    print(report.summary())
+    return 0 if report.written or report.result.unchanged else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
