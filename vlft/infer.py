@@ -12,16 +12,16 @@ runs at a time per generator (a lock), so a GUI thread and a worker can share it
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from vlft.config import BaseConfig, require
+from vlft.data.images import URL_TIMEOUT_S, ImageError, load_image  # noqa: F401 (re-exported)
+from vlft.data.vocab import IMAGE_EXTENSIONS, message_text
 from vlft.config import field as cfield
 from vlft.models.loading import (DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Precision, load_model,
                                  load_processor, resolve_precision)
@@ -32,40 +32,9 @@ log = logging.getLogger(__name__)
 Message = dict[str, Any]
 Conversation = list[Message]
 
-URL_TIMEOUT_S = 30
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-class ImageLoadError(ValueError):
-    """An image could not be read; the message names it and says why."""
-
-
-# -- images ---------------------------------------------------------------------------------
-def load_image(src: Any):
-    """PIL RGB image from a PIL image, a path, or a file:// / http(s):// URL. One-line errors."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(src, Image.Image):
-        return src.convert("RGB")
-    s = str(src)
-    try:
-        if s.startswith(("http://", "https://")):
-            with urllib.request.urlopen(s, timeout=URL_TIMEOUT_S) as r:  # noqa: S310 (user-given URL)
-                data = r.read()
-            img = Image.open(io.BytesIO(data))
-        else:
-            path = Path(s[len("file://"):] if s.startswith("file://") else s)
-            if not path.is_file():
-                raise ImageLoadError(f"{s}: image file not found")
-            img = Image.open(path)
-        img.load()
-        return img.convert("RGB")
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"{s}: not a readable image (unknown or corrupt format)") from None
-    except OSError as e:  # truncated files, network errors (URLError is an OSError)
-        raise ImageLoadError(f"{s}: cannot read image ({e.__class__.__name__}: {e})") from None
+# One image loader and one extension list for every stage (vlft.data); the old names stay importable.
+ImageLoadError = ImageError
+IMAGE_EXTS = IMAGE_EXTENSIONS
 
 
 def load_conversation_images(messages: Conversation) -> tuple[Conversation, list]:
@@ -348,7 +317,7 @@ def items_from_split(path: str | Path, image_folder: str | Path | None = None,
     items = []
     for s in loaded.samples:
         msgs = s["messages"]
-        answers = [_text_of(m) for m in msgs if m["role"] == "assistant"]
+        answers = [message_text(m) for m in msgs if m["role"] == "assistant"]
         refs = [r for r in (s.get("references") or answers[-1:]) if r.strip()]
         conv = strip_answers(msgs)
         images = [p["image"] for m in conv for p in m["content"] if p.get("type") == "image"]
@@ -357,13 +326,6 @@ def items_from_split(path: str | Path, image_folder: str | Path | None = None,
         items.append({"id": s["id"], "image": images[0] if len(images) == 1 else images,
                       "references": refs, "messages": conv})
     return items, list(loaded.errors)
-
-
-def _text_of(msg: Message) -> str:
-    c = msg.get("content")
-    if isinstance(c, str):
-        return c
-    return "".join(p.get("text", "") for p in c or [] if p.get("type") == "text")
 
 
 # -- test.py -----------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def generate_predictions(model, processor, samples: list[dict], max_new_tokens: 
     """Greedy answers for each sample's last user turn: [{id, image, reference, prediction}]."""
     import torch
 
-    from vlft.train.collator import load_image, sample_images
+    from vlft.train.collator import SampleError, load_image, sample_images
 
     rows = []
     was_training = model.training
@@ -133,7 +133,12 @@ def generate_predictions(model, processor, samples: list[dict], max_new_tokens: 
     try:
         for s in samples:
             prompt, ref = prompt_and_reference(s)
-            images = [load_image(r) for r in sample_images({"messages": prompt})]
+            try:
+                images = [load_image(r) for r in sample_images({"messages": prompt})]
+            except SampleError as e:  # an unreadable image: this row only, named (rows stay aligned)
+                rows.append({"id": s.get("id", ""), "image": None, "reference": ref, "prediction": "",
+                             "error": str(e)})
+                continue
             text = processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
             inputs = processor(text=[text], images=images or None, return_tensors="pt").to(device)
             with torch.no_grad():

@@ -348,6 +348,7 @@ def save(trainer, cfg: TrainConfig, processor, data: dict[str, Any], train_outpu
         "world_size": world,
         "ranks_consistent": consistent,
         "data": data["stats"],
+        "bad_images": trainer.bad_images.summary(),  # rows masked because their image did not decode
         "train_batch_shapes": sorted(trainer.batch_shapes),
         "log_history": trainer.state.log_history,  # per-log loss, lr, samples/s, eval loss
         "swanlab_dir": str(swanlab_dir) if swanlab_dir else None,
@@ -431,6 +432,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         print(f"saved adapter to {cfg.output_dir} (step {summary['global_step']}, "
               f"loss {_fmt(summary['first_loss'])} -> {_fmt(summary['final_loss'])}, "
               f"{summary['samples_per_second']:.2f} samples/s)")
+        if summary["bad_images"]["files"]:
+            print(f"skipped {len(summary['bad_images']['files'])} unreadable image(s) in "
+                  f"{summary['bad_images']['rows']} rows: {', '.join(summary['bad_images']['files'])}")
     return summary
 
 

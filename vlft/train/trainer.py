@@ -46,6 +46,8 @@ class VlftTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.cudagraphs = cudagraphs
         self.moelora = moelora
+        from vlft.train.collator import BadImageLog
+        self.bad_images = BadImageLog()  # rows whose image did not decode (masked by the collator)
         self.aux_loss_fn = aux_loss_fn if aux_coef > 0 else None
         self.aux_coef = aux_coef
         self.stats_fn = stats_fn
@@ -105,6 +107,7 @@ class VlftTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         # MoE-LoRA routing statistics (and the logged aux value) only on the micro-batches of a
         # logged step: on the others the layers read nothing back, which keeps the compiled step lean.
+        self.bad_images.take(inputs)
         stats = self._logs_this_step()
         for ctx in self._moe_contexts:
             ctx.collect_stats = stats
@@ -125,6 +128,7 @@ class VlftTrainer(Trainer):
         # Loss-only evaluation takes the labelled-token loss too: the full-vocabulary logits (and their
         # fp32 upcast) of a 24x256 eval batch are ~5 GiB, more than the training step itself.
         self._eval_loss_only = prediction_loss_only
+        self.bad_images.take(inputs)
         try:
             if not self.cudagraphs:
                 return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)

@@ -1,0 +1,59 @@
+"""Bad input reaching the training stage (issue 19): one bad file never ends the run."""
+
+from __future__ import annotations
+
+import json
+
+from train_helpers import CAPTIONS, TINY_PIXELS, caption_sample
+
+
+def _train_args(model, data, out, *extra):
+    return ["--model", str(model), "--train_json", str(data), "--output_dir", str(out),
+            "--max_pixels", str(TINY_PIXELS), "--min_pixels", "1024", "--per_device_train_batch_size", "2",
+            "--gradient_accumulation_steps", "1", "--max_steps", "2", "--save_strategy", "no",
+            "--report_to", "none", "--num_sample_predictions", "0", "--no-compile", *extra]
+
+
+def test_truncated_jpeg_is_skipped_named_once_and_the_run_saves_an_adapter(tiny_model_dir, coco_images,
+                                                                           tmp_path, capsys, caplog):
+    """Its header parses (length check passes), its pixels do not: the collator used to raise."""
+    import lora
+
+    cut = tmp_path / "cut.jpg"
+    data = coco_images[0].read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 5])
+    rows = [caption_sample(i, cut if i == 1 else coco_images[i], c) for i, c in enumerate(CAPTIONS)]
+    p = tmp_path / "train.json"
+    p.write_text(json.dumps(rows), encoding="utf-8")
+    out = tmp_path / "out"
+    rc = lora.main(_train_args(tiny_model_dir, p, out))
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert (out / "adapter_model.safetensors").is_file()
+    summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
+    assert list(summary["bad_images"]["files"]) == [str(cut)]
+    assert summary["bad_images"]["rows"] >= 1
+    assert f"unreadable image(s)" in captured.out and str(cut) in captured.out
+    named = [r for r in caplog.records if str(cut) in r.getMessage()]
+    assert len(named) == 1   # named once however many times the row comes back
+
+
+def test_collator_masks_the_bad_row_and_leaves_the_others_exact(tiny_model_dir, coco_images, tmp_path):
+    from vlft.models.loading import load_processor
+    from vlft.train.collator import BAD_IMAGES_KEY, IGNORE_INDEX, SftCollator
+
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(coco_images[1].read_bytes()[:3000])
+    proc = load_processor(tiny_model_dir, max_pixels=TINY_PIXELS, min_pixels=1024)
+    col = SftCollator(proc, 4096)
+    good = caption_sample(0, coco_images[0], CAPTIONS[0])
+    bad = caption_sample(1, cut, CAPTIONS[1])
+    alone = col([good])
+    both = col([good, bad])
+    assert both["input_ids"].shape[0] == 2                       # the batch keeps its size
+    assert (both["labels"][1] == IGNORE_INDEX).all()             # the bad row teaches nothing
+    n = alone["labels"].shape[1]
+    assert both["labels"][0, :n].tolist() == alone["labels"][0].tolist()
+    assert (both["labels"][0, n:] == IGNORE_INDEX).all()
+    assert both["pixel_values"].shape == alone["pixel_values"].shape
+    assert both[BAD_IMAGES_KEY][0][0] == str(cut)
