@@ -14,8 +14,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 # Label value the loss ignores (PyTorch cross_entropy's default ignore_index).
 IGNORE_INDEX = -100
 
-# Why a CSV row / source record was skipped by the data stages (counted in this order).
+# Why a CSV row / source record was skipped by the data stages (counted in this order; the first
+# four are always shown in summaries, the others only when they occurred).
 SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "duplicate", "special_token")
+ALWAYS_SHOWN_REASONS = SKIP_REASONS[:4]
 
 # CJK ideographs (+ extension A, compatibility), kana, hangul: scripts written without spaces.
 CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
@@ -37,7 +39,19 @@ def message_text(message: dict) -> str:
     return "".join(p.get("text", "") for p in message_parts(message) if isinstance(p, dict) and "text" in p)
 
 
-def skip_counts(counts: Any, reasons: tuple[str, ...] = SKIP_REASONS) -> str:
+def skip_counts(counts: Any, reasons: tuple[str, ...] = ALWAYS_SHOWN_REASONS) -> str:
     """``missing_image: 1, corrupt_image: 0, ...`` in the fixed order, then any other reason seen."""
-    extra = sorted(k for k in counts if k not in reasons)
+    extra = sorted((k for k in counts if k not in reasons and counts[k]), key=lambda k: (
+        SKIP_REASONS.index(k) if k in SKIP_REASONS else len(SKIP_REASONS), k))
     return ", ".join(f"{r}: {counts.get(r, 0)}" for r in (*reasons, *extra))
+
+
+# Qwen chat/vision control tokens written as text ("<|im_end|>", "<|vision_start|>", ...): in a
+# caption they are tokenized as the control token itself and end or corrupt the turn.
+SPECIAL_TOKEN_RE = re.compile(r"<\|[A-Za-z_]{2,40}\|>")
+
+
+def find_special_token(text: str) -> str | None:
+    """The first control-token-looking string in ``text`` (None if there is none)."""
+    m = SPECIAL_TOKEN_RE.search(text)
+    return m.group(0) if m else None
