@@ -304,12 +304,31 @@ def items_from_folder(folder: str | Path, prompt: str) -> list[dict]:
             for p in imgs]
 
 
+def group_by_image(items: list[dict]) -> list[dict]:
+    """One item per distinct question (same images, same prompt), references merged in order.
+
+    One-caption-per-record files (the seed's format, csv2json without --val-ratio) list an image
+    once per caption; scored as they are, 2 images with 3 and 5 captions would count as 8 images
+    with one reference each, and CIDEr-D's document frequencies would be skewed.
+    """
+    groups: dict[str, dict] = {}
+    for it in items:
+        key = json.dumps(it["messages"], sort_keys=True, ensure_ascii=False, default=str)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = dict(it, references=list(dict.fromkeys(it["references"])))
+        else:
+            g["references"] += [r for r in it["references"] if r not in g["references"]]
+    return list(groups.values())
+
+
 def items_from_split(path: str | Path, image_folder: str | Path | None = None,
                      prompt: str | None = None) -> tuple[list[dict], list[str]]:
     """Samples of a JSON/JSONL split as prediction items, with their references; plus skip lines.
 
     References: the sample's ``references`` list when present, else its assistant answers. With
-    ``prompt`` set, the user text is replaced by it (images kept).
+    ``prompt`` set, the user text is replaced by it (images kept). Records asking the same question
+    about the same image(s) become one item with all their references (``group_by_image``).
     """
     from vlft.data.dataset import load_samples
 
@@ -325,7 +344,7 @@ def items_from_split(path: str | Path, image_folder: str | Path | None = None,
             conv = [m for m in conv if m["role"] == "system"] + caption_messages(images, prompt)
         items.append({"id": s["id"], "image": images[0] if len(images) == 1 else images,
                       "references": refs, "messages": conv})
-    return items, list(loaded.errors)
+    return group_by_image(items), list(loaded.errors)
 
 
 # -- test.py -----------------------------------------------------------------------------------

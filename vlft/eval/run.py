@@ -195,6 +195,11 @@ def evaluate(cfg: EvalConfig) -> dict:
             entry["metrics"] = None
         entry["n_scored"] = len(rows)
         report["systems"][system.name] = entry
+    ran = [s for s in report["systems"].values() if not s.get("error")]
+    if ran and not any(s["n_scored"] for s in ran):
+        skipped = next((line for s in ran for line in s.get("skipped") or []), "")
+        raise ValueError(f"{cfg.data_path}: nothing could be scored: all {len(items)} images were skipped"
+                         + (f" (first: {skipped})" if skipped else ""))
     if cfg.judge != "none" and rows_by_system:
         report["judge"] = run_judge(cfg, rows_by_system)
     report["examples"] = examples_table(rows_by_system)
