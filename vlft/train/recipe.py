@@ -324,6 +324,8 @@ def save(trainer, cfg: TrainConfig, processor, data: dict[str, Any], train_outpu
     if not trainer.is_world_process_zero():
         return {}
     processor.save_pretrained(str(out))
+    from vlft.models.identity import record_identity
+    record_identity(out, trainer.accelerator.unwrap_model(trainer.model), cfg.model_name_or_path)
     trainable, total = count_parameters(trainer.model)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     world = trainer.accelerator.num_processes

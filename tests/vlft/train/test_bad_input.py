@@ -29,7 +29,7 @@ def test_truncated_jpeg_is_skipped_named_once_and_the_run_saves_an_adapter(tiny_
     rc = lora.main(_train_args(tiny_model_dir, p, out))
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert (out / "adapter_model.safetensors").is_file()
+    assert (out / "adapter_model.safetensors").is_file() and (out / "base_model.json").is_file()
     summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
     assert list(summary["bad_images"]["files"]) == [str(cut)]
     assert summary["bad_images"]["rows"] >= 1
