@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -98,7 +97,8 @@ def export_merged(cfg: ExportConfig) -> Path:
     merged = merge_adapter(cfg.model, cfg.adapter, cfg.dtype, cfg.device)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    from vlft.utils.io import apply_umask, make_temp_dir
+    tmp = make_temp_dir(out.parent, prefix=f".{out.name}.")   # another user's server must read it
     try:
         merged.config.use_cache = True
         merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=cfg.max_shard_size)
@@ -106,6 +106,7 @@ def export_merged(cfg: ExportConfig) -> Path:
         (tmp / "export_info.json").write_text(json.dumps({
             "base_model": str(cfg.model), "adapter": str(cfg.adapter), "adapter_type": info.type,
             "r": info.r, "targets": info.targets, "dtype": cfg.dtype}, indent=2) + "\n", encoding="utf-8")
+        apply_umask(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -326,6 +326,8 @@ def save(trainer, cfg: TrainConfig, processor, data: dict[str, Any], train_outpu
     processor.save_pretrained(str(out))
     from vlft.models.identity import record_identity
     record_identity(out, trainer.accelerator.unwrap_model(trainer.model), cfg.model_name_or_path)
+    from vlft.utils.io import apply_umask
+    apply_umask(out)  # readable by a serving process of another user (safetensors temp files are 0600)
     trainable, total = count_parameters(trainer.model)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     world = trainer.accelerator.num_processes
