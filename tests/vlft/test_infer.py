@@ -199,3 +199,16 @@ def test_caption_benchmark_smoke(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["one_at_a_time"]["images"] == 4 and [b["batch_size"] for b in result["batched"]] == [2, 4]
     assert all(b["images_per_s"] > 0 for b in result["batched"])
+
+
+def test_third_party_warnings_are_quiet_unless_verbose(peaked_dir, images, capsys):
+    """Issue 19: every 4-bit load printed bitsandbytes' 'Failed to load CPU gemm_4bit_forward ...'."""
+    import logging
+
+    bnb = logging.getLogger("bitsandbytes")
+    argv = ["--model", str(peaked_dir), "--image", str(images[0]), "--max_new_tokens", "2", "--load_in_4bit"]
+    assert _cli().main(argv) == 0
+    assert "gemm_4bit_forward" not in capsys.readouterr().err
+    assert not bnb.isEnabledFor(logging.WARNING)
+    assert _cli().main(argv + ["--verbose"]) == 0
+    assert bnb.isEnabledFor(logging.WARNING)
