@@ -57,3 +57,27 @@ def test_collator_masks_the_bad_row_and_leaves_the_others_exact(tiny_model_dir, 
     assert (both["labels"][0, n:] == IGNORE_INDEX).all()
     assert both["pixel_values"].shape == alone["pixel_values"].shape
     assert both[BAD_IMAGES_KEY][0][0] == str(cut)
+
+
+def test_half_written_checkpoint_falls_back_and_rotation_keeps_the_complete_one(tiny_model_dir, caption_json,
+                                                                                 tmp_path):
+    import shutil
+
+    import lora
+
+    out = tmp_path / "out"
+    common = ["--save_strategy", "steps", "--save_steps", "1", "--save_total_limit", "1"]
+    args = _train_args(tiny_model_dir, caption_json, out)
+    args = [a for a in args if a not in ("--save_strategy", "no")] + common
+    assert lora.main(args) == 0                                   # 2 steps -> checkpoint-2 only
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    broken = out / "checkpoint-4"                                 # a crash mid-save, later step
+    shutil.copytree(out / "checkpoint-2", broken)
+    state = (broken / "trainer_state.json").read_text(encoding="utf-8")
+    (broken / "trainer_state.json").write_text(state[: len(state) // 2], encoding="utf-8")
+    resume = [a if a != "2" or i == 0 else a for i, a in enumerate(args)]
+    resume[resume.index("--max_steps") + 1] = "3"
+    assert lora.main(resume + ["--resume_from_checkpoint", "auto"]) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]   # complete, kept
+    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text(encoding="utf-8"))["global_step"] == 3
+    assert (out / "incomplete-checkpoint-4").is_dir()             # set aside, not deleted
