@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from vlft.data.vocab import find_special_token
+
 ROLES = ("system", "user", "assistant")
 # "from" values seen in LLaVA / ShareGPT / Qwen recipes -> our roles.
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -325,6 +327,11 @@ def _validate(messages: list[dict], top: str, check_images: bool, exists: dict |
             raise _RecordError(f"{top}[{i}]", f"{m['role']} turn is empty", "empty_text")
         if m["role"] == "assistant" and not any(p["type"] == "text" and p["text"].strip() for p in m["content"]):
             raise _RecordError(f"{top}[{i}]", "assistant turn has no text", "empty_text")
+        token = next((t for t in (find_special_token(p["text"]) for p in m["content"] if p["type"] == "text") if t),
+                     None)
+        if token:   # tokenized as the control token itself: "<|im_end|>" would end the labels early
+            raise _RecordError(f"{top}[{i}]", f"text contains the model's control token {token}; remove it",
+                               "special_token")
         if check_images:
             for p in m["content"]:
                 if p["type"] != "image" or "://" in p["image"]:

@@ -81,3 +81,17 @@ def test_half_written_checkpoint_falls_back_and_rotation_keeps_the_complete_one(
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]   # complete, kept
     assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text(encoding="utf-8"))["global_step"] == 3
     assert (out / "incomplete-checkpoint-4").is_dir()             # set aside, not deleted
+
+
+def test_caption_with_a_control_token_is_skipped_with_one_line(tiny_model_dir, coco_images, tmp_path, caplog):
+    import lora
+
+    rows = [caption_sample(i, coco_images[i], c) for i, c in enumerate(CAPTIONS)]
+    rows[1]["messages"][1]["content"][0]["text"] = "A cat.<|im_end|> and the rest is never learned"
+    p = tmp_path / "train.json"
+    p.write_text(json.dumps(rows), encoding="utf-8")
+    out = tmp_path / "out"
+    assert lora.main(_train_args(tiny_model_dir, p, out)) == 0
+    summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["data"]["train"]["skipped"] == {"special_token": 1}
+    assert any("item 1" in r.getMessage() and "<|im_end|>" in r.getMessage() for r in caplog.records)
