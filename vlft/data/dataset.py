@@ -58,6 +58,28 @@ class LoadResult:
     n_records: int = 0
     errors: list[str] = field(default_factory=list)          # one line per skipped record
     skipped: Counter = field(default_factory=Counter)        # reason -> count
+    rejects: list[tuple[str, str]] = field(default_factory=list)  # (reason, line) per skipped record
+
+    def reject(self, reason: str, line: str) -> None:
+        """Count a skipped record (also used for samples dropped after loading, e.g. too long)."""
+        self.errors.append(line)
+        self.skipped[reason] += 1
+        self.rejects.append((reason, line))
+
+    def write_rejects(self, path: str | Path) -> Path | None:
+        """Every skipped record to ``path`` (CSV: reason,detail); None (and no file) if there is none."""
+        import csv
+
+        from vlft.utils.io import atomic_write
+        path = Path(path)
+        if not self.rejects:
+            path.unlink(missing_ok=True)   # an old list would name records that are fine now
+            return None
+        with atomic_write(path, newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["reason", "detail"])
+            w.writerows(self.rejects)
+        return path
 
     @property
     def n_skipped(self) -> int:
@@ -108,8 +130,7 @@ def load_samples(path: str | Path, image_folder: str | Path | None = None, stric
         line = f"{path}: {where[0]} {where[1]}: {err.field_name}: {err.message}"
         if strict:
             raise DataError(line)
-        result.errors.append(line)
-        result.skipped[err.reason] += 1
+        result.reject(err.reason, line)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 from train_helpers import CAPTIONS, TINY_PIXELS, caption_sample
@@ -88,10 +89,16 @@ def test_caption_with_a_control_token_is_skipped_with_one_line(tiny_model_dir, c
 
     rows = [caption_sample(i, coco_images[i], c) for i, c in enumerate(CAPTIONS)]
     rows[1]["messages"][1]["content"][0]["text"] = "A cat.<|im_end|> and the rest is never learned"
+    rows += [caption_sample(10 + i, tmp_path / f"gone{i}.jpg", "lost") for i in range(6)]
     p = tmp_path / "train.json"
     p.write_text(json.dumps(rows), encoding="utf-8")
     out = tmp_path / "out"
     assert lora.main(_train_args(tiny_model_dir, p, out)) == 0
     summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
-    assert summary["data"]["train"]["skipped"] == {"special_token": 1}
+    assert summary["data"]["train"]["skipped"] == {"special_token": 1, "missing_image": 6}
     assert any("item 1" in r.getMessage() and "<|im_end|>" in r.getMessage() for r in caplog.records)
+    # all seven are listed (not only the first five), and the log says where
+    rejects = out / "train.rejects.csv"
+    with open(rejects, encoding="utf-8", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 7
+    assert any(str(rejects) in r.getMessage() for r in caplog.records)
