@@ -137,7 +137,14 @@ def load_samples(path: str | Path, image_folder: str | Path | None = None, stric
 # -- reading ---------------------------------------------------------------------------------
 def _iter_records(path: Path) -> Iterator[tuple[tuple[str, int], Any]]:
     """Yield ((\"line\"|\"item\", number), record or _RecordError). JSONL if .jsonl or not one JSON value."""
-    text = path.read_text(encoding="utf-8-sig")
+    from vlft.data.encoding import EncodingError, read_text
+    try:   # JSON should be UTF-8, but a GBK / UTF-16 export from a Windows tool is read, not a traceback
+        text, enc = read_text(path)
+    except EncodingError as e:
+        raise DataError(str(e)) from None
+    if enc not in ("utf-8", "utf-8-sig"):
+        import logging
+        logging.getLogger(__name__).warning("%s: not UTF-8, read as %s", path, enc)
     if path.suffix.lower() != ".jsonl":
         try:
             data = json.loads(text)

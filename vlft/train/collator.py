@@ -66,7 +66,7 @@ def image_size(ref: Any) -> tuple[int, int]:
     try:
         with Image.open(ref) as im:
             return im.height, im.width
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # a bomb is not an OSError
         raise SampleError("bad_image", f"image {ref}: cannot be read ({e.__class__.__name__}: {e})") from None
 
 

@@ -102,3 +102,27 @@ def test_caption_with_a_control_token_is_skipped_with_one_line(tiny_model_dir, c
     with open(rejects, encoding="utf-8", newline="") as f:
         assert len(list(csv.DictReader(f))) == 7
     assert any(str(rejects) in r.getMessage() for r in caplog.records)
+
+
+def test_decompression_bomb_and_gbk_json_do_not_end_the_run(tiny_model_dir, coco_images, tmp_path, monkeypatch):
+    """Beyond the issue's list: PIL's DecompressionBombError is not an OSError, so the header-only length
+    check raised it; a training JSON saved as GBK by a Windows tool was a UnicodeDecodeError traceback."""
+    from PIL import Image
+
+    import lora
+
+    small = []
+    for i, src in enumerate(coco_images[:3]):
+        with Image.open(src) as im:
+            p = tmp_path / f"s{i}.jpg"
+            im.convert("RGB").resize((200, 150)).save(p)
+            small.append(p)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60_000)   # a COCO photo (> 120k pixels) is now a "bomb"
+    rows = [caption_sample(i, img, c) for i, (img, c) in enumerate(zip(small + [coco_images[3]], CAPTIONS))]
+    rows[0]["messages"][1]["content"][0]["text"] = "一只小狗在绿色的草地上奔跑。"
+    p = tmp_path / "train.json"
+    p.write_bytes(json.dumps(rows, ensure_ascii=False).encode("gbk"))
+    out = tmp_path / "out"
+    assert lora.main(_train_args(tiny_model_dir, p, out)) == 0
+    summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["data"]["train"]["n_kept"] == 3 and summary["data"]["train"]["skipped"] == {"bad_image": 1}
