@@ -47,6 +47,7 @@ class Candidate:
     save: Callable[[Path], None] | None = None  # writes the image to a path (in-memory sources)
     missing: str | None = None              # known-missing detail (annotation without an image entry)
     no_caption: str | None = None           # why there is no caption at all (image without a .txt)
+    caption_error: str | None = None        # the caption file exists but cannot be read / decoded
 
 
 # -- sources ---------------------------------------------------------------------------------
@@ -102,16 +103,19 @@ def folder_source(folder: str | Path, encoding: str | None = None) -> Iterator[C
     for stem in sorted(set(images) | set(texts)):
         rel = (images.get(stem) or texts[stem]).relative_to(folder).as_posix()
         captions = [""]
-        no_caption = None
+        no_caption = caption_error = None
         if stem in texts:
-            from vlft.data.encoding import read_text
-            lines = [ln for ln in read_text(texts[stem], encoding)[0].splitlines() if ln.strip()]
-            captions = lines or [""]
+            from vlft.data.encoding import EncodingError, read_text
+            try:
+                lines = [ln for ln in read_text(texts[stem], encoding)[0].splitlines() if ln.strip()]
+                captions = lines or [""]
+            except (EncodingError, OSError) as e:   # one unreadable caption file: this image only
+                caption_error = str(e)
         else:
             no_caption = f"no caption file ({Path(rel).with_suffix('.txt').name})"
         yield Candidate(name=_flat_name(rel), captions=captions, origin=rel, path=images.get(stem),
                         missing=None if stem in images else f"caption file {texts[stem].name} has no image",
-                        no_caption=no_caption)
+                        no_caption=no_caption, caption_error=caption_error)
 
 
 def modelscope_source(dataset: str = MS_DATASET, split: str = "train", subset: str | None = "coco_2014_caption",
@@ -293,6 +297,9 @@ def _pick_captions(cand: Candidate, all_captions: bool, seen: set, reject: Calla
     keep: list[str] = []
     if cand.no_caption:
         reject("empty_caption", cand, "", cand.no_caption)
+        return keep
+    if cand.caption_error:
+        reject("bad_caption_file", cand, "", cand.caption_error)
         return keep
     for raw in cand.captions:
         c = clean_caption(raw)

@@ -16,7 +16,8 @@ IGNORE_INDEX = -100
 
 # Why a CSV row / source record was skipped by the data stages (counted in this order; the first
 # four are always shown in summaries, the others only when they occurred).
-SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "duplicate", "special_token")
+SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "duplicate", "special_token",
+                "bad_caption_file")
 ALWAYS_SHOWN_REASONS = SKIP_REASONS[:4]
 
 # CJK ideographs (+ extension A, compatibility), kana, hangul: scripts written without spaces.

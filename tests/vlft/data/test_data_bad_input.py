@@ -92,3 +92,21 @@ def test_folder_image_without_caption_file_says_so(tmp_path, coco_images):
     with open(out.with_name("captions.rejects.csv"), encoding="utf-8", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["source"] == "b.jpg" and row["detail"] == "no caption file (b.txt)"
+
+
+def test_one_unreadable_caption_file_skips_its_image_only(tmp_path, coco_images, capsys):
+    """Beyond the issue's list: a binary .txt ended the whole --folder run with exit 1."""
+    import download_data2csv
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name in ("a", "b"):
+        shutil.copyfile(coco_images[0 if name == "a" else 1], d / f"{name}.jpg")
+    (d / "a.txt").write_text("a caption\n", encoding="utf-8")
+    (d / "b.txt").write_bytes(bytes(range(256)) * 12)
+    out = tmp_path / "o" / "captions.csv"
+    assert download_data2csv.main(["--folder", str(d), "--output", str(out)]) == 0
+    assert "bad_caption_file: 1" in capsys.readouterr().out
+    with open(out.with_name("captions.rejects.csv"), encoding="utf-8", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["reason"] == "bad_caption_file" and "b.txt" in row["detail"]
