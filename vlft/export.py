@@ -51,8 +51,13 @@ class ExportConfig(BaseConfig):
         super().validate()
         require(bool(self.adapter), "adapter", "give the adapter folder to merge (--adapter)")
         require(bool(self.output), "output", "give the folder to write (--output)")
-        require(Path(self.output).resolve() != Path(self.model).resolve(), "output",
-                "must differ from --model (the base is never overwritten)")
+        out = Path(self.output).resolve()
+        for name in ("model", "adapter"):
+            src = Path(getattr(self, name)).resolve()
+            # --overwrite replaces the whole output folder: it must not hold (or be inside) an input
+            require(out != src and out not in src.parents and src not in out.parents, "output",
+                    f"{self.output} overlaps --{name} {getattr(self, name)}; write the merged model elsewhere "
+                    "(the inputs are never overwritten)")
 
 
 def check_mergeable(adapter_dir: str | Path):
