@@ -203,6 +203,11 @@ class DownloadDataConfig(BaseConfig):
         require(not (self.coco_json and self.folder), "coco_json", "give --coco-json or --folder, not both")
         require(not self.coco_json or bool(self.images), "images", "--coco-json needs --images DIR")
         require(self.output.lower().endswith(".csv"), "output", f"{self.output!r} must end in .csv")
+        out = Path(self.output).resolve()
+        sources = [Path(self.coco_json).resolve()] if self.coco_json else []
+        if self.folder:
+            sources.append((Path(self.folder) / "captions.csv").resolve())
+        require(out not in sources, "output", f"{self.output} is the source captions file; it would be overwritten")
 
     @property
     def source(self) -> str:

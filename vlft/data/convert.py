@@ -113,6 +113,10 @@ class Csv2JsonConfig(BaseConfig):
         require(self.top_k is None or self.top_k > 0, "top_k", "must be positive")
         require(0.0 <= self.val_ratio < 1.0, "val_ratio", "must be in [0, 1)")
         require(bool(self.prompt.strip()), "prompt", "must not be empty")
+        src = Path(self.csv).resolve()
+        require(Path(self.json).resolve() != src, "json", f"{self.json} is the input CSV; it would be overwritten")
+        require(not self.val_json or Path(self.val_json).resolve() != src, "val_json",
+                f"{self.val_json} is the input CSV; it would be overwritten")
 
 
 @dataclasses.dataclass

@@ -110,3 +110,25 @@ def test_one_unreadable_caption_file_skips_its_image_only(tmp_path, coco_images,
     with open(out.with_name("captions.rejects.csv"), encoding="utf-8", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["reason"] == "bad_caption_file" and "b.txt" in row["detail"]
+
+
+def test_output_over_the_input_is_refused(tmp_path, coco_images, capsys):
+    """Beyond the issue's list: csv2json --json data.csv (or download_data2csv --output DIR/captions.csv over
+    --folder DIR) replaced the source with the output."""
+    import csv2json
+    import download_data2csv
+
+    src = _csv(tmp_path / "data.csv", [(coco_images[0], "a caption")])
+    before = src.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        csv2json.main(["--csv", str(src), "--json", str(src)])
+    assert e.value.code == 2 and src.read_bytes() == before
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copyfile(coco_images[0], folder / "a.jpg")
+    table = folder / "captions.csv"
+    table.write_text("image_path,caption\na.jpg,first\na.jpg,second\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        download_data2csv.main(["--folder", str(folder), "--output", str(table)])
+    assert e.value.code == 2 and "first" in table.read_text(encoding="utf-8")
+    assert "would be overwritten" in capsys.readouterr().err
