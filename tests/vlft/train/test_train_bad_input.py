@@ -126,3 +126,26 @@ def test_decompression_bomb_and_gbk_json_do_not_end_the_run(tiny_model_dir, coco
     assert lora.main(_train_args(tiny_model_dir, p, out)) == 0
     summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
     assert summary["data"]["train"]["n_kept"] == 3 and summary["data"]["train"]["skipped"] == {"bad_image": 1}
+
+
+def test_pixel_limit_holds_for_qwen25_through_lora_py(tiny_qwen25_dir, coco_images, tmp_path, capsys):
+    """Issue 19 item 4: Qwen2.5-VL's own min/max_pixels keys won, so a 2560x1920 photo became 6,312
+    image tokens and was dropped as too long; with --max_pixels it is ~100."""
+    from PIL import Image
+
+    import lora
+
+    big = tmp_path / "big.jpg"
+    with Image.open(coco_images[0]) as im:
+        im.convert("RGB").resize((2560, 1920)).save(big)
+    rows = [caption_sample(i, big if i == 0 else coco_images[i], c) for i, c in enumerate(CAPTIONS)]
+    p = tmp_path / "train.json"
+    p.write_text(json.dumps(rows), encoding="utf-8")
+    out = tmp_path / "out"
+    args = _train_args(tiny_qwen25_dir, p, out)
+    args[args.index("--max_pixels") + 1] = str(288 * 288)
+    args += ["--max_steps", "1"]
+    assert lora.main(args) == 0, capsys.readouterr().err
+    data = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))["data"]["train"]
+    assert data["n_kept"] == 4 and not data["skipped"]
+    assert data["tokens"] < 4 * 200          # 288x288 at 28 px a token: at most 105 image tokens a sample
