@@ -386,6 +386,8 @@ class InferConfig(BaseConfig):
         require(bool(self.image) or self.data_path is not None, "image",
                 "give --image (file, folder or URL) or --data_path")
         require(not (self.image and self.data_path), "data_path", "use either --image or --data_path")
+        require(not (self.output and self.data_path and Path(self.output).resolve() == Path(self.data_path).resolve()),
+                "output", f"{self.output} is the --data_path split; it would be overwritten")
 
     @property
     def quant(self) -> str | None:

@@ -212,3 +212,13 @@ def test_third_party_warnings_are_quiet_unless_verbose(peaked_dir, images, capsy
     assert not bnb.isEnabledFor(logging.WARNING)
     assert _cli().main(argv + ["--verbose"]) == 0
     assert bnb.isEnabledFor(logging.WARNING)
+
+
+def test_batch_output_over_the_split_is_refused(tmp_path, capsys):
+    """Beyond the issue's list: test.py --data_path val.jsonl --output val.jsonl replaced the split."""
+    split = tmp_path / "val.jsonl"
+    split.write_text('{"id": "a"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        _cli().main(["--model", str(tmp_path / "m"), "--data_path", str(split), "--output", str(split)])
+    assert e.value.code == 2 and "would be overwritten" in capsys.readouterr().err
+    assert split.read_text(encoding="utf-8") == '{"id": "a"}\n'

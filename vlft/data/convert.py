@@ -209,7 +209,9 @@ def csv_to_json(cfg: Csv2JsonConfig) -> ConvertResult:
             skip("missing_image", row, "image_path: empty")
             continue
         img = _image_path(root, row.image)
-        if cfg.check_images or cfg.verify_images:
+        if "://" in row.image:   # a URL: passed through (the loader and the processor fetch it)
+            img = row.image
+        elif cfg.check_images or cfg.verify_images:
             if img not in exists:
                 exists[img] = problems[img] if img in problems else image_problem(img) if cfg.verify_images \
                     else (None if os.path.isfile(img) else "file not found")
@@ -232,7 +234,7 @@ def csv_to_json(cfg: Csv2JsonConfig) -> ConvertResult:
     ids: Counter = Counter()
 
     def ref(img: str, folder: str) -> str:
-        if cfg.absolute_paths:
+        if cfg.absolute_paths or "://" in img:
             return img
         try:
             rel = os.path.relpath(img, folder)
@@ -284,7 +286,7 @@ def _image_problems(rows: list[CsvRow], root: Path) -> dict[str, str | None]:
 
     from tqdm.auto import tqdm
 
-    images = list(dict.fromkeys(_image_path(root, r.image) for r in rows if r.image))
+    images = list(dict.fromkeys(_image_path(root, r.image) for r in rows if r.image and "://" not in r.image))
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         found = list(tqdm(pool.map(image_problem, images), total=len(images), desc="checking images",

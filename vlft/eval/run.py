@@ -69,6 +69,9 @@ class EvalConfig(BaseConfig):
         require(self.judge != "openai" or bool(self.judge_model), "judge_model",
                 "--judge-url needs --judge-model (the model name the endpoint serves)")
         require(self.judge_limit > 0, "judge_limit", "must be positive")
+        # checked before minutes of captioning, not when the report is written
+        require(not Path(self.output_dir).exists() or Path(self.output_dir).is_dir(), "output_dir",
+                f"{self.output_dir} exists and is not a folder")
 
     @property
     def quant(self) -> str | None:

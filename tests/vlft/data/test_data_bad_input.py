@@ -132,3 +132,15 @@ def test_output_over_the_input_is_refused(tmp_path, coco_images, capsys):
         download_data2csv.main(["--folder", str(folder), "--output", str(table)])
     assert e.value.code == 2 and "first" in table.read_text(encoding="utf-8")
     assert "would be overwritten" in capsys.readouterr().err
+
+
+def test_csv2json_passes_image_urls_through(tmp_path, coco_images):
+    """Beyond the issue's list: an http(s) image URL was joined to the CSV's folder and skipped as missing."""
+    import csv2json
+
+    url = "https://images.cocodataset.org/val2017/000000039769.jpg"
+    src = _csv(tmp_path / "u.csv", [(coco_images[0], "local"), (url, "remote")])
+    out = tmp_path / "t.json"
+    assert csv2json.main(["--csv", str(src), "--json", str(out)]) == 0
+    images = [r["messages"][0]["content"][0]["image"] for r in json.loads(out.read_text(encoding="utf-8"))]
+    assert url in images and len(images) == 2

@@ -43,3 +43,14 @@ def test_one_caption_per_record_is_grouped_by_image(peaked_dir, coco_sample_dir,
     assert report["n_items"] == 2 and report["systems"]["base"]["n_scored"] == 2
     rows = [json.loads(x) for x in (out / "predictions_base.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(len(r["references"]) for r in rows) == [3, 5]
+
+
+def test_output_dir_that_is_a_file_fails_before_any_model_is_loaded(tmp_path, capsys):
+    """Beyond the issue's list: the report write failed with a traceback after all the captioning."""
+    (tmp_path / "eval").write_text("not a folder", encoding="utf-8")
+    (tmp_path / "val.json").write_text("[]", encoding="utf-8")
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        _cli().main(["--model", str(tmp_path / "no-model"), "--data_path", str(tmp_path / "val.json"),
+                     "--output_dir", str(tmp_path / "eval")])
+    assert e.value.code == 2 and "is not a folder" in capsys.readouterr().err
