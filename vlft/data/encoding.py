@@ -27,6 +27,7 @@ from vlft.data.vocab import HAN_RE
 log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 1 << 20  # guess from the first MiB; the whole file is then decoded strictly
+SCORE_BYTES = 8192      # CJK readings are ranked on this much
 
 # Simplified-Chinese codecs are widened to their superset so rare characters still decode.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -97,10 +98,19 @@ def _jieba_words(text: str) -> float:
 
 
 def reading_score(data: bytes, codec: str) -> float:
-    """How plausible ``data`` decoded with ``codec`` is (-inf: does not decode)."""
+    """How plausible ``data`` decoded with ``codec`` is (-inf: does not decode). Scores the first
+    SCORE_BYTES: the ranking needs a few thousand characters, not a whole document."""
+    chunk = data[:SCORE_BYTES]
     try:
-        text = data.decode(codec)
-    except (UnicodeDecodeError, LookupError):
+        text = chunk.decode(codec)
+    except UnicodeDecodeError as e:
+        if len(data) <= SCORE_BYTES or e.start < len(chunk) - 4:
+            return float("-inf")
+        try:                      # the cut fell inside a character
+            text = chunk[:e.start].decode(codec)
+        except UnicodeDecodeError:
+            return float("-inf")
+    except LookupError:
         return float("-inf")
     family = _CJK_FAMILY.get(codec.lower().replace("-", "_"), codec)
     wide = [c for c in text if ord(c) > 127 and not c.isspace()]
