@@ -14,7 +14,10 @@ Qwen3 "thinking" templates insert an empty ``<think>\\n\\n</think>\\n\\n`` into 
 turn, which is masked here when the message itself does not contain it.
 
 Images are decoded and resized in the collator (the seed cached pixel values as float lists,
-~4 MB a sample); lengths are estimated up front from the image header only.
+~4 MB a sample); lengths are estimated up front from the image header only. So an image whose
+header parses but whose pixels do not (a truncated JPEG) is first found here: its row is replaced
+by the same text without images and with every label masked (the batch keeps its size, the loss
+of the other rows is unchanged), and the trainer names the file once (``BadImageLog``).
 """
 
 from __future__ import annotations
@@ -209,7 +212,6 @@ class SampleEncoder:
         import torch
         enc["labels"] = torch.tensor(labels_from_spans(ids, spans), dtype=torch.long)
         return enc
-
 
     def encode_masked(self, sample: dict) -> dict[str, Any]:
         """The sample without its images and with every label masked: a row that teaches nothing."""
