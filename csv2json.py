@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     rc, result = run_stage(Csv2JsonConfig, csv_to_json, argv, errors=(CsvError, EncodingError))
     if rc:
         return rc
+    if result.rejects_path is not None:
+        print(f"skipped rows are listed in {result.rejects_path}")
     print(result.summary())
     return 0 if result.n_train else 1
 

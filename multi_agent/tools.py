@@ -24,7 +24,7 @@ from vlft.utils.io import atomic_write
 
 SLUG_CHARS = 48
 EXCERPT_CHARS = 400
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+from vlft.data.vocab import CJK_RE as _CJK  # noqa: E402 (one CJK class for the project)
 
 
 def slugify(text: str, max_len: int = SLUG_CHARS) -> str:

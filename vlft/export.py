@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -53,8 +52,13 @@ class ExportConfig(BaseConfig):
         super().validate()
         require(bool(self.adapter), "adapter", "give the adapter folder to merge (--adapter)")
         require(bool(self.output), "output", "give the folder to write (--output)")
-        require(Path(self.output).resolve() != Path(self.model).resolve(), "output",
-                "must differ from --model (the base is never overwritten)")
+        out = Path(self.output).resolve()
+        for name in ("model", "adapter"):
+            src = Path(getattr(self, name)).resolve()
+            # --overwrite replaces the whole output folder: it must not hold (or be inside) an input
+            require(out != src and out not in src.parents and src not in out.parents, "output",
+                    f"{self.output} overlaps --{name} {getattr(self, name)}; write the merged model elsewhere "
+                    "(the inputs are never overwritten)")
 
 
 def check_mergeable(adapter_dir: str | Path):
@@ -99,7 +103,8 @@ def export_merged(cfg: ExportConfig) -> Path:
     merged = merge_adapter(cfg.model, cfg.adapter, cfg.dtype, cfg.device)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    from vlft.utils.io import apply_umask, make_temp_dir
+    tmp = make_temp_dir(out.parent, prefix=f".{out.name}.")   # another user's server must read it
     try:
         merged.config.use_cache = True
         merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=cfg.max_shard_size)
@@ -107,6 +112,7 @@ def export_merged(cfg: ExportConfig) -> Path:
         (tmp / "export_info.json").write_text(json.dumps({
             "base_model": str(cfg.model), "adapter": str(cfg.adapter), "adapter_type": info.type,
             "r": info.r, "targets": info.targets, "dtype": cfg.dtype}, indent=2) + "\n", encoding="utf-8")
+        apply_umask(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

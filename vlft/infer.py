@@ -12,16 +12,16 @@ runs at a time per generator (a lock), so a GUI thread and a worker can share it
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from vlft.config import BaseConfig, require
+from vlft.data.images import URL_TIMEOUT_S, ImageError, load_image  # noqa: F401 (re-exported)
+from vlft.data.vocab import IMAGE_EXTENSIONS, message_text
 from vlft.config import field as cfield
 from vlft.errors import UserError
 from vlft.models.loading import (DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Precision, load_model,
@@ -33,40 +33,9 @@ log = logging.getLogger(__name__)
 Message = dict[str, Any]
 Conversation = list[Message]
 
-URL_TIMEOUT_S = 30
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-class ImageLoadError(UserError, ValueError):
-    """An image could not be read; the message names it and says why."""
-
-
-# -- images ---------------------------------------------------------------------------------
-def load_image(src: Any):
-    """PIL RGB image from a PIL image, a path, or a file:// / http(s):// URL. One-line errors."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(src, Image.Image):
-        return src.convert("RGB")
-    s = str(src)
-    try:
-        if s.startswith(("http://", "https://")):
-            with urllib.request.urlopen(s, timeout=URL_TIMEOUT_S) as r:  # noqa: S310 (user-given URL)
-                data = r.read()
-            img = Image.open(io.BytesIO(data))
-        else:
-            path = Path(s[len("file://"):] if s.startswith("file://") else s)
-            if not path.is_file():
-                raise ImageLoadError(f"{s}: image file not found")
-            img = Image.open(path)
-        img.load()
-        return img.convert("RGB")
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"{s}: not a readable image (unknown or corrupt format)") from None
-    except OSError as e:  # truncated files, network errors (URLError is an OSError)
-        raise ImageLoadError(f"{s}: cannot read image ({e.__class__.__name__}: {e})") from None
+# One image loader and one extension list for every stage (vlft.data); the old names stay importable.
+ImageLoadError = ImageError
+IMAGE_EXTS = IMAGE_EXTENSIONS
 
 
 def load_conversation_images(messages: Conversation) -> tuple[Conversation, list]:
@@ -336,12 +305,31 @@ def items_from_folder(folder: str | Path, prompt: str) -> list[dict]:
             for p in imgs]
 
 
+def group_by_image(items: list[dict]) -> list[dict]:
+    """One item per distinct question (same images, same prompt), references merged in order.
+
+    One-caption-per-record files (the seed's format, csv2json without --val-ratio) list an image
+    once per caption; scored as they are, 2 images with 3 and 5 captions would count as 8 images
+    with one reference each, and CIDEr-D's document frequencies would be skewed.
+    """
+    groups: dict[str, dict] = {}
+    for it in items:
+        key = json.dumps(it["messages"], sort_keys=True, ensure_ascii=False, default=str)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = dict(it, references=list(dict.fromkeys(it["references"])))
+        else:
+            g["references"] += [r for r in it["references"] if r not in g["references"]]
+    return list(groups.values())
+
+
 def items_from_split(path: str | Path, image_folder: str | Path | None = None,
                      prompt: str | None = None) -> tuple[list[dict], list[str]]:
     """Samples of a JSON/JSONL split as prediction items, with their references; plus skip lines.
 
     References: the sample's ``references`` list when present, else its assistant answers. With
-    ``prompt`` set, the user text is replaced by it (images kept).
+    ``prompt`` set, the user text is replaced by it (images kept). Records asking the same question
+    about the same image(s) become one item with all their references (``group_by_image``).
     """
     from vlft.data.dataset import load_samples
 
@@ -349,7 +337,7 @@ def items_from_split(path: str | Path, image_folder: str | Path | None = None,
     items = []
     for s in loaded.samples:
         msgs = s["messages"]
-        answers = [_text_of(m) for m in msgs if m["role"] == "assistant"]
+        answers = [message_text(m) for m in msgs if m["role"] == "assistant"]
         refs = [r for r in (s.get("references") or answers[-1:]) if r.strip()]
         conv = strip_answers(msgs)
         images = [p["image"] for m in conv for p in m["content"] if p.get("type") == "image"]
@@ -357,14 +345,7 @@ def items_from_split(path: str | Path, image_folder: str | Path | None = None,
             conv = [m for m in conv if m["role"] == "system"] + caption_messages(images, prompt)
         items.append({"id": s["id"], "image": images[0] if len(images) == 1 else images,
                       "references": refs, "messages": conv})
-    return items, list(loaded.errors)
-
-
-def _text_of(msg: Message) -> str:
-    c = msg.get("content")
-    if isinstance(c, str):
-        return c
-    return "".join(p.get("text", "") for p in c or [] if p.get("type") == "text")
+    return group_by_image(items), list(loaded.errors)
 
 
 # -- test.py -----------------------------------------------------------------------------------
@@ -406,6 +387,8 @@ class InferConfig(BaseConfig):
         require(bool(self.image) or self.data_path is not None, "image",
                 "give --image (file, folder or URL) or --data_path")
         require(not (self.image and self.data_path), "data_path", "use either --image or --data_path")
+        require(not (self.output and self.data_path and Path(self.output).resolve() == Path(self.data_path).resolve()),
+                "output", f"{self.output} is the --data_path split; it would be overwritten")
 
     @property
     def quant(self) -> str | None:

@@ -7,9 +7,7 @@ follows the question: a question written mostly in CJK gets the Chinese prompts.
 
 from __future__ import annotations
 
-import re
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+from vlft.data.vocab import CJK_RE as _CJK  # one CJK class for the project
 
 
 def language_of(text: str) -> str:

@@ -24,7 +24,7 @@ from PyQt5.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView
 
 from multi_agent.gui.i18n import Translator
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+from vlft.data.vocab import IMAGE_EXTENSIONS as IMAGE_EXTS  # noqa: E402 (one list for every stage)
 DOC_EXTS = (".pdf", ".txt", ".md")
 THUMB = 64  # px, attachment thumbnails
 CHAT_THUMB = 120  # px, images shown inside a user turn

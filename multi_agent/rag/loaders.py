@@ -6,21 +6,12 @@ message is the one-line reason shown to the user; one bad file never stops the o
 
 from __future__ import annotations
 
-import codecs
 import logging
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .config import PDF_SUFFIXES, TEXT_SUFFIXES
-
-# (byte order mark, codec) longest first: UTF-32 LE's BOM starts with UTF-16 LE's.
-_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
-_HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
-
 
 class SkipFile(Exception):
     """This file cannot be indexed; ``str(e)`` is the reason."""
@@ -34,43 +25,15 @@ class LoadedDoc:
 
 
 def detect_encoding(data: bytes) -> str:
-    """BOM, then strict UTF-8, then charset-normalizer. Short East-Asian texts are ambiguous
-    (4 GBK characters also decode as Big5 or cp949), so when any Chinese reading is possible
-    the candidates are ranked by how common their Han characters are in jieba's dictionary."""
-    for bom, codec in _BOMS:
-        if data.startswith(bom):
-            return codec
+    """The project's one detector (``vlft.data.encoding``: BOM, UTF-8, then CJK readings ranked
+    by how common their characters and words are); an undetectable file is skipped."""
+    from vlft.data.encoding import EncodingError
+    from vlft.data.encoding import detect_encoding as detect
+
     try:
-        data.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data).best()
-    if best is None:
-        raise SkipFile("could not detect a text encoding (binary file?)")
-    enc = best.encoding.lower()
-    scores = {c: _chinese_score(data, c) for c in dict.fromkeys([enc, "gb18030", "big5"])}
-    top = max(scores, key=scores.get)
-    # Override the detector only on a clear margin (mean log-frequency per character).
-    return top if scores[top] > scores[enc] + 1.0 else enc
-
-
-def _chinese_score(data: bytes, codec: str) -> float:
-    """Mean log jieba frequency of the Han characters, scaled by their share of non-ASCII text."""
-    try:
-        text = data.decode(codec)
-    except (UnicodeDecodeError, LookupError):
-        return float("-inf")
-    non_ascii = [c for c in text if ord(c) > 127 and not c.isspace()]
-    han = [c for c in non_ascii if _HAN.match(c)]
-    if not han:
-        return 0.0
-    from .tokenize import _jieba
-
-    freq = _jieba().dt.FREQ
-    return sum(math.log1p(freq.get(c, 0)) for c in han) / len(han) * len(han) / len(non_ascii)
+        return detect(data)
+    except EncodingError:
+        raise SkipFile("could not detect a text encoding (binary file?)") from None
 
 
 def load_text(path: Path) -> LoadedDoc:

@@ -20,8 +20,8 @@ STOPWORDS_ZH = frozenset(
     "有 没有 对 将 会 能 可以 请 并 等 其 中的 以及 还是 要 让 用 个".split())
 STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | STOPWORDS_ZH
 _WORD = re.compile(r"\w", re.UNICODE)
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
-_CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+from vlft.data.vocab import CJK_CLASS as _CJK_CLASS  # noqa: E402 (one CJK class for the project)
+from vlft.data.vocab import CJK_RE as _CJK  # noqa: E402
 _RUNS = re.compile(f"[{_CJK_CLASS}]+|[^{_CJK_CLASS}]+")
 _LATIN_WORD = re.compile(r"\w+", re.UNICODE)
 _jieba_lock = threading.Lock()

@@ -113,3 +113,23 @@ def test_download_reports_incomplete_snapshot(tmp_path, monkeypatch):
     with pytest.raises(HubError, match=r"missing: model-00003-of-00003.safetensors"):
         download_model("Qwen/Qwen3-VL-4B-Instruct", tmp_path / "m", source="modelscope")
     assert calls == {"model_id": "Qwen/Qwen3-VL-4B-Instruct", "local_dir": str(tmp_path / "m")}
+
+
+def test_tiny_qwen25_without_reference_files_names_the_paths_and_the_variable(tmp_path, monkeypatch, capsys):
+    """Issue 19: it said 'looked for None'."""
+    import importlib.util
+
+    import vlft.paths as paths
+    from vlft.paths import REPO_DIR
+
+    monkeypatch.setenv("VLFT_SHARED_ASSETS", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(paths, "REPO_DIR", tmp_path / "repo")      # no ../shared next to it either
+    spec = importlib.util.spec_from_file_location("vlft_download_model_cli", REPO_DIR / "download_model.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    rc = cli.main(["--tiny", "--family", "qwen2.5-vl", "--target", str(tmp_path / "t")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert rc == 1 and len(err) == 1
+    assert "None" not in err[0] and "VLFT_SHARED_ASSETS" in err[0]
+    assert str(tmp_path / "nowhere" / "qwen2.5-vl-3b-instruct") in err[0]
+    assert str(tmp_path / "shared" / "assets" / "qwen2.5-vl-3b-instruct") in err[0]

@@ -199,3 +199,26 @@ def test_caption_benchmark_smoke(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["one_at_a_time"]["images"] == 4 and [b["batch_size"] for b in result["batched"]] == [2, 4]
     assert all(b["images_per_s"] > 0 for b in result["batched"])
+
+
+def test_third_party_warnings_are_quiet_unless_verbose(peaked_dir, images, capsys):
+    """Issue 19: every 4-bit load printed bitsandbytes' 'Failed to load CPU gemm_4bit_forward ...'."""
+    import logging
+
+    bnb = logging.getLogger("bitsandbytes")
+    argv = ["--model", str(peaked_dir), "--image", str(images[0]), "--max_new_tokens", "2", "--load_in_4bit"]
+    assert _cli().main(argv) == 0
+    assert "gemm_4bit_forward" not in capsys.readouterr().err
+    assert not bnb.isEnabledFor(logging.WARNING)
+    assert _cli().main(argv + ["--verbose"]) == 0
+    assert bnb.isEnabledFor(logging.WARNING)
+
+
+def test_batch_output_over_the_split_is_refused(tmp_path, capsys):
+    """Beyond the issue's list: test.py --data_path val.jsonl --output val.jsonl replaced the split."""
+    split = tmp_path / "val.jsonl"
+    split.write_text('{"id": "a"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        _cli().main(["--model", str(tmp_path / "m"), "--data_path", str(split), "--output", str(split)])
+    assert e.value.code == 2 and "would be overwritten" in capsys.readouterr().err
+    assert split.read_text(encoding="utf-8") == '{"id": "a"}\n'

@@ -124,6 +124,11 @@ def load_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
     another base (shape mismatch), or its tensors do not map onto this model's modules.
     """
     info = describe_adapter(adapter_dir)
+    from vlft.models.identity import IdentityMismatch, check_identity
+    try:
+        check_identity(info.path, model)   # another family whose shapes happen to match: PEFT would load it
+    except IdentityMismatch as e:
+        raise AdapterLoadError(f"{info.path}: {e}") from None
     if info.type == "moelora":
         model = _load_moelora(model, info.path)
     else:

@@ -24,11 +24,12 @@ from typing import Any, Callable, Iterator, Literal
 from vlft.config import BaseConfig, field, require
 from vlft.data.convert import clean_caption, read_caption_csv
 from vlft.data.images import IMAGE_EXTENSIONS, image_problem
+from vlft.data.vocab import SKIP_REASONS, find_special_token, skip_counts
 from vlft.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-REASONS = ("missing_image", "corrupt_image", "empty_caption", "duplicate")
+REASONS = SKIP_REASONS
 MS_DATASET = "modelscope/coco_2014_caption"
 
 
@@ -45,6 +46,8 @@ class Candidate:
     path: Path | None = None                # source file, if on disk
     save: Callable[[Path], None] | None = None  # writes the image to a path (in-memory sources)
     missing: str | None = None              # known-missing detail (annotation without an image entry)
+    no_caption: str | None = None           # why there is no caption at all (image without a .txt)
+    caption_error: str | None = None        # the caption file exists but cannot be read / decoded
 
 
 # -- sources ---------------------------------------------------------------------------------
@@ -75,14 +78,16 @@ def coco_json_source(annotations: str | Path, images: str | Path) -> Iterator[Ca
                             missing=f"image id {image_id} has captions but no entry in 'images'")
 
 
-def folder_source(folder: str | Path) -> Iterator[Candidate]:
-    """``captions.csv`` in the folder (paths relative to it, or to its ``images/``), else sidecar .txt."""
+def folder_source(folder: str | Path, encoding: str | None = None) -> Iterator[Candidate]:
+    """``captions.csv`` in the folder (paths relative to it, or to its ``images/``), else sidecar .txt.
+
+    ``encoding``: of the caption files (default: detected per file)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CollectError(f"{folder}: folder not found")
     table = folder / "captions.csv"
     if table.is_file():
-        rows, _ = read_caption_csv(table)
+        rows, _ = read_caption_csv(table, encoding)
         grouped: dict[str, list[str]] = {}
         for r in rows:
             grouped.setdefault(r.image, []).append(r.caption)
@@ -98,12 +103,19 @@ def folder_source(folder: str | Path) -> Iterator[Candidate]:
     for stem in sorted(set(images) | set(texts)):
         rel = (images.get(stem) or texts[stem]).relative_to(folder).as_posix()
         captions = [""]
+        no_caption = caption_error = None
         if stem in texts:
-            from vlft.data.encoding import read_text
-            lines = [ln for ln in read_text(texts[stem])[0].splitlines() if ln.strip()]
-            captions = lines or [""]
+            from vlft.data.encoding import EncodingError, read_text
+            try:
+                lines = [ln for ln in read_text(texts[stem], encoding)[0].splitlines() if ln.strip()]
+                captions = lines or [""]
+            except (EncodingError, OSError) as e:   # one unreadable caption file: this image only
+                caption_error = str(e)
+        else:
+            no_caption = f"no caption file ({Path(rel).with_suffix('.txt').name})"
         yield Candidate(name=_flat_name(rel), captions=captions, origin=rel, path=images.get(stem),
-                        missing=None if stem in images else f"caption file {texts[stem].name} has no image")
+                        missing=None if stem in images else f"caption file {texts[stem].name} has no image",
+                        no_caption=no_caption, caption_error=caption_error)
 
 
 def modelscope_source(dataset: str = MS_DATASET, split: str = "train", subset: str | None = "coco_2014_caption",
@@ -178,6 +190,7 @@ class DownloadDataConfig(BaseConfig):
     coco_json: str | None = field(None, "official COCO captions JSON (offline source; needs --images)")
     images: str | None = field(None, "folder with the images that --coco-json refers to")
     folder: str | None = field(None, "folder of images with sidecar .txt captions, or a captions.csv (offline)")
+    encoding: str | None = field(None, "encoding of --folder caption files (default: detected per file)")
     dataset: str = field(MS_DATASET, "ModelScope dataset id (used when no offline source is given)")
     split: str = field("train", "ModelScope split")
     subset: str | None = field("coco_2014_caption", "ModelScope subset name")
@@ -190,6 +203,11 @@ class DownloadDataConfig(BaseConfig):
         require(not (self.coco_json and self.folder), "coco_json", "give --coco-json or --folder, not both")
         require(not self.coco_json or bool(self.images), "images", "--coco-json needs --images DIR")
         require(self.output.lower().endswith(".csv"), "output", f"{self.output!r} must end in .csv")
+        out = Path(self.output).resolve()
+        sources = [Path(self.coco_json).resolve()] if self.coco_json else []
+        if self.folder:
+            sources.append((Path(self.folder) / "captions.csv").resolve())
+        require(out not in sources, "output", f"{self.output} is the source captions file; it would be overwritten")
 
     @property
     def source(self) -> str:
@@ -199,7 +217,7 @@ class DownloadDataConfig(BaseConfig):
         if self.source == "coco-json":
             return coco_json_source(self.coco_json, self.images)
         if self.source == "folder":
-            return folder_source(self.folder)
+            return folder_source(self.folder, self.encoding)
         return modelscope_source(self.dataset, self.split, self.subset, self.streaming)
 
 
@@ -213,8 +231,7 @@ class CollectResult:
     skipped: Counter = dataclasses.field(default_factory=Counter)
 
     def summary(self) -> str:
-        reasons = ", ".join(f"{r}: {self.skipped[r]}" for r in REASONS)
-        return f"written {self.written}, skipped {sum(self.skipped.values())} ({reasons})"
+        return f"written {self.written}, skipped {sum(self.skipped.values())} ({skip_counts(self.skipped)})"
 
 
 def rejects_path(output: str | Path) -> Path:
@@ -283,11 +300,22 @@ def collect(cfg: DownloadDataConfig) -> CollectResult:
 def _pick_captions(cand: Candidate, all_captions: bool, seen: set, reject: Callable) -> list[str]:
     """Cleaned captions to write for this image; empties and repeats are rejected (counted)."""
     keep: list[str] = []
+    if cand.no_caption:
+        reject("empty_caption", cand, "", cand.no_caption)
+        return keep
+    if cand.caption_error:
+        reject("bad_caption_file", cand, "", cand.caption_error)
+        return keep
     for raw in cand.captions:
         c = clean_caption(raw)
         if not c:
             if all_captions or not any(clean_caption(x) for x in cand.captions):
                 reject("empty_caption", cand, raw, "caption is empty")
+            continue
+        token = find_special_token(c)
+        if token:
+            reject("special_token", cand, c, f"caption contains the model's control token {token} "
+                                              "(it would end the training target early)")
             continue
         key = (cand.name, c.casefold())
         if key in seen or c.casefold() in {k.casefold() for k in keep}:

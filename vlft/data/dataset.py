@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from vlft.data.vocab import find_special_token
+
 ROLES = ("system", "user", "assistant")
 # "from" values seen in LLaVA / ShareGPT / Qwen recipes -> our roles.
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -56,6 +58,28 @@ class LoadResult:
     n_records: int = 0
     errors: list[str] = field(default_factory=list)          # one line per skipped record
     skipped: Counter = field(default_factory=Counter)        # reason -> count
+    rejects: list[tuple[str, str]] = field(default_factory=list)  # (reason, line) per skipped record
+
+    def reject(self, reason: str, line: str) -> None:
+        """Count a skipped record (also used for samples dropped after loading, e.g. too long)."""
+        self.errors.append(line)
+        self.skipped[reason] += 1
+        self.rejects.append((reason, line))
+
+    def write_rejects(self, path: str | Path) -> Path | None:
+        """Every skipped record to ``path`` (CSV: reason,detail); None (and no file) if there is none."""
+        import csv
+
+        from vlft.utils.io import atomic_write
+        path = Path(path)
+        if not self.rejects:
+            path.unlink(missing_ok=True)   # an old list would name records that are fine now
+            return None
+        with atomic_write(path, newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["reason", "detail"])
+            w.writerows(self.rejects)
+        return path
 
     @property
     def n_skipped(self) -> int:
@@ -106,15 +130,21 @@ def load_samples(path: str | Path, image_folder: str | Path | None = None, stric
         line = f"{path}: {where[0]} {where[1]}: {err.field_name}: {err.message}"
         if strict:
             raise DataError(line)
-        result.errors.append(line)
-        result.skipped[err.reason] += 1
+        result.reject(err.reason, line)
     return result
 
 
 # -- reading ---------------------------------------------------------------------------------
 def _iter_records(path: Path) -> Iterator[tuple[tuple[str, int], Any]]:
     """Yield ((\"line\"|\"item\", number), record or _RecordError). JSONL if .jsonl or not one JSON value."""
-    text = path.read_text(encoding="utf-8-sig")
+    from vlft.data.encoding import EncodingError, read_text
+    try:   # JSON should be UTF-8, but a GBK / UTF-16 export from a Windows tool is read, not a traceback
+        text, enc = read_text(path)
+    except EncodingError as e:
+        raise DataError(str(e)) from None
+    if enc not in ("utf-8", "utf-8-sig"):
+        import logging
+        logging.getLogger(__name__).warning("%s: not UTF-8, read as %s", path, enc)
     if path.suffix.lower() != ".jsonl":
         try:
             data = json.loads(text)
@@ -325,6 +355,11 @@ def _validate(messages: list[dict], top: str, check_images: bool, exists: dict |
             raise _RecordError(f"{top}[{i}]", f"{m['role']} turn is empty", "empty_text")
         if m["role"] == "assistant" and not any(p["type"] == "text" and p["text"].strip() for p in m["content"]):
             raise _RecordError(f"{top}[{i}]", "assistant turn has no text", "empty_text")
+        token = next((t for t in (find_special_token(p["text"]) for p in m["content"] if p["type"] == "text") if t),
+                     None)
+        if token:   # tokenized as the control token itself: "<|im_end|>" would end the labels early
+            raise _RecordError(f"{top}[{i}]", f"text contains the model's control token {token}; remove it",
+                               "special_token")
         if check_images:
             for p in m["content"]:
                 if p["type"] != "image" or "://" in p["image"]:

@@ -69,6 +69,9 @@ class EvalConfig(BaseConfig):
         require(self.judge != "openai" or bool(self.judge_model), "judge_model",
                 "--judge-url needs --judge-model (the model name the endpoint serves)")
         require(self.judge_limit > 0, "judge_limit", "must be positive")
+        # checked before minutes of captioning, not when the report is written
+        require(not Path(self.output_dir).exists() or Path(self.output_dir).is_dir(), "output_dir",
+                f"{self.output_dir} exists and is not a folder")
 
     @property
     def quant(self) -> str | None:
@@ -195,6 +198,11 @@ def evaluate(cfg: EvalConfig) -> dict:
             entry["metrics"] = None
         entry["n_scored"] = len(rows)
         report["systems"][system.name] = entry
+    ran = [s for s in report["systems"].values() if not s.get("error")]
+    if ran and not any(s["n_scored"] for s in ran):
+        skipped = next((line for s in ran for line in s.get("skipped") or []), "")
+        raise ValueError(f"{cfg.data_path}: nothing could be scored: all {len(items)} images were skipped"
+                         + (f" (first: {skipped})" if skipped else ""))
     if cfg.judge != "none" and rows_by_system:
         report["judge"] = run_judge(cfg, rows_by_system)
     report["examples"] = examples_table(rows_by_system)

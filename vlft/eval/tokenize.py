@@ -13,8 +13,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-# CJK ideographs (+ extension A, compatibility), kana, hangul: text scripts without spaces.
-_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+from vlft.data.vocab import CJK_CLASS as _CJK  # CJK ideographs, kana, hangul: scripts without spaces
 _RUNS = re.compile(rf"([{_CJK}]+)")
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
 _CLITIC_NT = re.compile(r"(\w)n't\b")

@@ -134,16 +134,23 @@ def load_processor(model_dir: str | Path, max_pixels: int | None = DEFAULT_MAX_P
     """AutoProcessor with the image-resolution bounds applied (same in every stage)."""
     from transformers import AutoProcessor
 
+    import warnings
+
     path = Path(model_dir)
     kwargs: dict[str, Any] = {}
     if max_pixels or min_pixels:
         size = {}
         if min_pixels:
-            size["shortest_edge"] = int(min_pixels)
+            size["shortest_edge"] = kwargs["min_pixels"] = int(min_pixels)
         if max_pixels:
-            size["longest_edge"] = int(max_pixels)
+            size["longest_edge"] = kwargs["max_pixels"] = int(max_pixels)
+        # Qwen2.5-VL's preprocessor_config.json has its own min_pixels/max_pixels keys, which win over
+        # ``size`` alone (a 640x480 photo became 391 image tokens instead of 88): pass both spellings.
         kwargs["size"] = size
-    processor = AutoProcessor.from_pretrained(path, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # min_pixels/max_pixels: deprecated spelling
+        warnings.simplefilter("ignore", UserWarning)
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
     # Left padding for batched generation; the training collator pads on its own.
     processor.tokenizer.padding_side = "left"
     return processor

@@ -86,9 +86,17 @@ def build_random_model(target: str | Path, family: str = "qwen3-vl", seed: int =
     shrink, ref_dir = FAMILIES[family]
     ref = ref_dir()
     if ref is None or not (ref / "config.json").is_file():
+        import os
+
+        from vlft.paths import REPO_DIR
+        name = "qwen2.5-vl-3b-instruct" if family == "qwen2.5-vl" else "qwen3-vl-4b-instruct"
+        searched = [Path(r) / name for r in (os.environ.get("VLFT_SHARED_ASSETS"),
+                                            REPO_DIR.parent / "shared" / "assets") if r]
+        looked = ref if ref is not None else " and ".join(str(p) for p in searched)
         raise FileNotFoundError(
-            f"{family}: reference configs not found (looked for {ref}); "
-            "Qwen2.5-VL files are read from ../shared/assets and never shipped with the project")
+            f"{family}: reference configs (config.json) not found in {looked}; put the model's config, "
+            "tokenizer and processor files there, or set VLFT_SHARED_ASSETS to the folder that holds "
+            f"{name}/ (Qwen2.5-VL files are never shipped with the project)")
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
 

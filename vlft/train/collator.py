@@ -14,7 +14,10 @@ Qwen3 "thinking" templates insert an empty ``<think>\\n\\n</think>\\n\\n`` into 
 turn, which is masked here when the message itself does not contain it.
 
 Images are decoded and resized in the collator (the seed cached pixel values as float lists,
-~4 MB a sample); lengths are estimated up front from the image header only.
+~4 MB a sample); lengths are estimated up front from the image header only. So an image whose
+header parses but whose pixels do not (a truncated JPEG) is first found here: its row is replaced
+by the same text without images and with every label masked (the batch keeps its size, the loss
+of the other rows is unchanged), and the trainer names the file once (``BadImageLog``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-IGNORE_INDEX = -100
+from vlft.data.vocab import IGNORE_INDEX, message_parts, message_text
+
+_parts = message_parts
 
 
 class SampleError(ValueError):
@@ -34,18 +39,6 @@ class SampleError(ValueError):
 
 
 # -- message helpers ---------------------------------------------------------------------------
-def _parts(message: dict) -> list[dict]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return list(content or [])
-
-
-def message_text(message: dict) -> str:
-    """Text of a message as the template renders it (text parts concatenated)."""
-    return "".join(p.get("text", "") for p in _parts(message) if "text" in p)
-
-
 def sample_images(sample: dict) -> list[Any]:
     """Image references (path or PIL image) in template order."""
     out = []
@@ -59,15 +52,13 @@ def sample_images(sample: dict) -> list[Any]:
 
 
 def load_image(ref: Any):
-    """PIL RGB image from a path or an already-open image."""
-    from PIL import Image
-    if isinstance(ref, Image.Image):
-        return ref.convert("RGB")
+    """PIL RGB image (fully decoded) from a path or an already-open image; SampleError('bad_image')."""
+    from vlft.data.images import ImageError
+    from vlft.data.images import load_image as _load
     try:
-        with Image.open(ref) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise SampleError("bad_image", f"image {ref}: cannot be read ({e.__class__.__name__}: {e})") from None
+        return _load(ref)
+    except ImageError as e:
+        raise SampleError("bad_image", f"image {e}") from None
 
 
 def image_size(ref: Any) -> tuple[int, int]:
@@ -78,7 +69,7 @@ def image_size(ref: Any) -> tuple[int, int]:
     try:
         with Image.open(ref) as im:
             return im.height, im.width
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # a bomb is not an OSError
         raise SampleError("bad_image", f"image {ref}: cannot be read ({e.__class__.__name__}: {e})") from None
 
 
@@ -203,7 +194,13 @@ class SampleEncoder:
     def encode(self, sample: dict) -> dict[str, Any]:
         """input_ids / labels (1-D) plus pixel_values / image_grid_thw for one sample."""
         text, assistants = self.render(sample)
-        images = [load_image(r) for r in sample_images(sample)]
+        images = []
+        for ref in sample_images(sample):
+            try:
+                images.append(load_image(ref))
+            except SampleError as e:
+                e.image = str(ref)  # named once per file by BadImageLog
+                raise
         out = self.processor(text=[text], images=images or None, return_tensors="pt")
         ids = out["input_ids"][0].tolist()
         spans = self._check_spans(ids, assistants)
@@ -215,6 +212,39 @@ class SampleEncoder:
         import torch
         enc["labels"] = torch.tensor(labels_from_spans(ids, spans), dtype=torch.long)
         return enc
+
+    def encode_masked(self, sample: dict) -> dict[str, Any]:
+        """The sample without its images and with every label masked: a row that teaches nothing."""
+        msgs = [{**m, "content": [p for p in _parts(m) if not (p.get("type") == "image" or "image" in p)]}
+                for m in sample.get("messages") or []]
+        enc = self.encode({**sample, "messages": msgs})
+        enc["labels"] = enc["labels"].new_full(enc["labels"].shape, IGNORE_INDEX)
+        return enc
+
+
+# Batch key carrying (image, message) for each row whose image did not decode; taken out of the
+# batch by ``BadImageLog.take`` before the forward (the collator may run in data-loader workers).
+BAD_IMAGES_KEY = "vlft_bad_images"
+
+
+class BadImageLog:
+    """Images that failed to decode during training: each named once, every occurrence counted."""
+
+    def __init__(self):
+        self.files: dict[str, str] = {}   # image -> first error line
+        self.rows = 0                     # rows masked because of them
+
+    def take(self, inputs: dict) -> None:
+        """Remove the collator's report from ``inputs`` (before the forward) and record it."""
+        import logging
+        for image, message in inputs.pop(BAD_IMAGES_KEY, ()) or ():
+            self.rows += 1
+            if image not in self.files:
+                self.files[image] = message
+                logging.getLogger(__name__).warning("skipped: %s (row masked, training goes on)", message)
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.rows, "files": dict(self.files)}
 
 
 # Keys that are per-token (padded along the sequence) vs. per-image (concatenated).
@@ -239,15 +269,29 @@ class SftCollator:
 
     def __call__(self, samples: list[dict]) -> dict[str, Any]:
         import torch
-        encs = [self.encoder.encode(s) for s in samples]
+        encs, bad = [], []
+        for s in samples:
+            try:
+                encs.append(self.encoder.encode(s))
+            except SampleError as e:
+                if e.reason != "bad_image":
+                    raise
+                # An image that does not decode (a truncated JPEG passes the header-only length
+                # check) must not end the run: the row stays, text only and fully label-masked, so
+                # the batch keeps its size and the loss over the other rows is unchanged.
+                bad.append((getattr(e, "image", ""), str(e)))
+                encs.append(self.encoder.encode_masked(s))
         width = -(-max(len(e["input_ids"]) for e in encs) // self.multiple) * self.multiple
         batch: dict[str, Any] = {}
         for key in _SEQ_KEYS:
-            if key not in encs[0]:
+            if not any(key in e for e in encs):
                 continue
             pad = self.pad_id if key == "input_ids" else _PAD_VALUES[key]
-            rows = [torch.nn.functional.pad(e[key], (0, width - len(e[key])), value=pad) for e in encs]
+            rows = [torch.nn.functional.pad(e[key] if key in e else torch.zeros_like(e["input_ids"]),
+                                            (0, width - len(e["input_ids"])), value=pad) for e in encs]
             batch[key] = torch.stack(rows)
+        if bad:
+            batch[BAD_IMAGES_KEY] = tuple(bad)
         for key in _CAT_KEYS:
             parts = [e[key] for e in encs if key in e]
             if parts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vlft.train.config import TrainConfig
@@ -90,8 +91,12 @@ def load_dataset(path: str, processor, cfg: TrainConfig) -> tuple[SftDataset, Da
         except SampleError as e:
             stats.skipped[e.reason] = stats.skipped.get(e.reason, 0) + 1
             first_error.setdefault(e.reason, f"{path}: sample {s.get('id')}: {e}")
+            result.rejects.append((e.reason, f"{path}: sample {s.get('id')}: {e}"))
     for line in first_error.values():
         log.warning("skipped: %s", line)
+    rejects = result.write_rejects(Path(cfg.output_dir) / f"{Path(path).stem}.rejects.csv")
+    if rejects is not None:
+        log.warning("all %d skipped records are listed in %s", len(result.rejects), rejects)
     stats.n_kept, stats.tokens = len(kept), sum(lengths)
     if not kept:
         from vlft.data.dataset import DataError

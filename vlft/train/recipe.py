@@ -278,6 +278,10 @@ class FinetuneRecipe:
         if not trainer.is_world_process_zero():
             return {}
         self.processor.save_pretrained(str(out))
+        from vlft.models.identity import record_identity
+        from vlft.utils.io import apply_umask
+        record_identity(out, trainer.accelerator.unwrap_model(trainer.model), cfg.model_name_or_path)
+        apply_umask(out)  # readable by a serving process of another user (safetensors temp files are 0600)
         trainable, total = count_parameters(trainer.model)
         history = trainer.state.log_history
         losses = [h["loss"] for h in history if "loss" in h]
@@ -302,6 +306,7 @@ class FinetuneRecipe:
             "world_size": world,
             "ranks_consistent": consistent,
             "data": self.data.stats,
+            "bad_images": trainer.bad_images.summary(),  # rows masked because their image did not decode
             "train_batch_shapes": sorted(trainer.batch_shapes),
             "log_history": history,  # per-log loss, lr, samples/s, eval loss
             "swanlab_dir": str(self.swanlab_dir) if self.swanlab_dir else None,
@@ -372,6 +377,9 @@ class FinetuneRecipe:
             print(f"saved adapter to {cfg.output_dir} (step {s['global_step']}, "
                   f"loss {_fmt(s['first_loss'])} -> {_fmt(s['final_loss'])}, "
                   f"{s['samples_per_second']:.2f} samples/s)")
+            if s["bad_images"]["files"]:
+                print(f"skipped {len(s['bad_images']['files'])} unreadable image(s) in "
+                      f"{s['bad_images']['rows']} rows: {', '.join(s['bad_images']['files'])}")
         return self.summary
 
 

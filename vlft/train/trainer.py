@@ -40,6 +40,8 @@ class VlftTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.cudagraphs = cudagraphs
         self.hooks = hooks or NO_HOOKS
+        from vlft.train.collator import BadImageLog
+        self.bad_images = BadImageLog()  # rows whose image did not decode (masked by the collator)
         self.loss_impl, self.loss_chunk_size = loss_impl, loss_chunk_size
         if loss_impl == "fast":
             # Qwen-VL classes declare accepts_loss_kwargs=False, so the Trainer would not count the labelled
@@ -94,6 +96,7 @@ class VlftTrainer(Trainer):
         return step % every == 0 or (step == 1 and self.args.logging_first_step)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        self.bad_images.take(inputs)
         self.hooks.start_micro_step(self._logs_this_step())
         self._mark_graph_step()
         mask = inputs.get("attention_mask")
@@ -112,6 +115,7 @@ class VlftTrainer(Trainer):
         # Loss-only evaluation takes the labelled-token loss too: the full-vocabulary logits (and their
         # fp32 upcast) of an eval batch are larger than everything the training step holds.
         self._eval_loss_only = prediction_loss_only
+        self.bad_images.take(inputs)
         try:
             if not self.cudagraphs:
                 return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)

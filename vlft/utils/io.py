@@ -10,6 +10,38 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 
+def current_umask() -> int:
+    """The process umask: from /proc where it exists (setting it to read it races with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A temp folder to be renamed into place: mode from the umask (mkdtemp alone gives 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
+
+
+def apply_umask(folder: str | Path) -> None:
+    """Give the files directly in ``folder`` (and the folder) the umask's modes: libraries that save
+    through their own temp files (transformers' save_pretrained) leave them 0600."""
+    mask = current_umask()
+    folder = Path(folder)
+    os.chmod(folder, 0o777 & ~mask)
+    for p in folder.iterdir():
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
                  newline: str | None = None) -> Iterator[IO[Any]]:
@@ -27,6 +59,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp makes 0600; the file gets the umask's mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -7,6 +7,11 @@ import os
 import warnings
 
 
+THIRD_PARTY_LOGGERS = ("transformers", "httpx", "httpcore", "urllib3", "sentence_transformers", "jieba",
+                       "bitsandbytes", "accelerate", "peft", "swanlab", "faiss", "kernels", "huggingface_hub",
+                       "modelscope", "torch._dynamo", "torch._inductor", "datasets", "pypdf")
+
+
 def setup_logging(verbose: bool = False) -> None:
     """INFO for our own loggers (WARNING with verbose=False), and silence third-party chatter."""
     level = logging.DEBUG if verbose else logging.INFO
@@ -17,8 +22,12 @@ def setup_logging(verbose: bool = False) -> None:
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        for noisy in ("transformers", "httpx", "urllib3", "sentence_transformers", "jieba",
-                      "bitsandbytes", "accelerate", "peft", "swanlab", "faiss"):
-            logging.getLogger(noisy).setLevel(logging.WARNING if noisy != "transformers" else logging.ERROR)
+        # Third-party warnings are noise to a user who did not ask for --verbose (bitsandbytes'
+        # "Failed to load CPU gemm_4bit_forward ..." on every 4-bit load); errors still show.
+        for noisy in THIRD_PARTY_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    else:
+        for noisy in THIRD_PARTY_LOGGERS:   # verbose after a quiet run in the same process: all back
+            logging.getLogger(noisy).setLevel(logging.NOTSET)
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")

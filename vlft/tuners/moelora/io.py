@@ -50,6 +50,8 @@ def save_moelora(model: nn.Module, directory: str | Path) -> Path:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt", "peft_type": "MOELORA"})
+        from vlft.utils.io import current_umask
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from other users
         os.replace(tmp, directory / WEIGHTS_NAME)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
