@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 1 << 20  # guess from the first MiB; the whole file is then decoded strictly
 SCORE_BYTES = 8192      # CJK readings are ranked on this much
+_ASCII_BYTES = bytes(range(128))
 
 # Simplified-Chinese codecs are widened to their superset so rare characters still decode.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -161,7 +162,7 @@ def detect_encoding(data: bytes, name: str = "<bytes>") -> str:
     if bom:
         return bom
     sample = data[:SAMPLE_BYTES]
-    wide_bytes = sum(b > 127 for b in sample)
+    wide_bytes = len(sample.translate(None, _ASCII_BYTES))   # bytes >= 0x80
     if wide_bytes == 0:
         return "utf-8"
     try:
