@@ -214,7 +214,8 @@ def _norm(enc: str) -> str:
     return _WIDEN.get(enc, enc)
 
 
-def decode_text(data: bytes, name: str = "<bytes>", encoding: str | None = None) -> tuple[str, str]:
+def decode_text(data: bytes, name: str = "<bytes>", encoding: str | None = None,
+                hint: str = "save the file as UTF-8 or pass --encoding") -> tuple[str, str]:
     """(text, encoding) of bytes: detected unless given; a decode error names the file and line."""
     enc = encoding or detect_encoding(data, name)
     try:
@@ -223,11 +224,11 @@ def decode_text(data: bytes, name: str = "<bytes>", encoding: str | None = None)
         start = getattr(e, "start", 0)
         line = data[:start].count(b"\n") + 1
         raise EncodingError(f"{name}: line {line}: does not decode as {enc} ({e.__class__.__name__}); "
-                            "save the file as UTF-8 or pass --encoding") from None
+                            f"{hint}") from None
     return text.lstrip("\ufeff"), enc
 
 
-def read_text(path: str | Path, encoding: str | None = None) -> tuple[str, str]:
+def read_text(path: str | Path, encoding: str | None = None, **kw) -> tuple[str, str]:
     """(text, encoding) of a file: detected unless given; a decode error names the file and line."""
     path = Path(path)
-    return decode_text(path.read_bytes(), str(path), encoding)
+    return decode_text(path.read_bytes(), str(path), encoding, **kw)
