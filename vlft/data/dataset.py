@@ -139,7 +139,7 @@ def _iter_records(path: Path) -> Iterator[tuple[tuple[str, int], Any]]:
     """Yield ((\"line\"|\"item\", number), record or _RecordError). JSONL if .jsonl or not one JSON value."""
     from vlft.data.encoding import EncodingError, read_text
     try:   # JSON should be UTF-8, but a GBK / UTF-16 export from a Windows tool is read, not a traceback
-        text, enc = read_text(path)
+        text, enc = read_text(path, hint="save it as UTF-8")
     except EncodingError as e:
         raise DataError(str(e)) from None
     if enc not in ("utf-8", "utf-8-sig"):

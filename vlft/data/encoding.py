@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 1 << 20  # guess from the first MiB; the whole file is then decoded strictly
 SCORE_BYTES = 8192      # CJK readings are ranked on this much
+_ASCII_BYTES = bytes(range(128))
 
 # Simplified-Chinese codecs are widened to their superset so rare characters still decode.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -161,7 +162,7 @@ def detect_encoding(data: bytes, name: str = "<bytes>") -> str:
     if bom:
         return bom
     sample = data[:SAMPLE_BYTES]
-    wide_bytes = sum(b > 127 for b in sample)
+    wide_bytes = len(sample.translate(None, _ASCII_BYTES))   # bytes >= 0x80
     if wide_bytes == 0:
         return "utf-8"
     try:
@@ -213,7 +214,8 @@ def _norm(enc: str) -> str:
     return _WIDEN.get(enc, enc)
 
 
-def decode_text(data: bytes, name: str = "<bytes>", encoding: str | None = None) -> tuple[str, str]:
+def decode_text(data: bytes, name: str = "<bytes>", encoding: str | None = None,
+                hint: str = "save the file as UTF-8 or pass --encoding") -> tuple[str, str]:
     """(text, encoding) of bytes: detected unless given; a decode error names the file and line."""
     enc = encoding or detect_encoding(data, name)
     try:
@@ -222,11 +224,11 @@ def decode_text(data: bytes, name: str = "<bytes>", encoding: str | None = None)
         start = getattr(e, "start", 0)
         line = data[:start].count(b"\n") + 1
         raise EncodingError(f"{name}: line {line}: does not decode as {enc} ({e.__class__.__name__}); "
-                            "save the file as UTF-8 or pass --encoding") from None
+                            f"{hint}") from None
     return text.lstrip("\ufeff"), enc
 
 
-def read_text(path: str | Path, encoding: str | None = None) -> tuple[str, str]:
+def read_text(path: str | Path, encoding: str | None = None, **kw) -> tuple[str, str]:
     """(text, encoding) of a file: detected unless given; a decode error names the file and line."""
     path = Path(path)
-    return decode_text(path.read_bytes(), str(path), encoding)
+    return decode_text(path.read_bytes(), str(path), encoding, **kw)
