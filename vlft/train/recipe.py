@@ -320,7 +320,7 @@ class FinetuneRecipe:
     def predict(self) -> list[dict]:
         """Greedy answers (VLGenerator, as test.py and evaluation) for a few held-out samples (else
         training samples): sample_predictions.jsonl and the SwanLab prediction table."""
-        from vlft.infer import VLGenerator, load_image
+        from vlft.infer import ImageError, VLGenerator, load_image
         from vlft.reporting import log_prediction_table
         from vlft.train.collator import sample_images
         from vlft.utils.io import write_jsonl
@@ -338,9 +338,13 @@ class FinetuneRecipe:
             for s in samples:
                 prompt, reference = prompt_and_reference(s)
                 images = sample_images({"messages": prompt})
-                rows.append({"id": s.get("id", ""), "image": load_image(images[0]) if images else None,
-                             "reference": reference,
-                             "prediction": generator.generate(prompt, max_new_tokens=cfg.max_new_tokens).strip()})
+                row = {"id": s.get("id", ""), "image": None, "reference": reference, "prediction": ""}
+                try:
+                    row["image"] = load_image(images[0]) if images else None
+                    row["prediction"] = generator.generate(prompt, max_new_tokens=cfg.max_new_tokens).strip()
+                except ImageError as e:  # an unreadable image: this row only, named (rows stay aligned)
+                    row["error"] = str(e)
+                rows.append(row)
         finally:
             model.train(was_training)
             tokenizer.padding_side = padding_side
