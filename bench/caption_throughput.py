@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 
 def build_generator(tiny: bool, device: str, quant: str, dtype: torch.dtype):
-    from vlft.infer import VLGenerator
+    from bench.lab.generation import FixedLengthGenerator
 
     model = common.build_model(tiny=tiny, device=device, dtype=dtype)
     if quant == "4bit":
@@ -42,7 +42,7 @@ def build_generator(tiny: bool, device: str, quant: str, dtype: torch.dtype):
     gc = model.generation_config
     gc.eos_token_id = tok.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     gc.pad_token_id = gc.bos_token_id = tok.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    return VLGenerator.from_model(model.eval(), tok)
+    return FixedLengthGenerator.from_model(model.eval(), tok)  # every caption max_new_tokens long
 
 
 def caption_items(n: int, prompt: str) -> list[list[dict]]:
@@ -78,7 +78,6 @@ def run(args) -> dict:
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     quant = "none" if device == "cpu" else args.quant
     gen = build_generator(args.tiny, device, quant, dtype)
-    gen.generation_overrides = {"min_new_tokens": args.max_new_tokens}
     convs = caption_items(args.n_images, args.prompt)
     kw = dict(max_new_tokens=args.max_new_tokens)
 

@@ -147,8 +147,6 @@ class VLGenerator:
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
         self._lock = threading.Lock()
-        # Extra GenerationConfig fields for every call (e.g. min_new_tokens in the benchmark).
-        self.generation_overrides: dict[str, Any] = {}
 
     @property
     def device(self):
@@ -205,8 +203,6 @@ class VLGenerator:
         else:
             # Neutral values, else generate() fills the model card's T=0.7/top_k=20 back in and warns.
             cfg.do_sample, cfg.temperature, cfg.top_p, cfg.top_k = False, 1.0, 1.0, 50
-        for k, v in self.generation_overrides.items():
-            setattr(cfg, k, v)
         return {"generation_config": cfg}
 
     def _run(self, conversations, max_new_tokens, temperature, top_p, streamer, stops) -> list[str]:
