@@ -11,17 +11,16 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import run_stage
-    from vlft.data.convert import Csv2JsonConfig, CsvError, csv_to_json
-    from vlft.data.encoding import EncodingError
+    from vlft.cli import BAD_INPUT, run_stage
+    from vlft.data.convert import Csv2JsonConfig, csv_to_json
 
-    rc, result = run_stage(Csv2JsonConfig, csv_to_json, argv, errors=(CsvError, EncodingError))
+    rc, result = run_stage(Csv2JsonConfig, csv_to_json, argv)
     if rc:
         return rc
     if result.rejects_path is not None:
         print(f"skipped rows are listed in {result.rejects_path}")
     print(result.summary())
-    return 0 if result.n_train else 1
+    return 0 if result.n_train else BAD_INPUT  # every row was bad
 
 
 if __name__ == "__main__":

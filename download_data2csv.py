@@ -12,18 +12,16 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import run_stage
-    from vlft.data.collect import CollectError, DownloadDataConfig, collect
-    from vlft.data.convert import CsvError
-    from vlft.data.encoding import EncodingError
+    from vlft.cli import BAD_INPUT, run_stage
+    from vlft.data.collect import DownloadDataConfig, collect
 
-    rc, result = run_stage(DownloadDataConfig, collect, argv, errors=(CollectError, CsvError, EncodingError))
+    rc, result = run_stage(DownloadDataConfig, collect, argv)
     if rc:
         return rc
     if sum(result.skipped.values()):
         print(f"rejected rows are listed in {result.rejects}")
     print(result.summary())
-    return 0 if result.written else 1
+    return 0 if result.written else BAD_INPUT  # every record was bad
 
 
 if __name__ == "__main__":

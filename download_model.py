@@ -14,9 +14,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.cli import run_stage
-    from vlft.hub import DownloadModelConfig, HubError, fetch_model
+    from vlft.hub import DownloadModelConfig, fetch_model
 
-    rc, path = run_stage(DownloadModelConfig, fetch_model, argv, errors=(HubError,))
+    rc, path = run_stage(DownloadModelConfig, fetch_model, argv)
     if rc:
         return rc
     print(f"model ready: {path}")

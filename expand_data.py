@@ -13,16 +13,14 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import run_stage
-    from vlft.data.dataset import DataError
+    from vlft.cli import BAD_INPUT, run_stage
     from vlft.data.expand import ExpandConfig, run_expand
-    from vlft.models.loading import ModelLoadError
 
-    rc, report = run_stage(ExpandConfig, run_expand, argv, errors=(DataError, ModelLoadError, ValueError, OSError))
+    rc, report = run_stage(ExpandConfig, run_expand, argv, errors=(ValueError, OSError))
     if rc:
         return rc
     print(report.summary())
-    return 0 if report.written or report.result.unchanged else 1
+    return 0 if report.written or report.result.unchanged else BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -14,12 +14,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.adapters.loading import AdapterLoadError
     from vlft.cli import run_stage
-    from vlft.export import ExportConfig, ExportError, export_merged
-    from vlft.models.loading import ModelLoadError
+    from vlft.export import ExportConfig, export_merged
 
-    rc, out = run_stage(ExportConfig, export_merged, argv, errors=(ExportError, AdapterLoadError, ModelLoadError))
+    rc, out = run_stage(ExportConfig, export_merged, argv)
     if rc:
         return rc
     print(f"merged model written: {out}")

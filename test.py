@@ -13,14 +13,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.adapters.loading import AdapterLoadError
     from vlft.cli import run_stage
-    from vlft.data.dataset import DataError
-    from vlft.infer import ImageLoadError, InferConfig, run_inference
-    from vlft.models.loading import ModelLoadError
+    from vlft.infer import InferConfig, run_inference
 
-    rc, result = run_stage(InferConfig, run_inference, argv,
-                           errors=(ModelLoadError, AdapterLoadError, ImageLoadError, DataError, ValueError))
+    rc, result = run_stage(InferConfig, run_inference, argv, errors=(ValueError,))
     return rc or result
 
 

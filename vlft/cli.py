@@ -13,13 +13,13 @@ __all__ = ["BAD_INPUT", "UserError", "run_stage"]
 
 
 def run_stage(config_cls: type[C], stage: Callable[[C], Any], argv: Sequence[str] | None = None,
-              errors: tuple[type[BaseException], ...] = (), error_rc: int = 1) -> tuple[int, Any]:
+              errors: tuple[type[BaseException], ...] = (), error_rc: int = BAD_INPUT) -> tuple[int, Any]:
     """Parse flags (defaults < --config YAML < flags), set up logging, run ``stage(cfg)``.
 
     Bad input (any ``vlft.errors.UserError``, plus the stage's extra ``errors``) becomes one
     ``error: ...`` line on stderr and ``(error_rc, None)``, never a traceback; otherwise returns
-    ``(0, result)``. ``vlft.errors.BAD_INPUT`` (2) is the exit code meant for bad input in every
-    stage; ``error_rc`` keeps the older stages' 1 until their callers and tests move to it.
+    ``(0, result)``. ``vlft.errors.BAD_INPUT`` (2, as argparse's for a bad flag) is the exit code
+    for bad input in every stage.
     """
     from vlft.utils.logging import setup_logging
 

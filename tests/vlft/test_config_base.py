@@ -57,6 +57,6 @@ def test_run_stage_turns_known_errors_into_one_line(capsys):
     def stage(cfg):
         raise FileNotFoundError(f"{cfg.model_name_or_path}: not found")
 
-    assert run_stage(Demo, stage, ["--model", "x"], errors=(FileNotFoundError,)) == (1, None)
+    assert run_stage(Demo, stage, ["--model", "x"], errors=(FileNotFoundError,)) == (2, None)
     assert capsys.readouterr().err.strip() == "error: x: not found"
     assert run_stage(Demo, lambda cfg: cfg.steps * 2, ["--steps", "4"]) == (0, 8)

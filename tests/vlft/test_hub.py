@@ -129,7 +129,7 @@ def test_tiny_qwen25_without_reference_files_names_the_paths_and_the_variable(tm
     spec.loader.exec_module(cli)
     rc = cli.main(["--tiny", "--family", "qwen2.5-vl", "--target", str(tmp_path / "t")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert rc == 1 and len(err) == 1
+    assert rc == 2 and len(err) == 1
     assert "None" not in err[0] and "VLFT_SHARED_ASSETS" in err[0]
     assert str(tmp_path / "nowhere" / "qwen2.5-vl-3b-instruct") in err[0]
     assert str(tmp_path / "shared" / "assets" / "qwen2.5-vl-3b-instruct") in err[0]

@@ -183,10 +183,10 @@ def test_cli_folder_and_errors(peaked_dir, coco_sample_dir, tmp_path, capsys):
                         "--max_new_tokens", "2", "--batch_size", "8"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == len(list_images(coco_sample_dir / "images"))
-    assert _cli().main(["--model", str(peaked_dir), "--image", str(tmp_path / "nope.jpg")]) == 1
+    assert _cli().main(["--model", str(peaked_dir), "--image", str(tmp_path / "nope.jpg")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope.jpg: image file not found" in err
-    assert _cli().main(["--model", str(tmp_path / "no-model"), "--image", str(REPO_DIR / "image/demo.jpg")]) == 1
+    assert _cli().main(["--model", str(tmp_path / "no-model"), "--image", str(REPO_DIR / "image/demo.jpg")]) == 2
     assert "model folder not found" in capsys.readouterr().err
 
 

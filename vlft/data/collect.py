@@ -25,6 +25,7 @@ from vlft.config import BaseConfig, field, require
 from vlft.data.convert import clean_caption, read_caption_csv
 from vlft.data.images import IMAGE_EXTENSIONS, image_problem
 from vlft.data.vocab import SKIP_REASONS, find_special_token, skip_counts
+from vlft.errors import UserError
 from vlft.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ REASONS = SKIP_REASONS
 MS_DATASET = "modelscope/coco_2014_caption"
 
 
-class CollectError(RuntimeError):
+class CollectError(UserError, RuntimeError):
     """The source cannot be read at all (one line naming it)."""
 
 

@@ -22,6 +22,7 @@ from vlft.config import BaseConfig, field, require
 from vlft.data.encoding import read_text
 from vlft.data.images import image_problem
 from vlft.data.vocab import SKIP_REASONS, find_special_token, skip_counts
+from vlft.errors import UserError
 from vlft.paths import DEFAULT_CAPTION_PROMPT
 from vlft.utils.io import atomic_write, write_json, write_jsonl
 
@@ -32,7 +33,7 @@ IMAGE_COLUMNS = ("image_path", "image", "file_name", "filename", "path")
 CAPTION_COLUMNS = ("caption", "text", "description")
 
 
-class CsvError(ValueError):
+class CsvError(UserError, ValueError):
     """The CSV cannot be used at all (missing file, columns or encoding); message names the file."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from vlft.data.vocab import find_special_token
+from vlft.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 # "from" values seen in LLaVA / ShareGPT / Qwen recipes -> our roles.
@@ -40,7 +41,7 @@ IMAGE_TOKEN = "<image>"
 _EMBEDDED = re.compile(r"<\|vision_start\|>(.*?)<\|vision_end\|>|<img>(.*?)</img>", re.S)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file or record is wrong; the message names file, line/item and field."""
 
 

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 from vlft.data.vocab import HAN_RE
+from vlft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ SHORT_BYTES = 64
 AMBIGUOUS_MARGIN = 0.15
 
 
-class EncodingError(ValueError):
+class EncodingError(UserError, ValueError):
     """The file's encoding could not be determined or the file does not decode (message names the file)."""
 
 

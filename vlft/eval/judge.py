@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
+from vlft.errors import UserError
+
 log = logging.getLogger(__name__)
 
 JUDGE_PROMPT = """You are grading an image caption.
@@ -35,7 +37,7 @@ _JSON = re.compile(r"\{[^{}]*\}", re.S)
 _NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)")
 
 
-class JudgeError(RuntimeError):
+class JudgeError(UserError, RuntimeError):
     """The judge backend cannot be used (unreachable endpoint, bad settings): one line."""
 
 

@@ -7,11 +7,9 @@ from typing import Sequence
 
 def main(config_cls, argv: Sequence[str] | None = None) -> int:
     from vlft.cli import run_stage
-    from vlft.data.dataset import DataError  # not a vlft.errors.UserError yet (vlft/data is rebased separately)
-    from vlft.errors import BAD_INPUT
     from vlft.train import train
 
-    rc, _ = run_stage(config_cls, train, argv, errors=(DataError,), error_rc=BAD_INPUT)
+    rc, _ = run_stage(config_cls, train, argv)
     return rc
 
 

@@ -136,7 +136,7 @@ def test_missing_columns_one_clear_error(tmp_path):
     assert str(csv_path) in msg and "image_path" in msg and "caption" in msg and "found columns: picture, label" in msg
     p = subprocess.run([sys.executable, str(REPO_DIR / "csv2json.py"), "--csv", str(csv_path),
                         "--json", str(tmp_path / "o.json")], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 1 and p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
 
 
 def test_val_naming():

@@ -24,7 +24,7 @@ def test_nothing_scorable_exits_non_zero_with_one_line(peaked_dir, tmp_path, cap
     rc = _cli().main(["--model", str(peaked_dir), "--data_path", str(split), "--output_dir", str(out),
                       "--max_new_tokens", "2", "--report_to", "none"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert rc == 1 and len(err) == 1 and "nothing could be scored" in err[0]
+    assert rc == 2 and len(err) == 1 and "nothing could be scored" in err[0]
     assert not (out / "report.md").exists()
 
 

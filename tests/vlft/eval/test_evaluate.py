@@ -59,7 +59,7 @@ def test_bad_adapters_get_one_line(peaked_dir, lora_dir, val_split, tmp_path, ca
     rc = _cli().main(["--model", str(peaked_dir), "--adapter", str(tmp_path / "missing"), "--data_path",
                       str(val_split), "--output_dir", str(tmp_path / "e1"), "--report_to", "none"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
-    assert rc == 1 and len(err) == 1 and "adapter folder not found" in err[0]
+    assert rc == 2 and len(err) == 1 and "adapter folder not found" in err[0]
     assert not (tmp_path / "e1").exists()                            # checked before any model is loaded
 
     from vlft.adapters.testing import rename_adapter_keys
@@ -68,6 +68,6 @@ def test_bad_adapters_get_one_line(peaked_dir, lora_dir, val_split, tmp_path, ca
                       "--data_path", str(val_split), "--output_dir", str(tmp_path / "e2"), "--report_to", "none",
                       "--max_new_tokens", "4", "--limit", "2"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
-    assert rc == 1 and len(err) == 1 and "did not apply" in err[0]
+    assert rc == 2 and len(err) == 1 and "did not apply" in err[0]
     report = json.loads((tmp_path / "e2" / "report.json").read_text(encoding="utf-8"))
     assert report["systems"]["stale"]["error"] and report["systems"][lora_dir.name]["n_scored"] == 2

@@ -48,7 +48,7 @@ def test_adapter_of_another_family_is_one_line_and_exit_1(stage, lora_dir, peake
                          str(tmp_path / "ev"), "--max_new_tokens", "2", "--report_to", "none"]}[stage]
     rc = _stage(stage).main(["--model", str(peaked_dir), "--adapter", str(foreign), *args])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert rc == 1 and len(err) == 1
+    assert rc == 2 and len(err) == 1
     assert "adapter was made for a qwen2_5_vl model (Qwen/Qwen2.5-VL-3B-Instruct), this model is qwen3_vl" in err[0]
     assert not (tmp_path / "merged").exists()
 

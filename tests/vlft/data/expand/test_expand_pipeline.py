@@ -86,7 +86,7 @@ def test_flag_errors_one_line(tmp_path, capsys):
     assert "train_json" in capsys.readouterr().err
     rc, text = _run(capsys, "--source", tmp_path, "--output", tmp_path / "o", "--generator", "local",
                     "--model", tmp_path / "nope")
-    assert rc == 1 and text.strip().startswith("error: ") and "model folder not found" in text
+    assert rc == 2 and text.strip().startswith("error: ") and "model folder not found" in text
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1
 
 
