@@ -150,3 +150,23 @@ def test_launch_two_cpu_processes(name, peaked_model_dir, pair_json, single_proc
     a, b = load_file(out / "adapter_model.safetensors"), load_file(single_process_run / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
     assert max(a[k].abs().max().item() for k in a if "lora_B" in k) > 0  # B starts at zero
+
+
+@pytest.mark.slow
+def test_moelora_under_fsdp_matches_one_process_on_the_first_step(peaked_model_dir, pair_json, tmp_path):
+    """MoE-LoRA (injected, not a PeftModel) shards, trains and saves under FSDP like LoRA. Its router
+    load-balancing loss is computed per rank (per micro-batch, as Switch/Mixtral data parallelism does),
+    so only the first step, before any update, must equal the one-process run exactly."""
+    runs = {}
+    for name, launcher, batch in (("single", [], "2"),
+                                  ("fsdp", ["-m", "accelerate.commands.launch", "--config_file",
+                                            str(_cpu_variant("fsdp", tmp_path / "cpu.yaml"))], "1")):
+        out = tmp_path / name
+        _run([sys.executable, *launcher, "MoeLORA.py", "--model", str(peaked_model_dir), "--train_json",
+              str(pair_json), "--output_dir", str(out), "--per_device_train_batch_size", batch, *RUN], tmp_path)
+        runs[name] = out
+    multi = _summary(runs["fsdp"])
+    assert multi["world_size"] == 2 and multi["ranks_consistent"] is True and multi["adapter"] == "moelora"
+    assert _curve(runs["fsdp"])[0] == pytest.approx(_curve(runs["single"])[0], rel=2e-5)
+    a = load_file(runs["fsdp"] / "adapter_model.safetensors")
+    assert any("lora_expert_B" in k for k in a) and a.keys() == load_file(runs["single"] / "adapter_model.safetensors").keys()
