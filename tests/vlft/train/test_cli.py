@@ -4,37 +4,16 @@ two-process data parallel on the CPU (gloo)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from vlft.paths import REPO_DIR
-
-from train_helpers import TINY_PIXELS
+from train_helpers import TINY_PIXELS, run_script as _run
 
 SMALL = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
          "--max_pixels", str(TINY_PIXELS), "--logging_steps", "1", "--save_strategy", "no"]
-
-
-def _run(cmd: list[str], tmp_path: Path, timeout: int = 300, **env) -> subprocess.CompletedProcess:
-    e = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "SWANLAB_MODE": "offline",
-         "HOME": str(tmp_path / "home"), **env}  # HOME: no SwanLab login can leak in
-    # own process group: a hung rank is killed with its launcher, never left behind
-    proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n{out[-2000:]}\n{err[-2000:]}")
-    assert proc.returncode == 0, out[-3000:] + err[-3000:]
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.mark.slow  # a subprocess that imports torch + transformers and trains

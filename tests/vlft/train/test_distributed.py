@@ -15,8 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from safetensors.torch import load_file
 
 from vlft.paths import REPO_DIR
 
-from train_helpers import CAPTIONS, TINY_PIXELS, caption_sample
+from train_helpers import CAPTIONS, TINY_PIXELS, caption_sample, run_script
 
 CONFIG_DIR = REPO_DIR / "configs" / "accelerate"
 SHIPPED = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -38,20 +36,9 @@ RUN = ["--max_steps", "3", "--gradient_accumulation_steps", "1", "--max_pixels",
 
 
 def _run(cmd: list[str], tmp_path: Path, timeout: int = 600) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path / "home"),
-           # DeepSpeed builds its CPU communication op once; keep it across test runs
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
-                                                  str(Path.home() / ".cache" / "torch_extensions"))}
-    proc = subprocess.Popen(cmd, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-4000:]
-    return out
+    # DeepSpeed builds its CPU communication op once: keep it across runs (HOME is a fresh folder)
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
+    return run_script(cmd, tmp_path, timeout, TORCH_EXTENSIONS_DIR=cache).stdout
 
 
 def _cpu_variant(name: str, dst: Path) -> Path:
