@@ -96,7 +96,7 @@ class Assistant:
     def chat_model(self):
         with self._init_lock:
             if self._chat_model is None:
-                from multi_agent.llm.base import make_chat_model
+                from multi_agent.llm.registry import make_chat_model
                 c = self.config
                 if c.backend == "local":
                     self._chat_model = make_chat_model(
