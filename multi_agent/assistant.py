@@ -76,12 +76,34 @@ class Assistant:
         self._chain: Chain | None = None
         self._turn_lock = threading.Lock()
         self._init_lock = threading.Lock()
+        self._owner: Assistant | None = None      # set on sessions: the model and KB come from there
         self.history: list[TurnTrace] = []
+
+    @classmethod
+    def load(cls, config: AssistantConfig, kb: Any = None) -> "Assistant":
+        """Build an Assistant and load its model now (call from a worker thread). Other local models
+        are released first: one 4-bit 4B model fits an 8 GB GPU, two don't."""
+        from multi_agent.llm.local import generator_key, release_generators
+
+        release_generators(keep=generator_key(config.model_dir, config.adapter) if config.backend == "local"
+                           else None)
+        assistant = cls(config, kb=kb)
+        assistant.warm_up()
+        assistant.kb          # noqa: B018 (opens the knowledge base off the GUI thread too)
+        return assistant
+
+    def new_session(self) -> "Assistant":
+        """Another dialogue over the same loaded model and knowledge base (one per MCP client)."""
+        session = Assistant(self.config)
+        session._owner = self._owner or self
+        return session
 
     # -- parts (lazy) ------------------------------------------------------------------------
     @property
     def notice(self) -> str | None:
         """One line for the status bar about the model in use (tiny/scripted), else None."""
+        if self._owner is not None:
+            return self._owner.notice
         if self._chat_model is not None:
             return getattr(self._chat_model, "notice", None)
         if self.config.backend == "scripted":
@@ -94,6 +116,8 @@ class Assistant:
 
     @property
     def chat_model(self):
+        if self._owner is not None:
+            return self._owner.chat_model
         with self._init_lock:
             if self._chat_model is None:
                 from multi_agent.llm.registry import make_chat_model
@@ -114,6 +138,8 @@ class Assistant:
     @property
     def kb(self):
         """The knowledge base (``multi_agent.rag.KnowledgeBase``), created on first use."""
+        if self._owner is not None:
+            return self._owner.kb
         with self._init_lock:
             if self._kb is None:
                 from multi_agent.rag import KnowledgeBase, RagConfig
