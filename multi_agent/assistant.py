@@ -66,6 +66,14 @@ class AssistantConfig(BaseConfig):
                 "openai_url", f"must start with http:// or https://, got {self.openai_url!r}")
 
 
+def knowledge_base(config: AssistantConfig):
+    """The knowledge base an Assistant with ``config`` uses (the app opens it before any model loads:
+    indexing needs no chat model). Its embedder and chunking come from the index on disk."""
+    from multi_agent.rag import KnowledgeBase, RagConfig
+
+    return KnowledgeBase(RagConfig(kb_dir=config.kb_dir))
+
+
 class Assistant:
     """A chat session over the agent chain. Thread-safe: one turn at a time."""
 
@@ -142,8 +150,7 @@ class Assistant:
             return self._owner.kb
         with self._init_lock:
             if self._kb is None:
-                from multi_agent.rag import KnowledgeBase, RagConfig
-                self._kb = KnowledgeBase(RagConfig(kb_dir=self.config.kb_dir))
+                self._kb = knowledge_base(self.config)
             return self._kb
 
     @property

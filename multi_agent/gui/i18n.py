@@ -27,10 +27,18 @@ TEXT: dict[str, tuple[str, str]] = {
     "chat.exported": ("Session saved to `{path}`", "会话已保存到 `{path}`"),
     "chat.indexed": (
         "Knowledge base updated: {added} added, {changed} changed, {deleted} removed, "
-        "{skipped} skipped, {chunks} chunks.",
-        "知识库已更新：新增 {added}，修改 {changed}，删除 {deleted}，跳过 {skipped}，共 {chunks} 个片段。",
+        "{skipped} skipped, {ignored} not documents (ignored), {chunks} chunks.",
+        "知识库已更新：新增 {added}，修改 {changed}，删除 {deleted}，跳过 {skipped}，"
+        "{ignored} 个非文档文件（已忽略），共 {chunks} 个片段。",
     ),
-    "chat.skipped_files": ("Not added (only PDF, TXT, MD): {names}", "未添加（仅支持 PDF、TXT、MD）：{names}"),
+    "chat.skipped_files": ("Not added (not a document type the indexer reads: {types}): {names}",
+                           "未添加（索引器不读取这种文件类型，支持：{types}）：{names}"),
+    "chat.not_indexed": ("Not indexed ({n}):", "未能索引（{n} 个）："),
+    "chat.index_stopped": ("Indexing stopped: the files finished so far are kept; Re-index resumes.",
+                           "索引已停止：已完成的文件会保留；点击“重建索引”继续。"),
+    "chat.no_cjk_font": ("No Chinese font is installed, so Chinese text shows as boxes: install one "
+                         "(e.g. fonts-noto-cjk) and restart.",
+                         "未安装中文字体，中文会显示为方框：请安装（例如 fonts-noto-cjk）后重启。"),
     # input row
     "input.placeholder": (
         "Type a question — Enter sends, Shift+Enter adds a line",
@@ -68,16 +76,20 @@ TEXT: dict[str, tuple[str, str]] = {
     "review.verdict": ("Verdict: {v}", "结论：{v}"),
     "review.rewrites": ("Rewrites: {n}", "重写次数：{n}"),
     "review.feedback": ("Feedback", "意见"),
-    "kb.drop": ("Drop PDF / TXT / MD files here", "将 PDF / TXT / MD 文件拖放到此处"),
+    "kb.drop": ("Drop documents here ({types})", "将文档拖放到此处（{types}）"),
+    "kb.stop": ("Stop", "停止"),
+    "kb.filter": ("Filter files…", "筛选文件…"),
+    "kb.ignored": ("{n} files indexed · {m} not documents (ignored)", "已索引 {n} 个文件 · {m} 个非文档文件（已忽略）"),
     "kb.add": ("Add files…", "添加文件…"),
     "kb.reindex": ("Re-index", "重建索引"),
     "kb.col.file": ("File", "文件"),
     "kb.col.chunks": ("Chunks", "片段"),
     "kb.col.pages": ("Pages", "页数"),
     "kb.folder": ("Folder: {path}", "目录：{path}"),
-    "kb.indexing": ("Indexing {done}/{total}: {name}", "正在索引 {done}/{total}：{name}"),
+    "kb.indexing": ("Indexing {done}/{total} files, {chunks}/{known} chunks: {name}",
+                    "正在索引 {done}/{total} 个文件，{chunks}/{known} 个片段：{name}"),
     "kb.idle": ("{n} files indexed", "已索引 {n} 个文件"),
-    "kb.queued": ("Queued: indexing starts when the current request ends.", "已排队：当前请求结束后开始索引。"),
+    "kb.queued": ("Queued: indexed when the current indexing run ends.", "已排队：当前索引结束后开始。"),
     # menus / actions
     "menu.file": ("&File", "文件(&F)"),
     "menu.model": ("&Model", "模型(&M)"),

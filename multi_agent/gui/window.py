@@ -11,10 +11,10 @@ import dataclasses
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PyQt5.QtCore import QEvent, Qt, QUrl
-from PyQt5.QtGui import QDesktopServices, QGuiApplication, QKeySequence
+from PyQt5.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeySequence
 from PyQt5.QtWidgets import (QAction, QActionGroup, QCheckBox, QFileDialog, QGroupBox,
                              QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QStyle,
                              QShortcut, QToolButton, QVBoxLayout, QWidget)
@@ -27,6 +27,11 @@ from multi_agent.gui.widgets import (AttachmentStrip, ChatView, EvidencePanel, I
                                      split_paths)
 from multi_agent.gui.workers import Runner, Worker, ask_job, index_job, load_job
 
+if TYPE_CHECKING:
+    from multi_agent.agents.trace import StepTrace, TurnTrace
+    from multi_agent.assistant import Assistant
+    from multi_agent.rag import IndexReport, KnowledgeBase
+
 log = logging.getLogger(__name__)
 
 UrlOpener = Callable[[QUrl], bool]
@@ -38,6 +43,11 @@ def open_url(url: QUrl) -> bool:
         log.info("not opening %s on the %s platform", url.toString(), QGuiApplication.platformName())
         return False
     return QDesktopServices.openUrl(url)
+
+
+def has_cjk_font() -> bool:
+    """Can Qt draw Chinese text (is any Simplified Chinese font installed)?"""
+    return bool(QFontDatabase().families(QFontDatabase.SimplifiedChinese))
 
 
 def assistant_config(prefs: Prefs) -> Any:
@@ -57,16 +67,18 @@ def assistant_config(prefs: Prefs) -> Any:
 class MainWindow(QMainWindow):
     """Chat in the middle, knowledge base on the left, plan/evidence/review on the right."""
 
-    def __init__(self, settings: AppSettings, assistant: Any = None, *,
+    def __init__(self, settings: AppSettings, assistant: Assistant | None = None, *,
                  opener: UrlOpener = open_url, autoload: bool = True):
         super().__init__()
         self.settings = settings
         self.prefs = settings.load()
         self.tr_ = Translator(self.prefs.language or system_language())
         self.opener = opener
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
+        self.kb: KnowledgeBase | None = None     # usable before (and without) a chat model
         self.runner = Runner(self)
-        self._job: Worker | None = None          # the one running background job
+        self._job: Worker | None = None          # the running load or ask job (one at a time)
+        self._index_job: Worker | None = None    # the running index job, alongside the chat
         self._answer_at: int | None = None       # chat index of the streaming answer
         self._restart_stream = False             # next token starts a rewritten answer
         self._pending_docs: list[str] = []       # dropped while busy; indexed next
@@ -77,6 +89,7 @@ class MainWindow(QMainWindow):
         self._restore_window()
         self.retranslate()
         self.chat.add("info", self.tr_("chat.welcome"))
+        self._warn_missing_font()
         if assistant is not None:
             self._set_assistant(assistant)
         elif autoload:
@@ -154,6 +167,7 @@ class MainWindow(QMainWindow):
         self.kb_panel.files_dropped.connect(self.add_documents)
         self.kb_panel.add_requested.connect(self.choose_documents)
         self.kb_panel.reindex_requested.connect(self.reindex)
+        self.kb_panel.stop_requested.connect(self.stop_indexing)
         self.evidence_panel.open_requested.connect(self.open_hit)
         self.chat.citation_clicked.connect(self.evidence_panel.select)
         QShortcut(QKeySequence(Qt.Key_Escape), self, self.cancel)
@@ -227,11 +241,24 @@ class MainWindow(QMainWindow):
         self.prefs.language = self.tr_.language
         self.settings.save(self.prefs)
         self.retranslate()
+        self._warn_missing_font()
+
+    def _warn_missing_font(self) -> None:
+        """The Chinese interface with no CJK font is all boxes: say so (in both languages' words)."""
+        if self.tr_.language == "zh" and not has_cjk_font():
+            text = self.tr_("chat.no_cjk_font") + "\n" + Translator("en")("chat.no_cjk_font")
+            self.chat.add("info", text)
+            self.statusBar().showMessage(Translator("en")("chat.no_cjk_font"), 15000)
 
     # -- state -----------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self._job is not None
+        """Any background job running (a model load, a question, or indexing)."""
+        return self._job is not None or self._index_job is not None
+
+    @property
+    def indexing(self) -> bool:
+        return self._index_job is not None
 
     def _update_controls(self) -> None:
         kind = self._job.kind if self._job else None
@@ -244,13 +271,15 @@ class MainWindow(QMainWindow):
             act.setEnabled(ready)
         for act in (self.act_settings, self.act_embedded, self.act_reload):
             act.setEnabled(kind is None)
-        if kind is None:
-            self.kb_panel.set_busy(False)
-        self.kb_panel.add_button.setEnabled(self.assistant is not None and kind is None)
-        self.kb_panel.reindex_button.setEnabled(self.assistant is not None and kind is None)
+        self.kb_panel.set_busy(self.indexing)
+        self.kb_panel.add_button.setEnabled(self.kb is not None)
+        self.kb_panel.reindex_button.setEnabled(self.kb is not None and not self.indexing)
 
     def _start(self, worker: Worker) -> Worker:
-        self._job = worker
+        if worker.kind == "index":
+            self._index_job = worker
+        else:
+            self._job = worker
         worker.failed.connect(self._on_failed)
         worker.finished.connect(self._on_finished)
         self.runner.start(worker)
@@ -258,22 +287,25 @@ class MainWindow(QMainWindow):
         return worker
 
     def _on_finished(self) -> None:
-        self._job = None
-        self._answer_at = None
+        worker = self.sender()
+        if worker is self._index_job:
+            self._index_job = None
+            if self._sync_pending:
+                self._sync_pending = False
+                self._start_index(None, explicit=False)
+            elif self._pending_docs:
+                docs, self._pending_docs = self._pending_docs, []
+                self.add_documents(docs)
+        elif worker is self._job:
+            self._job = None
+            self._answer_at = None
+            if self.assistant is not None:
+                self.statusBar().showMessage(self.assistant.notice or self.tr_("status.ready"), 3000)
         self._update_controls()
-        if self.assistant is None:
-            return
-        if self._sync_pending:
-            self._sync_pending = False
-            self._start_index(None, explicit=False)
-        elif self._pending_docs:
-            docs, self._pending_docs = self._pending_docs, []
-            self.add_documents(docs)
-        else:
-            self.statusBar().showMessage(self.tr_("status.ready"), 3000)
 
     def _on_failed(self, message: str) -> None:
-        kind = self._job.kind if self._job else ""
+        worker = self.sender()
+        kind = worker.kind if isinstance(worker, Worker) else ""
         if kind == "ask" and self._answer_at is not None:
             msg = self.chat.messages[self._answer_at]
             if not msg.text:
@@ -282,14 +314,12 @@ class MainWindow(QMainWindow):
         if kind == "load":
             self.statusBar().showMessage(self.tr_("status.load_failed", err=message))
             self._update_model_label()
-        if kind == "index":
-            self.kb_panel.set_busy(False, message)
         self.chat.add("error", message)
 
     # -- model -----------------------------------------------------------------------------
     def reload_assistant(self) -> None:
         """Build a new Assistant from the saved settings on a worker thread."""
-        if self.busy:
+        if self._job is not None:
             return
         try:
             config = assistant_config(self.prefs)
@@ -298,42 +328,50 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage(self.tr_("status.loading"))
         self.model_label.setText(self.tr_("status.loading"))
-        worker = load_job(config)
+        self._open_kb(config)
+        worker = load_job(config, kb=self.kb)
         worker.done.connect(self._on_loaded)
         self._start(worker)
 
-    def _on_loaded(self, assistant: Any) -> None:
+    def _open_kb(self, config: Any) -> None:
+        """Open the knowledge base named in ``config`` (if not open yet) and bring its index up to
+        date in the background: it needs no chat model, so it runs while the model loads."""
+        from multi_agent.assistant import knowledge_base
+
+        if self.kb is not None and Path(self.kb.kb_dir) == Path(config.kb_dir):
+            return
+        self._use_kb(knowledge_base(config))
+
+    def _use_kb(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+        self.kb_panel.set_folder(str(kb.kb_dir))
+        self.kb_panel.set_files([])  # filled in by the index sync below
+        if self.indexing:
+            self._sync_pending = True
+        else:
+            self._start_index(None, explicit=False)
+
+    def _on_loaded(self, assistant: Assistant) -> None:
         self._set_assistant(assistant)
 
-    def _set_assistant(self, assistant: Any) -> None:
+    def _set_assistant(self, assistant: Assistant) -> None:
         self.assistant = assistant
-        kb = getattr(assistant, "kb", None)
-        self.kb_panel.set_folder(str(getattr(kb, "kb_dir", "") or getattr(getattr(kb, "config", None), "kb_dir", "")))
+        if assistant.kb is not self.kb:
+            self._use_kb(assistant.kb)
         self._update_model_label()
-        self.kb_panel.set_files([])  # filled in by the index sync below
-        notice = getattr(assistant, "notice", None)
-        self.statusBar().showMessage(notice or self.tr_("status.ready"))
+        self.statusBar().showMessage(assistant.notice or self.tr_("status.ready"))
         self._update_controls()
-        # Bring the index up to date with the folder (incremental: unchanged files are skipped).
-        if kb is not None:
-            if self.busy:
-                self._sync_pending = True
-            else:
-                self._start_index(None, explicit=False)
 
     def _update_model_label(self) -> None:
         a = self.assistant
         if a is None:
             self.model_label.setText(self.tr_("status.no_assistant"))
             return
-        notice = getattr(a, "notice", None)
-        cfg = getattr(a, "config", None)
-        name = getattr(cfg, "model_dir", None) or getattr(cfg, "openai_model", None) or ""
-        backend = getattr(cfg, "backend", "")
-        text = notice or f"{backend}: {name}".strip(": ")
-        adapter = getattr(cfg, "adapter", None)
-        if adapter:
-            text += f" + {Path(str(adapter)).name}"
+        cfg = a.config
+        name = cfg.model_dir or cfg.openai_model or ""
+        text = a.notice or f"{cfg.backend}: {name}".strip(": ")
+        if cfg.adapter:
+            text += f" + {Path(str(cfg.adapter)).name}"
         self.model_label.setText(text)
         self.model_label.setToolTip(text)
 
@@ -360,7 +398,7 @@ class MainWindow(QMainWindow):
     # -- asking ----------------------------------------------------------------------------
     def send(self) -> None:
         """Send the input (and attachments) as one request; ignored while another runs."""
-        if self.busy:
+        if self._job is not None:
             self.statusBar().showMessage(self.tr_("input.busy"), 3000)
             return
         if self.assistant is None:
@@ -401,31 +439,30 @@ class MainWindow(QMainWindow):
             self.chat.set_text(self._answer_at, "")
         self.chat.append_text(self._answer_at, text)
 
-    def _on_step(self, step: Any) -> None:
-        """Fill the side panels as each agent finishes, not only when the turn ends."""
+    def _on_step(self, step: StepTrace) -> None:
+        """Fill the side panels as each agent finishes, not only when the turn ends. The evidence
+        panel is filled here, once per turn, when the Knowledge step hands over its passages."""
         self.plan_panel.add_step(step)
-        name, data = getattr(step, "name", ""), getattr(step, "data", None) or {}
         if self._answer_at is not None:  # progress under the answer: "planner ✓ · manager ✓"
-            self.chat.messages[self._answer_at].note = " · ".join(
-                f"{getattr(s, 'name', '?')} ✓" for s in self.plan_panel.steps)
+            self.chat.messages[self._answer_at].note = " · ".join(f"{s.name} ✓" for s in self.plan_panel.steps)
             self.chat.schedule_render()
-        if name == "knowledge":
-            self.evidence_panel.set_hits(data.get("hits") or [])
-        elif name == "reviewer":
-            self.review_panel.set_review(data)
-            self._restart_stream = data.get("verdict") == "RETRY"
+        if step.name == "knowledge":
+            self.evidence_panel.set_hits(step.data.get("hits") or [])
+        elif step.name == "reviewer":
+            self.review_panel.set_review(step.data)
+            self._restart_stream = step.data.get("verdict") == "RETRY"
 
-    def _on_answer(self, trace: Any) -> None:
+    def _on_answer(self, trace: TurnTrace) -> None:
         if self._answer_at is None:
             return
-        note = f"{getattr(trace, 'seconds', 0.0):.1f} s"
-        if getattr(trace, "cancelled", False):
+        note = f"{trace.seconds:.1f} s"
+        if trace.cancelled:
             note = f"{self.tr_('chat.cancelled')} · {note}"
         streamed = self.chat.messages[self._answer_at].text
-        answer = getattr(trace, "answer", "") or streamed
+        answer = trace.answer or streamed
         if answer.strip():
             self.chat.set_text(self._answer_at, answer, note=note)
-        elif not getattr(trace, "error", None) and not trace.cancelled:
+        elif not trace.error and not trace.cancelled:
             self.chat.set_text(self._answer_at, f"*{self.tr_('chat.empty')}*", note=note)
         else:
             self.chat.messages.pop(self._answer_at)
@@ -434,17 +471,16 @@ class MainWindow(QMainWindow):
                 self.chat.add("info", self.tr_("chat.cancelled"))
         self._answer_at = None
         self.plan_panel.show_trace(trace)
-        self.evidence_panel.set_hits(getattr(trace, "evidence", []))
-        ran = {getattr(s, "name", "") for s in getattr(trace, "steps", [])}
-        self.review_panel.set_review(getattr(trace, "review", None) if "reviewer" in ran else None)
-        if getattr(trace, "error", None):
-            self.chat.add("error", str(trace.error))
-        for call in getattr(trace, "tool_calls", None) or []:
+        ran = {s.name for s in trace.steps}
+        self.review_panel.set_review(trace.review if "reviewer" in ran else None)
+        if trace.error:
+            self.chat.add("error", trace.error)
+        for call in trace.tool_calls:
             if call.get("error"):
                 self.chat.add("error", f"{call.get('name')}: {call['error']}")
 
     def new_chat(self) -> None:
-        if self.busy or self.assistant is None:
+        if self._job is not None or self.assistant is None:
             return
         self.assistant.reset()
         self.chat.clear_messages()
@@ -487,48 +523,63 @@ class MainWindow(QMainWindow):
             self.add_documents(paths)
 
     def add_documents(self, paths: list[str]) -> None:
-        """Index PDF/TXT/MD files into the knowledge base (queued while a request runs)."""
+        """Copy documents into the knowledge base and index them (queued while indexing runs; the
+        chat stays usable meanwhile). Files the indexer does not read are named in a quiet note."""
         images, docs, other = split_paths(paths)
         rejected = images + other
         if rejected:
-            self.chat.add("info", self.tr_("chat.skipped_files",
-                                           names=", ".join(Path(p).name for p in rejected)))
+            from multi_agent.gui.widgets import doc_types
+            from multi_agent.rag.index import display_name
+
+            self.chat.add("info", self.tr_("chat.skipped_files", types=doc_types(),
+                                           names=", ".join(display_name(Path(p).name) for p in rejected)))
         if not docs:
             return
-        if self.busy or self.assistant is None:
+        if self.indexing or self.kb is None:
             self._pending_docs += [d for d in docs if d not in self._pending_docs]
             self.kb_panel.status.setText(self.tr_("kb.queued"))
             return
         self._start_index(docs)
 
     def reindex(self) -> None:
-        if not self.busy and self.assistant is not None:
+        if not self.indexing and self.kb is not None:
             self._start_index(None)
 
+    def stop_indexing(self) -> None:
+        """Stop after the current embedding batch; the files finished so far are kept."""
+        if self._index_job is not None:
+            self._index_job.cancel.set()
+            self.kb_panel.stop_button.setEnabled(False)
+
     def _start_index(self, docs: list[str] | None, explicit: bool = True) -> None:
-        worker = index_job(self.assistant.kb, docs)
+        worker = index_job(self.kb, docs)
         worker.progress.connect(self.kb_panel.set_progress)
         worker.done.connect(self._on_indexed)
-        self.statusBar().showMessage(self.tr_("status.indexing"))
-        self._start(worker)
-        self.kb_panel.set_busy(True)
+        self.statusBar().showMessage(self.tr_("status.indexing"), 3000)
         self._index_explicit = explicit
+        self._start(worker)
 
-    def _on_indexed(self, result: tuple[Any, list[dict]]) -> None:
+    def _on_indexed(self, result: tuple[IndexReport, list[dict]]) -> None:
+        from multi_agent.rag.index import display_name
+
         report, files = result
-        self.kb_panel.set_files(files)
-        skipped = list(getattr(report, "skipped", None) or [])  # [(path, reason)]
-        counts = {k: int(getattr(report, k, 0) or 0) for k in ("added", "changed", "deleted", "chunks")}
-        # A start-up sync that found nothing new stays quiet.
-        if self._index_explicit or skipped or any(counts[k] for k in ("added", "changed", "deleted")):
-            self.chat.add("info", self.tr_("chat.indexed", skipped=len(skipped), **counts))
-        if skipped:
-            self.chat.add("error", "\n".join(f"{p}: {why}" for p, why in skipped))
+        self.kb_panel.set_files(files, ignored=len(report.ignored))
+        changed = report.added or report.changed or report.deleted
+        # A start-up sync that found nothing new stays quiet; non-documents are only counted.
+        if self._index_explicit or changed or report.cancelled:
+            self.chat.add("info", self.tr_("chat.indexed", skipped=len(report.skipped), ignored=len(report.ignored),
+                                           added=report.added, changed=report.changed, deleted=report.deleted,
+                                           chunks=report.chunks))
+            if report.skipped:
+                self.chat.add("info", "\n".join([self.tr_("chat.not_indexed", n=len(report.skipped))] + [
+                    f"{display_name(p)}: {why}" for p, why in report.skipped]))
+        if report.cancelled:
+            self.chat.add("info", self.tr_("chat.index_stopped"))
 
     def open_hit(self, hit: Any) -> None:
         """Open the evidence's source file with the desktop's default app."""
         kb_dir = Path(self.kb_panel.kb_dir or ".")
-        path = Path(str(getattr(hit, "source", "")))
+        path = Path(str(hit.source))
         path = path if path.is_absolute() else kb_dir / path
         if not path.exists():
             self.chat.add("error", f"{path}: file not found")
@@ -538,7 +589,7 @@ class MainWindow(QMainWindow):
     # -- export ----------------------------------------------------------------------------
     def export_session(self) -> Path | None:
         """Write the session report (Assistant.save_summary) and say where."""
-        if self.assistant is None or self.busy:
+        if self.assistant is None or self._job is not None:
             return None
         try:
             path = Path(self.assistant.save_summary())
@@ -550,7 +601,7 @@ class MainWindow(QMainWindow):
         return path
 
     def save_session_as(self) -> Path | None:
-        if self.assistant is None or self.busy:
+        if self.assistant is None or self._job is not None:
             return None
         start = str(Path(self.prefs.last_dir or Path.home()) / "session.md")
         target, _ = QFileDialog.getSaveFileName(self, self.tr_("dlg.save_title"), start,
