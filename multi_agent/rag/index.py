@@ -274,6 +274,7 @@ class _Run:
         self.dirty = False
         self.files_done = self.files_total = 0
         self.chunks_done = self.chunks_known = 0
+        self.in_flight = (0, 0, 0)     # chunks embedded / to embed / files, of the block being embedded
         self.last_commit = time.monotonic()
 
     # -- state ----------------------------------------------------------------------------
@@ -308,8 +309,11 @@ class _Run:
 
     def tell(self, path: str, stage: str) -> None:
         if self.progress is not None:
+            done, total, files = self.in_flight
+            moving = files * done / total if total else 0.0
+            fraction = 1.0 if not self.files_total else min(1.0, (self.files_done + moving) / self.files_total)
             self.progress(IndexProgress(self.files_done, self.files_total, self.chunks_done, self.chunks_known,
-                                        display_name(path), stage))
+                                        display_name(path), stage, round(fraction, 4)))
 
     # -- work -----------------------------------------------------------------------------
     def process(self, p: Path, rel: str, digest: str) -> None:
@@ -342,10 +346,13 @@ class _Run:
             if self.cancelled():
                 self.chunks_known -= len(todo)
                 self.pending.clear()           # unfinished files: the next run does them
+                self.in_flight = (0, 0, 0)
                 return
             vectors.append(self.embedder.encode([c.text for c in todo[i:i + bs]], batch_size=bs))
             self.chunks_done += len(todo[i:i + bs])
+            self.in_flight = (i + len(todo[i:i + bs]), len(todo), len(self.pending))
             self.tell(self.pending[-1][0], "embedding")
+        self.in_flight = (0, 0, 0)
         if todo:
             vecs = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
             self._store(int(vecs.shape[1])).add(np.array([c.vid for c in todo], dtype=np.int64), vecs)

@@ -38,6 +38,7 @@ class KnowledgeBase:
         self.config = cfg.replace(**overrides) if overrides else cfg
         self._snap: Snapshot | None = None
         self._lock = threading.RLock()
+        self._runs = 0          # index runs in progress in this process (a search then never builds)
 
     # -- components (lazy: the embedder load is the slow part) ------------------------------
     @property
@@ -70,7 +71,13 @@ class KnowledgeBase:
 
         ``only``: paths relative to kb_dir; just these are (re)indexed or dropped. ``cancel``: an
         event that stops the run after the current embedding batch, keeping the finished files."""
-        report = build_index(self.config, self.embedder, progress, only=only, cancel=cancel)
+        with self._lock:
+            self._runs += 1
+        try:
+            report = build_index(self.config, self.embedder, progress, only=only, cancel=cancel)
+        finally:
+            with self._lock:
+                self._runs -= 1
         with self._lock:
             if self._snap is None or self._snap.version != report.version:
                 self._snap = None  # next search loads the new version
@@ -134,7 +141,7 @@ class KnowledgeBase:
     def _snapshot(self, build: bool = True) -> Snapshot | None:
         with self._lock:
             version = current_version(self.config.index_dir)
-            if version is None and build:
+            if version is None and build and not self._runs:
                 log.warning("no index in %s yet: building it once", self.config.index_dir)
                 self.index()
                 version = current_version(self.config.index_dir)

@@ -50,15 +50,7 @@ class IndexProgress:
     chunks_known: int        # chunks found so far (grows as files are read)
     path: str                # the file being worked on (display form), "" at the end
     stage: str               # loading | embedding | done
-
-    @property
-    def fraction(self) -> float:
-        """0..1 over files, moving within a file as its chunks are embedded."""
-        if not self.files_total:
-            return 1.0
-        pending = self.chunks_known - self.chunks_done
-        partial = 0.0 if self.chunks_known <= 0 or pending <= 0 else 0.5
-        return min(1.0, (self.files_done + partial) / self.files_total)
+    fraction: float = 0.0    # 0..1 over files, moving within files as their chunks are embedded
 
     def text(self) -> str:
         if self.stage == "done":
