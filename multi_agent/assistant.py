@@ -224,6 +224,14 @@ class Assistant:
 
 
 # -- command line: one question from a terminal (demos, scripting) ------------------------------
+def quiet_progress_bars() -> None:
+    """No per-load "Loading weights" bars from transformers on the terminal (logs are quiet by
+    default; --verbose keeps them). Shared by every multi_agent command line."""
+    from multi_agent.rag.embed import quiet_transformers
+
+    quiet_transformers()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m multi_agent.assistant --question "..." [--image a.jpg] [--summary]``"""
     import argparse
@@ -245,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = {k: ns.pop(k) for k in ("question", "image", "no_kb", "summary", "verbose")}
     config = config_from_args(AssistantConfig, ns, parser)
     setup_logging(opts["verbose"])
+    if not opts["verbose"]:
+        quiet_progress_bars()
     a = Assistant(config)
     if a.notice:
         print(f"note: {a.notice}", file=sys.stderr)
@@ -277,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   on_token=on_token, on_step=on_step)
     if state["midline"]:
         print()
+    if not trace.answer.strip() and not trace.error and not trace.cancelled:
+        print("answer: (the model returned no text)")
     if trace.error:
         print(f"error: {trace.error}", file=sys.stderr)
         return 1

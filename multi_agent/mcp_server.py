@@ -320,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     config, opts = parse_args(argv)
     # stdout is the MCP wire in stdio mode: logs go to stderr (logging's default stream).
     setup_logging(opts.verbose)
+    if not opts.verbose:
+        from multi_agent.assistant import quiet_progress_bars
+        quiet_progress_bars()
+        logging.getLogger("mcp").setLevel(logging.WARNING)     # no per-request INFO lines
+        logging.getLogger("uvicorn").setLevel(logging.WARNING)
     assistant = Assistant(config)
     if assistant.notice:
         print(assistant.notice, file=sys.stderr)
