@@ -77,8 +77,11 @@ def knowledge_base(config: AssistantConfig):
 class Assistant:
     """A chat session over the agent chain. Thread-safe: one turn at a time."""
 
-    def __init__(self, config: AssistantConfig | None = None, chat_model: Any = None, kb: Any = None):
+    def __init__(self, config: AssistantConfig | None = None, chat_model: Any = None, kb: Any = None,
+                 store: Any = None):
         self.config = config or AssistantConfig()
+        self.store = store                        # a ConversationStore: each finished turn is saved there
+        self.conversation_id: int | None = None   # the stored conversation this dialogue continues
         self._chat_model = chat_model
         self._kb = kb
         self._chain: Chain | None = None
@@ -88,14 +91,14 @@ class Assistant:
         self.history: list[TurnTrace] = []
 
     @classmethod
-    def load(cls, config: AssistantConfig, kb: Any = None) -> "Assistant":
+    def load(cls, config: AssistantConfig, kb: Any = None, store: Any = None) -> "Assistant":
         """Build an Assistant and load its model now (call from a worker thread). Other local models
         are released first: one 4-bit 4B model fits an 8 GB GPU, two don't."""
         from multi_agent.llm.local import generator_key, release_generators
 
         release_generators(keep=generator_key(config.model_dir, config.adapter) if config.backend == "local"
                            else None)
-        assistant = cls(config, kb=kb)
+        assistant = cls(config, kb=kb, store=store)
         assistant.warm_up()
         assistant.kb          # noqa: B018 (opens the knowledge base off the GUI thread too)
         return assistant
@@ -181,8 +184,10 @@ class Assistant:
     def ask(self, question: str, images: Sequence[str | Path | Any] = (), use_kb: bool = True,
             on_token: Callable[[str], None] | None = None,
             on_step: Callable[[StepTrace], None] | None = None,
-            cancel: threading.Event | None = None) -> TurnTrace:
-        """Run one turn. Never raises for model/retrieval trouble: see ``trace.error``."""
+            cancel: threading.Event | None = None, replace_from: int | None = None) -> TurnTrace:
+        """Run one turn. Never raises for model/retrieval trouble: see ``trace.error``.
+
+        ``replace_from``: forget the turns from this index on first (edit and resend, regenerate)."""
         question = (question or "").strip()
         if not question:
             return TurnTrace(question="", error="question: empty; type a question")
@@ -197,15 +202,45 @@ class Assistant:
             except Exception as e:  # model folder missing, server unreachable, ...
                 return TurnTrace(question=question, images=[str(p) for p in images if isinstance(p, str)],
                                  error=f"{type(e).__name__}: {e}")
+            if replace_from is not None:
+                del self.history[replace_from:]
+                if self.store is not None and self.conversation_id is not None:
+                    self.store.truncate(self.conversation_id, replace_from)
             history = [(t.question, t.answer) for t in self.history
                        if t.answer and not t.error and not t.cancelled]
             return chain.run(question, images, use_kb=use_kb, history=history, on_token=on_token,
-                             on_step=on_step, cancel=cancel, commit=self.history.append)
+                             on_step=on_step, cancel=cancel, commit=self._commit)
+
+    def _commit(self, trace: TurnTrace) -> None:
+        self.history.append(trace)
+        if self.store is not None:
+            if self.conversation_id is None:
+                self.conversation_id = self.store.create(trace.question)
+            self.store.append(self.conversation_id, trace)
+
+    def regenerate(self, **kwargs: Any) -> TurnTrace:
+        """Ask the last question again (same images), replacing its answer."""
+        if not self.history:
+            return TurnTrace(question="", error="regenerate: no question yet")
+        last = self.history[-1]
+        images = [p for p in last.images if Path(p).is_file()]
+        return self.ask(last.question, images=images, replace_from=len(self.history) - 1, **kwargs)
+
+    def open_conversation(self, conversation_id: int) -> list[TurnTrace]:
+        """Continue a stored conversation: its turns become this dialogue's history."""
+        if self.store is None:
+            raise ValueError("open_conversation: this assistant keeps no conversations")
+        with self._turn_lock:
+            self.history = self.store.turns(conversation_id)
+            self.conversation_id = conversation_id
+            return list(self.history)
 
     def reset(self) -> None:
-        """Forget the dialogue (the model and the knowledge base stay loaded)."""
+        """Forget the dialogue and start a new conversation (the model and the knowledge base stay
+        loaded; a stored conversation stays in the store)."""
         with self._turn_lock:
-            self.history.clear()
+            self.history = []
+            self.conversation_id = None
 
     def save_summary(self, title: str | None = None) -> Path:
         """Write the session as Markdown under ``reports_dir``; returns the file."""
