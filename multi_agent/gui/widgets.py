@@ -18,7 +18,7 @@ from markdown.inlinepatterns import InlineProcessor
 from PyQt5.QtCore import QMimeData, Qt, QTimer, QUrl, pyqtSignal
 from PyQt5.QtGui import QImage, QPixmap
 from PyQt5.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                             QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
+                             QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
                              QTextBrowser, QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                              QWidget)
 
@@ -717,3 +717,70 @@ class KnowledgePanel(QWidget):
             self.set_folder(self.kb_dir)
         if not self.progress.isVisible():
             self.status.setText(self._idle_text())
+
+
+class ConversationPanel(QWidget):
+    """Saved conversations, newest first: click to reopen; New, Rename, Delete."""
+
+    open_requested = pyqtSignal(int)
+    new_requested = pyqtSignal()
+    rename_requested = pyqtSignal(int)
+    delete_requested = pyqtSignal(int)
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.list = QListWidget()
+        self.list.itemActivated.connect(self._open)
+        self.list.itemClicked.connect(self._open)
+        self.new_button, self.rename_button, self.delete_button = QPushButton(), QPushButton(), QPushButton()
+        self.new_button.clicked.connect(self.new_requested)
+        self.rename_button.clicked.connect(lambda: self._with_current(self.rename_requested))
+        self.delete_button.clicked.connect(lambda: self._with_current(self.delete_requested))
+        buttons = QHBoxLayout()
+        for b in (self.new_button, self.rename_button, self.delete_button):
+            buttons.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.list, 1)
+        lay.addLayout(buttons)
+        self._items: list[Any] = []
+        self.retranslate()
+
+    def set_conversations(self, items: Iterable[Any], current: int | None = None) -> None:
+        """``items``: ConversationInfo (id, title, turns, updated), newest first."""
+        self._items = list(items)
+        self.list.blockSignals(True)
+        self.list.clear()
+        for c in self._items:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
+            item = QListWidgetItem(c.title or "…")
+            item.setData(Qt.UserRole, c.id)
+            item.setToolTip(f"{c.title}\n{when} · {self.tr_('conv.turns', n=c.turns)}")
+            self.list.addItem(item)
+            if c.id == current:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+
+    def titles(self) -> list[str]:
+        return [self.list.item(i).text() for i in range(self.list.count())]
+
+    def ids(self) -> list[int]:
+        return [int(self.list.item(i).data(Qt.UserRole)) for i in range(self.list.count())]
+
+    def current_id(self) -> int | None:
+        item = self.list.currentItem()
+        return None if item is None else int(item.data(Qt.UserRole))
+
+    def _open(self, item: QListWidgetItem) -> None:
+        self.open_requested.emit(int(item.data(Qt.UserRole)))
+
+    def _with_current(self, signal) -> None:
+        cid = self.current_id()
+        if cid is not None:
+            signal.emit(cid)
+
+    def retranslate(self) -> None:
+        self.new_button.setText(self.tr_("conv.new"))
+        self.rename_button.setText(self.tr_("conv.rename"))
+        self.delete_button.setText(self.tr_("conv.delete"))

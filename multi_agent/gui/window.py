@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Any, Callable
 from PyQt5.QtCore import QEvent, Qt, QUrl
 from PyQt5.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeySequence
 from PyQt5.QtWidgets import (QAction, QActionGroup, QCheckBox, QFileDialog, QGroupBox,
-                             QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QStyle,
+                             QHBoxLayout, QInputDialog, QLabel, QMainWindow, QPushButton, QSplitter, QStyle,
                              QShortcut, QToolButton, QVBoxLayout, QWidget)
 
 from multi_agent.gui.dialogs import SettingsDialog
 from multi_agent.gui.i18n import LANGUAGES, Translator, system_language
 from multi_agent.gui.settings import AppSettings, Prefs
-from multi_agent.gui.widgets import (AttachmentStrip, ChatView, EvidencePanel, InputBox,
+from multi_agent.conversations import ConversationStore
+from multi_agent.gui.widgets import (AttachmentStrip, ChatMessage, ChatView, ConversationPanel, EvidencePanel,
+                                     InputBox,
                                      KnowledgePanel, PlanPanel, ReviewPanel, local_paths,
                                      split_paths)
 from multi_agent.gui.workers import Runner, Worker, ask_job, index_job, load_job
@@ -84,6 +86,9 @@ class MainWindow(QMainWindow):
         self._pending_docs: list[str] = []       # dropped while busy; indexed next
         self._sync_pending = False               # re-scan the knowledge-base folder when idle
         self._index_explicit = False             # the running index job was asked for by the user
+        self._replace_from: int | None = None    # the next send replaces the turns from here on (edit)
+        # Conversations live next to the settings file (tests use a temp one, so a temp store).
+        self.store = ConversationStore(Path(settings.path).with_name("conversations.sqlite"))
         self.setAcceptDrops(True)
         self._build()
         self._restore_window()
@@ -112,6 +117,12 @@ class MainWindow(QMainWindow):
         self.clear_button = QToolButton()
         self.clear_button.setIcon(self.style().standardIcon(QStyle.SP_FileIcon))
         self.clear_button.setAutoRaise(True)
+        self.regen_button = QToolButton()
+        self.regen_button.setIcon(self.style().standardIcon(QStyle.SP_BrowserReload))
+        self.regen_button.setAutoRaise(True)
+        self.edit_button = QToolButton()
+        self.edit_button.setText("✎")
+        self.edit_button.setAutoRaise(True)
         self.use_kb = QCheckBox()
         self.use_kb.setChecked(self.prefs.use_kb)
 
@@ -120,6 +131,8 @@ class MainWindow(QMainWindow):
         controls.addWidget(self.attach_button)
         controls.addWidget(self.use_kb)
         controls.addStretch(1)
+        controls.addWidget(self.edit_button)
+        controls.addWidget(self.regen_button)
         controls.addWidget(self.cancel_button)
         controls.addWidget(self.send_button)
         center = QWidget()
@@ -132,6 +145,12 @@ class MainWindow(QMainWindow):
 
         self.kb_panel = KnowledgePanel(tr)
         self.kb_box = self._boxed(self.kb_panel)
+        self.conv_panel = ConversationPanel(tr)
+        self.conv_box = self._boxed(self.conv_panel)
+        self.left = QSplitter(Qt.Vertical)
+        self.left.addWidget(self.conv_box)
+        self.left.addWidget(self.kb_box)
+        self.left.setSizes([220, 560])
         self.plan_panel = PlanPanel(tr)
         self.evidence_panel = EvidencePanel(tr)
         self.review_panel = ReviewPanel(tr)
@@ -144,7 +163,7 @@ class MainWindow(QMainWindow):
         self.right.setSizes([300, 330, 150])
 
         self.split = QSplitter(Qt.Horizontal)
-        self.split.addWidget(self.kb_box)
+        self.split.addWidget(self.left)
         self.split.addWidget(center)
         self.split.addWidget(self.right)
         self.split.setStretchFactor(1, 1)
@@ -162,6 +181,12 @@ class MainWindow(QMainWindow):
         self.send_button.clicked.connect(self.send)
         self.cancel_button.clicked.connect(self.cancel)
         self.clear_button.clicked.connect(self.new_chat)
+        self.regen_button.clicked.connect(self.regenerate)
+        self.edit_button.clicked.connect(self.edit_last)
+        self.conv_panel.open_requested.connect(self.open_conversation)
+        self.conv_panel.new_requested.connect(self.new_chat)
+        self.conv_panel.rename_requested.connect(self.rename_conversation)
+        self.conv_panel.delete_requested.connect(self.delete_conversation)
         self.attach_button.clicked.connect(self.choose_images)
         self.use_kb.toggled.connect(self._on_use_kb)
         self.kb_panel.files_dropped.connect(self.add_documents)
@@ -217,6 +242,9 @@ class MainWindow(QMainWindow):
         self.act_attach.setText(t("input.attach"))
         self.use_kb.setText(t("input.use_kb"))
         self.kb_box.setTitle(t("panel.kb"))
+        self.conv_box.setTitle(t("panel.chats"))
+        self.regen_button.setToolTip(t("input.regenerate"))
+        self.edit_button.setToolTip(t("input.edit"))
         self.plan_box.setTitle(t("panel.plan"))
         self.evidence_box.setTitle(t("panel.evidence"))
         self.review_box.setTitle(t("panel.review"))
@@ -231,7 +259,7 @@ class MainWindow(QMainWindow):
         self.act_reload.setText(t("act.reload"))
         self.language_actions[self.tr_.language].setChecked(True)
         for part in (self.attachments, self.plan_panel, self.evidence_panel, self.review_panel,
-                     self.kb_panel):
+                     self.kb_panel, self.conv_panel):
             part.retranslate()
         self.chat.render()
         self._update_model_label()
@@ -267,6 +295,10 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(kind == "ask" and not self._job.cancel.is_set())
         self.clear_button.setEnabled(ready)
         self.act_new_chat.setEnabled(ready)
+        has_turns = ready and bool(self.assistant.history)
+        self.regen_button.setEnabled(has_turns)
+        self.edit_button.setEnabled(has_turns)
+        self.conv_panel.setEnabled(ready)
         for act in (self.act_export, self.act_save_as):
             act.setEnabled(ready)
         for act in (self.act_settings, self.act_embedded, self.act_reload):
@@ -329,7 +361,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(self.tr_("status.loading"))
         self.model_label.setText(self.tr_("status.loading"))
         self._open_kb(config)
-        worker = load_job(config, kb=self.kb)
+        worker = load_job(config, kb=self.kb, store=self.store)
         worker.done.connect(self._on_loaded)
         self._start(worker)
 
@@ -356,6 +388,9 @@ class MainWindow(QMainWindow):
 
     def _set_assistant(self, assistant: Assistant) -> None:
         self.assistant = assistant
+        if assistant.store is None:
+            assistant.store = self.store
+        self._refresh_conversations()
         if assistant.kb is not self.kb:
             self._use_kb(assistant.kb)
         self._update_model_label()
@@ -412,6 +447,28 @@ class MainWindow(QMainWindow):
             return
         self.input.clear()
         self.attachments.clear()
+        replace_from, self._replace_from = self._replace_from, None
+        self._ask(question, images, replace_from)
+
+    def regenerate(self) -> None:
+        """Ask the last question again; its new answer replaces the old one."""
+        if self._job is not None or self.assistant is None or not self.assistant.history:
+            return
+        last = self.assistant.history[-1]
+        self._ask(last.question, [p for p in last.images if Path(p).is_file()], len(self.assistant.history) - 1)
+
+    def edit_last(self) -> None:
+        """Put the last question back in the input box; Send then replaces it and its answer."""
+        if self._job is not None or self.assistant is None or not self.assistant.history:
+            return
+        self._replace_from = len(self.assistant.history) - 1
+        self.input.setPlainText(self.assistant.history[-1].question)
+        self.input.setFocus()
+        self.statusBar().showMessage(self.tr_("status.editing"), 10000)
+
+    def _ask(self, question: str, images: list[str], replace_from: int | None) -> None:
+        if replace_from is not None:        # the chat shows the conversation as it will be
+            self._show_turns(self.assistant.history[:replace_from])
         self.chat.add("user", question, images)
         self._answer_at = self.chat.add("assistant", "")
         self._restart_stream = False
@@ -419,7 +476,7 @@ class MainWindow(QMainWindow):
         self.evidence_panel.set_hits([])
         self.review_panel.set_review(None)
         self.statusBar().showMessage(self.tr_("status.running"))
-        worker = ask_job(self.assistant, question, images, self.use_kb.isChecked())
+        worker = ask_job(self.assistant, question, images, self.use_kb.isChecked(), replace_from)
         worker.token.connect(self._on_token)
         worker.step.connect(self._on_step)
         worker.done.connect(self._on_answer)
@@ -475,6 +532,7 @@ class MainWindow(QMainWindow):
         self.review_panel.set_review(trace.review if "reviewer" in ran else None)
         if trace.error:
             self.chat.add("error", trace.error)
+        self._refresh_conversations()
         for call in trace.tool_calls:
             if call.get("error"):
                 self.chat.add("error", f"{call.get('name')}: {call['error']}")
@@ -483,11 +541,58 @@ class MainWindow(QMainWindow):
         if self._job is not None or self.assistant is None:
             return
         self.assistant.reset()
+        self._replace_from = None
+        self._show_turns([])
+        self._refresh_conversations()
+
+    # -- conversations ---------------------------------------------------------------------
+    def _refresh_conversations(self) -> None:
+        current = self.assistant.conversation_id if self.assistant is not None else None
+        self.conv_panel.set_conversations(self.store.list(), current)
+        self._update_controls()
+
+    def _show_turns(self, turns: list[TurnTrace]) -> None:
+        """The chat and the side panels as they were after ``turns``."""
         self.chat.clear_messages()
         self.chat.add("info", self.tr_("chat.welcome"))
+        for t in turns:
+            self.chat.messages.append(ChatMessage("user", t.question, [p for p in t.images if Path(p).is_file()]))
+            self.chat.messages.append(ChatMessage("assistant", t.answer or f"*{self.tr_('chat.empty')}*",
+                                                  note=f"{t.seconds:.1f} s"))
+        self.chat.render()
         self.plan_panel.reset()
-        self.evidence_panel.set_hits([])
         self.review_panel.set_review(None)
+        last = turns[-1] if turns else None
+        if last is not None:
+            self.plan_panel.show_trace(last)
+            if any(s.name == "reviewer" for s in last.steps):
+                self.review_panel.set_review(last.review)
+        self.evidence_panel.set_hits(last.evidence if last is not None else [])
+
+    def open_conversation(self, conversation_id: int) -> None:
+        """Reopen a saved conversation: its turns come back and the next question continues it."""
+        if self._job is not None or self.assistant is None:
+            return
+        self._replace_from = None
+        self._show_turns(self.assistant.open_conversation(conversation_id))
+        self._refresh_conversations()
+
+    def rename_conversation(self, conversation_id: int, title: str | None = None) -> None:
+        if title is None:
+            info = self.store.get(conversation_id)
+            title, ok = QInputDialog.getText(self, self.tr_("conv.rename_title"), self.tr_("conv.rename_title"),
+                                             text=info.title if info else "")
+            if not ok:
+                return
+        if title.strip():
+            self.store.rename(conversation_id, title)
+            self._refresh_conversations()
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        self.store.delete(conversation_id)
+        if self.assistant is not None and self.assistant.conversation_id == conversation_id:
+            self.new_chat()
+        self._refresh_conversations()
 
     def _on_use_kb(self, on: bool) -> None:
         self.prefs.use_kb = on

@@ -99,23 +99,24 @@ class Runner(QObject):
 
 
 # -- the three jobs -----------------------------------------------------------------------
-def load_job(config: Any, kb: Any = None) -> Worker:
+def load_job(config: Any, kb: Any = None, store: Any = None) -> Worker:
     """``Assistant.load(config)`` off the GUI thread (frees other models, loads this one, opens the KB)."""
 
     def fn(w: Worker):
         from multi_agent.assistant import Assistant
 
-        return Assistant.load(config, kb=kb)
+        return Assistant.load(config, kb=kb, store=store)
 
     return Worker("load", fn)
 
 
-def ask_job(assistant: Any, question: str, images: list[str], use_kb: bool) -> Worker:
+def ask_job(assistant: Any, question: str, images: list[str], use_kb: bool,
+            replace_from: int | None = None) -> Worker:
     """``assistant.ask`` with tokens and steps forwarded as signals; cancellable."""
 
     def fn(w: Worker):
-        return assistant.ask(question, images=list(images), use_kb=use_kb,
-                             on_token=w.token.emit, on_step=w.step.emit, cancel=w.cancel)
+        return assistant.ask(question, images=list(images), use_kb=use_kb, on_token=w.token.emit,
+                             on_step=w.step.emit, cancel=w.cancel, replace_from=replace_from)
 
     return Worker("ask", fn)
 
