@@ -114,7 +114,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "dlg.attach_title": ("Attach images", "添加图片"),
     "dlg.add_title": ("Add documents to the knowledge base", "向知识库添加文档"),
     "dlg.images": ("Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp)", "图片 (*.png *.jpg *.jpeg *.bmp *.gif *.webp)"),
-    "dlg.docs": ("Documents (*.pdf *.txt *.md)", "文档 (*.pdf *.txt *.md)"),
+    "dlg.docs": ("Documents ({patterns})", "文档 ({patterns})"),
     "dlg.markdown": ("Markdown (*.md)", "Markdown (*.md)"),
     # settings dialog
     "set.title": ("Model and settings", "模型与设置"),

@@ -25,7 +25,7 @@ from multi_agent.gui.settings import AppSettings, Prefs
 from multi_agent.conversations import ConversationStore
 from multi_agent.gui.widgets import (AttachmentStrip, ChatMessage, ChatView, ConversationPanel, EvidencePanel,
                                      InputBox,
-                                     KnowledgePanel, PlanPanel, ReviewPanel, local_paths,
+                                     KnowledgePanel, PlanPanel, ReviewPanel, doc_types, local_paths,
                                      split_paths)
 from multi_agent.gui.workers import Runner, Worker, ask_job, index_job, load_job
 
@@ -622,7 +622,8 @@ class MainWindow(QMainWindow):
     # -- knowledge base ------------------------------------------------------------------------
     def choose_documents(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, self.tr_("dlg.add_title"), self.prefs.last_dir,
-                                                self.tr_("dlg.docs"))
+                                                self.tr_("dlg.docs", patterns=" ".join(
+                                                    f"*{t}" for t in doc_types().split())))
         if paths:
             self.prefs.last_dir = str(Path(paths[0]).parent)
             self.add_documents(paths)
@@ -633,7 +634,6 @@ class MainWindow(QMainWindow):
         images, docs, other = split_paths(paths)
         rejected = images + other
         if rejected:
-            from multi_agent.gui.widgets import doc_types
             from multi_agent.rag.index import display_name
 
             self.chat.add("info", self.tr_("chat.skipped_files", types=doc_types(),

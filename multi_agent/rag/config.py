@@ -23,7 +23,7 @@ DEFAULT_CHUNK_OVERLAP = 80
 class RagConfig(BaseConfig):
     """Knowledge base: loaders, chunking, hybrid BM25 + dense retrieval, fusion and rerank."""
 
-    kb_dir: Path = field(DEFAULT_KB_DIR, "folder of .txt/.md/.mdx/.csv/.log/.pdf files to index",
+    kb_dir: Path = field(DEFAULT_KB_DIR, "folder of documents to index (.txt .md .mdx .csv .log .pdf .docx .html .epub .pptx .xlsx)",
                          aliases=("kb",))
     index_dir: Path | None = field(None, "where the index lives (default: <kb_dir>/.index, following kb_dir)")
     embedder: str | None = field(None, "sentence-transformers model name or local path; unset: the one the "
