@@ -1,4 +1,5 @@
-"""CLI: ``python -m multi_agent.rag index [--kb DIR]`` / ``query "..." [--kb DIR] [--k 5] [--no-rerank]``.
+"""CLI: ``python -m multi_agent.rag index [--kb DIR]`` / ``watch [--kb DIR]`` /
+``query "..." [--kb DIR] [--k 5] [--no-rerank]``.
 
 Every RagConfig field is also a flag (``--store milvus``, ``--embedder BAAI/bge-m3``, ...).
 """
@@ -25,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     build_parser(RagConfig, parser=ix)
     ix.add_argument("-v", "--verbose", action="store_true")
+    w = sub.add_parser("watch", help="index now, then re-index changed files whenever the folder changes "
+                                     "(Ctrl+C stops)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    w.add_argument("--interval", type=float, default=2.0, help="seconds between looks at the folder")
+    build_parser(RagConfig, parser=w)
+    w.add_argument("-v", "--verbose", action="store_true")
     q = sub.add_parser("query", help="print the ranked chunks for a question",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("query")
@@ -43,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = vars(parser.parse_args(argv))
     command, verbose = ns.pop("command"), ns.pop("verbose")
     query, k, rerank = ns.pop("query", None), ns.pop("k", 5), ns.pop("rerank", True)
+    interval = ns.pop("interval", 2.0)
     cfg = config_from_args(RagConfig, ns, parser)
 
     from vlft.utils.logging import setup_logging
@@ -53,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kb = KnowledgeBase(cfg)
     if command == "index":
         return _index(kb)
+    if command == "watch":
+        return _watch(kb, interval)
     return _query(kb, query, k, rerank)
 
 
@@ -92,6 +101,31 @@ def _index(kb) -> int:
         for path, reason in report.ignored:
             log.debug("ignored %s: %s", display_name(path), reason)
     print(f"{kb.config.index_dir}: {report.summary()}")
+    return 0
+
+
+def _watch(kb, interval: float) -> int:
+    import threading
+    import time
+
+    from .index import display_name
+    from .watch import watch
+
+    if not kb.config.kb_dir.is_dir():
+        print(f"error: knowledge base folder {kb.config.kb_dir} does not exist", file=sys.stderr)
+        return 2
+    print(f"watching {kb.config.kb_dir} (every {interval:g}s; Ctrl+C stops)", flush=True)
+
+    def show(report) -> None:
+        for path, reason in report.skipped:
+            print(f"skipped {display_name(path)}: {reason}")
+        print(f"{time.strftime('%H:%M:%S')} {report.summary()}", flush=True)
+
+    stop = threading.Event()
+    try:
+        watch(kb, interval=interval, stop=stop, on_report=show)
+    except KeyboardInterrupt:
+        stop.set()
     return 0
 
 
