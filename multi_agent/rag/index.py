@@ -333,13 +333,14 @@ class _Run:
 
     @property
     def block(self) -> int:
-        return self.cfg.batch_size * 4
+        return self.cfg.batch_size * 8
 
     def flush(self) -> None:
         """Embed every pending chunk (batch by batch, cancellable) and move finished files into the state."""
         if not self.pending:
             return
-        todo = [c for _, _, cs in self.pending for c in cs]
+        # Batches of similar lengths pad less (sentence-transformers sorts only within one call).
+        todo = sorted((c for _, _, cs in self.pending for c in cs), key=lambda c: len(c.text))
         vectors = []
         bs = self.cfg.batch_size
         for i in range(0, len(todo), bs):
