@@ -79,6 +79,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "kb.drop": ("Drop documents here ({types})", "将文档拖放到此处（{types}）"),
     "kb.stop": ("Stop", "停止"),
     "panel.chats": ("Conversations", "对话"),
+    "viewer.open": ("Open file", "打开文件"),
     "conv.new": ("New", "新建"),
     "conv.rename": ("Rename", "重命名"),
     "conv.delete": ("Delete", "删除"),

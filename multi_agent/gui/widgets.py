@@ -16,8 +16,8 @@ from typing import Any, Iterable
 import markdown
 from markdown.inlinepatterns import InlineProcessor
 from PyQt5.QtCore import QMimeData, Qt, QTimer, QUrl, pyqtSignal
-from PyQt5.QtGui import QImage, QPixmap
-from PyQt5.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+from PyQt5.QtGui import QColor, QImage, QPixmap, QTextCharFormat, QTextCursor
+from PyQt5.QtWidgets import (QAbstractItemView, QDialog, QFrame, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                              QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
                              QTextBrowser, QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                              QWidget)
@@ -784,3 +784,65 @@ class ConversationPanel(QWidget):
         self.new_button.setText(self.tr_("conv.new"))
         self.rename_button.setText(self.tr_("conv.rename"))
         self.delete_button.setText(self.tr_("conv.delete"))
+
+
+class SourceViewer(QDialog):
+    """A cited passage in its source: the whole text file, or its PDF / slide / sheet page, with the
+    chunk highlighted and scrolled into view; *Open file* hands the file (at its page) to the
+    desktop's app."""
+
+    open_external = pyqtSignal(QUrl)
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.setModal(False)
+        self.resize(720, 560)
+        self.title = QLabel()
+        self.title.setWordWrap(True)
+        self.text = QTextBrowser()
+        self.open_button = QPushButton()
+        self.open_button.clicked.connect(lambda: self.open_external.emit(self.url))
+        row = QHBoxLayout()
+        row.addWidget(self.title, 1)
+        row.addWidget(self.open_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(row)
+        lay.addWidget(self.text, 1)
+        self.url = QUrl()
+        self.retranslate()
+
+    def show_passage(self, path: Path, label: str, text: str, start: int, end: int, page: int | None) -> None:
+        self.url = QUrl.fromLocalFile(str(path))
+        if page and path.suffix.lower() == ".pdf":
+            self.url.setFragment(f"page={page}")   # PDF viewers and browsers open at that page
+        self.title.setText(label)
+        self.setWindowTitle(label)
+        self.text.setPlainText(text)
+        cursor = QTextCursor(self.text.document())
+        cursor.setPosition(max(0, min(start, len(text))))
+        cursor.setPosition(max(0, min(end, len(text))), QTextCursor.KeepAnchor)
+        fmt = QTextCharFormat()
+        fmt.setBackground(QColor("#fff3b0"))
+        cursor.mergeCharFormat(fmt)
+        cursor.setPosition(max(0, min(start, len(text))))
+        self.text.setTextCursor(cursor)
+        self.text.ensureCursorVisible()
+        self.show()
+        self.raise_()
+
+    def highlighted(self) -> str:
+        """The text shown highlighted (tests)."""
+        block, out = self.text.document().begin(), []
+        while block.isValid():
+            it = block.begin()
+            while not it.atEnd():
+                frag = it.fragment()
+                if frag.charFormat().background().color() == QColor("#fff3b0"):
+                    out.append(frag.text())
+                it += 1
+            block = block.next()
+        return "".join(out)
+
+    def retranslate(self) -> None:
+        self.open_button.setText(self.tr_("viewer.open"))

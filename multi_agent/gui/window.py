@@ -25,8 +25,8 @@ from multi_agent.gui.settings import AppSettings, Prefs
 from multi_agent.conversations import ConversationStore
 from multi_agent.gui.widgets import (AttachmentStrip, ChatMessage, ChatView, ConversationPanel, EvidencePanel,
                                      InputBox,
-                                     KnowledgePanel, PlanPanel, ReviewPanel, doc_types, local_paths,
-                                     split_paths)
+                                     KnowledgePanel, PlanPanel, ReviewPanel, SourceViewer, doc_types,
+                                     local_paths, split_paths)
 from multi_agent.gui.workers import Runner, Worker, ask_job, index_job, load_job
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
         self._sync_pending = False               # re-scan the knowledge-base folder when idle
         self._index_explicit = False             # the running index job was asked for by the user
         self._replace_from: int | None = None    # the next send replaces the turns from here on (edit)
+        self.viewer: SourceViewer | None = None  # the passage viewer, made on first use
         # Conversations live next to the settings file (tests use a temp one, so a temp store).
         self.store = ConversationStore(Path(settings.path).with_name("conversations.sqlite"))
         self.setAcceptDrops(True)
@@ -194,7 +195,7 @@ class MainWindow(QMainWindow):
         self.kb_panel.reindex_requested.connect(self.reindex)
         self.kb_panel.stop_requested.connect(self.stop_indexing)
         self.evidence_panel.open_requested.connect(self.open_hit)
-        self.chat.citation_clicked.connect(self.evidence_panel.select)
+        self.chat.citation_clicked.connect(self.show_citation)
         QShortcut(QKeySequence(Qt.Key_Escape), self, self.cancel)
         self.chat.link_clicked.connect(self.opener)
 
@@ -259,7 +260,7 @@ class MainWindow(QMainWindow):
         self.act_reload.setText(t("act.reload"))
         self.language_actions[self.tr_.language].setChecked(True)
         for part in (self.attachments, self.plan_panel, self.evidence_panel, self.review_panel,
-                     self.kb_panel, self.conv_panel):
+                     self.kb_panel, self.conv_panel, *([self.viewer] if self.viewer else [])):
             part.retranslate()
         self.chat.render()
         self._update_model_label()
@@ -682,14 +683,29 @@ class MainWindow(QMainWindow):
             self.chat.add("info", self.tr_("chat.index_stopped"))
 
     def open_hit(self, hit: Any) -> None:
-        """Open the evidence's source file with the desktop's default app."""
-        kb_dir = Path(self.kb_panel.kb_dir or ".")
-        path = Path(str(hit.source))
-        path = path if path.is_absolute() else kb_dir / path
-        if not path.exists():
-            self.chat.add("error", f"{path}: file not found")
+        """Show the passage in its source (the page, the chunk highlighted); *Open file* in the viewer
+        opens the file itself, a PDF at that page."""
+        from multi_agent.agents.trace import cite_label
+        from multi_agent.rag.index import display_name
+
+        if self.kb is None:
             return
-        self.opener(QUrl.fromLocalFile(str(path.resolve())))
+        try:
+            text = self.kb.source_text(hit.source, hit.page)
+        except Exception as e:  # noqa: BLE001 (moved, deleted or now unreadable: say so)
+            self.chat.add("error", f"{display_name(str(hit.source))}: cannot show ({e})")
+            return
+        if self.viewer is None:
+            self.viewer = SourceViewer(self.tr_, self)
+            self.viewer.open_external.connect(self.opener)
+        path = (Path(self.kb.kb_dir) / hit.source).resolve()
+        self.viewer.show_passage(path, display_name(cite_label(hit)), text, hit.start, hit.end, hit.page)
+
+    def show_citation(self, n: int) -> None:
+        """A citation [n] clicked in the chat: select its evidence row and show the passage."""
+        self.evidence_panel.select(n)
+        if 1 <= n <= len(self.evidence_panel.hits):
+            self.open_hit(self.evidence_panel.hits[n - 1])
 
     # -- export ----------------------------------------------------------------------------
     def export_session(self) -> Path | None:

@@ -205,6 +205,19 @@ class KnowledgeBase:
                 f"index --embedder {cfg.embedder}`")
         return cfg
 
+    def source_text(self, source: str, page: int | None = None) -> str:
+        """The text a hit's ``start``/``end`` offsets point into: the whole text file, or the PDF /
+        slide / sheet page, loaded the way the indexer loaded it. Only files inside the folder."""
+        from .loaders import load_file
+
+        path = self.config.kb_dir / source
+        if not inside(path, self.config.kb_dir) or not path.is_file():
+            raise FileNotFoundError(f"{display_name(source)}: not a file in {self.config.kb_dir}")
+        for p, text in load_file(path).pages:
+            if p == page or page is None:
+                return text
+        raise FileNotFoundError(f"{display_name(source)}: no page {page}")
+
     def as_retriever(self, k: int = 5, rerank: bool = True):
         """A LangChain BaseRetriever over this knowledge base."""
         from .langchain import KnowledgeBaseRetriever

@@ -51,8 +51,13 @@ def test_drop_pdf_is_indexed_listed_and_cited(make_window, make_assistant, ui, q
     ui.ask(w, "What CIDEr did the zebrafish adapter reach?")
     top = w.evidence_panel.tree.topLevelItem(0)
     assert (top.text(1), top.text(2)) == ("zebrafish-report.pdf", "2")
-    w.evidence_panel.open_row(0)
-    assert opened[-1] == QUrl.fromLocalFile(str((kb_dir / "zebrafish-report.pdf").resolve()))
+    w.evidence_panel.open_row(0)                             # the passage, at its page, highlighted
+    assert w.viewer.isVisible() and "CIDEr of 1.12" in w.viewer.highlighted()
+    assert "Chapter one" not in w.viewer.text.toPlainText()  # page 2 only
+    w.viewer.open_button.click()                             # the file itself, at that page
+    url = QUrl.fromLocalFile(str((kb_dir / "zebrafish-report.pdf").resolve()))
+    url.setFragment("page=2")
+    assert opened[-1] == url
 
 
 def test_unsupported_and_queued_drops(make_window, make_assistant, ui, qtbot, tmp_path, kb_dir):
