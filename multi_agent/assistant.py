@@ -215,8 +215,14 @@ class Assistant:
         self.history.append(trace)
         if self.store is not None:
             if self.conversation_id is None:
-                self.conversation_id = self.store.create(trace.question)
+                self.conversation_id = self.store.create(trace.question, kb=self.config.kb_dir)
             self.store.append(self.conversation_id, trace)
+
+    def use_kb(self, kb: Any) -> None:
+        """Answer from another knowledge base (a named collection) from the next turn on."""
+        with self._turn_lock:
+            self._kb = kb
+            self.config = self.config.replace(kb_dir=Path(kb.kb_dir))
 
     def regenerate(self, **kwargs: Any) -> TurnTrace:
         """Ask the last question again (same images), replacing its answer."""

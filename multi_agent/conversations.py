@@ -25,7 +25,8 @@ from multi_agent.agents.trace import TurnTrace
 TITLE_CHARS = 80
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    kb TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS turns (
     conversation INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
     idx INTEGER NOT NULL, trace TEXT NOT NULL, PRIMARY KEY (conversation, idx));
@@ -39,6 +40,7 @@ class ConversationInfo:
     created: float      # time.time()
     updated: float
     turns: int
+    kb: str = ""        # the knowledge-base folder the conversation uses ("" = the default)
 
 
 def title_from(question: str) -> str:
@@ -56,23 +58,26 @@ class ConversationStore:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(conversations)")}
+        if "kb" not in columns:                  # a store written before collections existed
+            self._db.execute("ALTER TABLE conversations ADD COLUMN kb TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def create(self, title: str = "") -> int:
+    def create(self, title: str = "", kb: str | Path = "") -> int:
         now = time.time()
         with self._lock:
-            cur = self._db.execute("INSERT INTO conversations (title, created, updated) VALUES (?, ?, ?)",
-                                   (title_from(title), now, now))
+            cur = self._db.execute("INSERT INTO conversations (title, created, updated, kb) VALUES (?, ?, ?, ?)",
+                                   (title_from(title), now, now, str(kb)))
             return int(cur.lastrowid)
 
     def list(self) -> list[ConversationInfo]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT c.id, c.title, c.created, c.updated, COUNT(t.idx) FROM conversations c "
+                "SELECT c.id, c.title, c.created, c.updated, COUNT(t.idx), c.kb FROM conversations c "
                 "LEFT JOIN turns t ON t.conversation = c.id GROUP BY c.id ORDER BY c.updated DESC, c.id DESC"
             ).fetchall()
         return [ConversationInfo(*r) for r in rows]
@@ -86,6 +91,10 @@ class ConversationStore:
             raise ValueError("title: empty")
         with self._lock:
             self._db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, cid))
+
+    def set_kb(self, cid: int, kb: str | Path) -> None:
+        with self._lock:
+            self._db.execute("UPDATE conversations SET kb = ? WHERE id = ?", (str(kb), cid))
 
     def delete(self, cid: int) -> None:
         with self._lock:

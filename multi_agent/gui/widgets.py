@@ -17,7 +17,7 @@ import markdown
 from markdown.inlinepatterns import InlineProcessor
 from PyQt5.QtCore import QMimeData, Qt, QTimer, QUrl, pyqtSignal
 from PyQt5.QtGui import QColor, QImage, QPixmap, QTextCharFormat, QTextCursor
-from PyQt5.QtWidgets import (QAbstractItemView, QDialog, QFrame, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFrame, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                              QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
                              QTextBrowser, QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                              QWidget)
@@ -528,12 +528,24 @@ class KnowledgePanel(QWidget):
     add_requested = pyqtSignal()
     reindex_requested = pyqtSignal()
     stop_requested = pyqtSignal()
+    collection_chosen = pyqtSignal(str)          # a named knowledge base picked in the combo
+    add_collection_requested = pyqtSignal()
 
     def __init__(self, tr: Translator, parent: QWidget | None = None):
         super().__init__(parent)
         self.tr_ = tr
         self.kb_dir = ""
         self.setAcceptDrops(True)
+        self.collection_label = QLabel()
+        self.collection = QComboBox()
+        self.collection.activated.connect(lambda i: self.collection_chosen.emit(self.collection.itemText(i)))
+        self.add_collection_button = QToolButton()
+        self.add_collection_button.setText("+")
+        self.add_collection_button.clicked.connect(self.add_collection_requested)
+        picker = QHBoxLayout()
+        picker.addWidget(self.collection_label)
+        picker.addWidget(self.collection, 1)
+        picker.addWidget(self.add_collection_button)
         self.folder = QLabel()
         self.folder.setWordWrap(True)
         self.folder.setStyleSheet("color:#5f6368;")
@@ -568,6 +580,7 @@ class KnowledgePanel(QWidget):
         buttons.addWidget(self.stop_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(picker)
         lay.addWidget(self.folder)
         lay.addWidget(self.drop_zone)
         lay.addWidget(self.filter)
@@ -578,6 +591,14 @@ class KnowledgePanel(QWidget):
         self._n_files = 0
         self._n_ignored = 0
         self.retranslate()
+
+    def set_collections(self, names: list[str], current: str | None) -> None:
+        self.collection.blockSignals(True)
+        self.collection.clear()
+        self.collection.addItems(names)
+        if current in names:
+            self.collection.setCurrentIndex(names.index(current))
+        self.collection.blockSignals(False)
 
     def set_folder(self, kb_dir: str) -> None:
         self.kb_dir = str(kb_dir)
@@ -713,6 +734,8 @@ class KnowledgePanel(QWidget):
         self.add_button.setText(t("kb.add"))
         self.reindex_button.setText(t("kb.reindex"))
         self.stop_button.setText(t("kb.stop"))
+        self.collection_label.setText(t("kb.collection"))
+        self.add_collection_button.setToolTip(t("kb.add_collection"))
         if self.kb_dir:
             self.set_folder(self.kb_dir)
         if not self.progress.isVisible():

@@ -90,6 +90,9 @@ class MainWindow(QMainWindow):
         self.viewer: SourceViewer | None = None  # the passage viewer, made on first use
         # Conversations live next to the settings file (tests use a temp one, so a temp store).
         self.store = ConversationStore(Path(settings.path).with_name("conversations.sqlite"))
+        from multi_agent.assistant import DEFAULT_KB_DIR
+        from multi_agent.rag.collections import Collections
+        self.collections = Collections(Path(settings.path).with_name("knowledge_bases.json"), DEFAULT_KB_DIR)
         self.setAcceptDrops(True)
         self._build()
         self._restore_window()
@@ -194,6 +197,8 @@ class MainWindow(QMainWindow):
         self.kb_panel.add_requested.connect(self.choose_documents)
         self.kb_panel.reindex_requested.connect(self.reindex)
         self.kb_panel.stop_requested.connect(self.stop_indexing)
+        self.kb_panel.collection_chosen.connect(self.switch_collection)
+        self.kb_panel.add_collection_requested.connect(self.add_collection)
         self.evidence_panel.open_requested.connect(self.open_hit)
         self.chat.citation_clicked.connect(self.show_citation)
         QShortcut(QKeySequence(Qt.Key_Escape), self, self.cancel)
@@ -378,6 +383,7 @@ class MainWindow(QMainWindow):
     def _use_kb(self, kb: KnowledgeBase) -> None:
         self.kb = kb
         self.kb_panel.set_folder(str(kb.kb_dir))
+        self._refresh_collections()
         self.kb_panel.set_files([])  # filled in by the index sync below
         if self.indexing:
             self._sync_pending = True
@@ -571,12 +577,62 @@ class MainWindow(QMainWindow):
         self.evidence_panel.set_hits(last.evidence if last is not None else [])
 
     def open_conversation(self, conversation_id: int) -> None:
-        """Reopen a saved conversation: its turns come back and the next question continues it."""
+        """Reopen a saved conversation: its turns come back, its knowledge base is chosen again, and
+        the next question continues it."""
         if self._job is not None or self.assistant is None:
             return
+        info = self.store.get(conversation_id)
+        if info is not None and info.kb and self.kb is not None and Path(info.kb) != Path(self.kb.kb_dir):
+            self._switch_to_folder(Path(info.kb))
         self._replace_from = None
         self._show_turns(self.assistant.open_conversation(conversation_id))
         self._refresh_conversations()
+
+    # -- several knowledge bases ----------------------------------------------------------------
+    def _refresh_collections(self) -> None:
+        if self.kb is None:
+            return
+        current = self.collections.by_folder(Path(self.kb.kb_dir))
+        if current is None:                      # a folder given on the command line: name it
+            name, n = Path(self.kb.kb_dir).name or "kb", 1
+            while self.collections.get(name) is not None:
+                n += 1
+                name = f"{Path(self.kb.kb_dir).name}-{n}"
+            current = self.collections.add(name, Path(self.kb.kb_dir))
+        self.kb_panel.set_collections([c.name for c in self.collections.list()], current.name)
+
+    def switch_collection(self, name: str) -> None:
+        """Answer from (and index) the named knowledge base; remembered, and recorded on the
+        conversation in progress."""
+        c = self.collections.get(name)
+        if c is not None:
+            self._switch_to_folder(c.kb_dir)
+
+    def _switch_to_folder(self, kb_dir: Path) -> None:
+        from multi_agent.assistant import knowledge_base
+
+        if self.kb is not None and Path(self.kb.kb_dir) == kb_dir:
+            return
+        self.prefs.kb_dir = str(kb_dir)
+        self.settings.save(self.prefs)
+        self._use_kb(knowledge_base(assistant_config(self.prefs)))
+        if self.assistant is not None:
+            self.assistant.use_kb(self.kb)
+            if self.assistant.conversation_id is not None:
+                self.store.set_kb(self.assistant.conversation_id, kb_dir)
+
+    def add_collection(self, kb_dir: str | None = None, name: str | None = None) -> None:
+        """Add a folder as a named knowledge base and switch to it."""
+        if kb_dir is None:
+            kb_dir = QFileDialog.getExistingDirectory(self, self.tr_("dlg.kb_folder"), self.prefs.last_dir)
+            if not kb_dir:
+                return
+        try:
+            c = self.collections.add(name or Path(kb_dir).name, Path(kb_dir))
+        except ValueError as e:
+            self.chat.add("error", str(e))
+            return
+        self.switch_collection(c.name)
 
     def rename_conversation(self, conversation_id: int, title: str | None = None) -> None:
         if title is None:
@@ -665,10 +721,12 @@ class MainWindow(QMainWindow):
         self._index_explicit = explicit
         self._start(worker)
 
-    def _on_indexed(self, result: tuple[IndexReport, list[dict]]) -> None:
+    def _on_indexed(self, result: tuple[IndexReport, list[dict], KnowledgeBase]) -> None:
         from multi_agent.rag.index import display_name
 
-        report, files = result
+        report, files, kb = result
+        if kb is not self.kb:        # another knowledge base was chosen meanwhile
+            return
         self.kb_panel.set_files(files, ignored=len(report.ignored))
         changed = report.added or report.changed or report.deleted
         # A start-up sync that found nothing new stays quiet; non-documents are only counted.

@@ -124,7 +124,7 @@ def ask_job(assistant: Any, question: str, images: list[str], use_kb: bool,
 def index_job(kb: Any, paths: list[str] | None = None) -> Worker:
     """Add ``paths`` to the knowledge base (or re-scan its folder when None), reporting progress per
     file and per embedding batch; ``worker.cancel`` stops it after the current batch, keeping the
-    files finished so far. Returns ``(IndexReport, kb.files())`` (listing reads the index from disk,
+    files finished so far. Returns ``(IndexReport, kb.files(), kb)`` (listing reads the index from disk,
     so it happens here too, not on the GUI thread)."""
 
     def fn(w: Worker):
@@ -132,6 +132,6 @@ def index_job(kb: Any, paths: list[str] | None = None) -> Worker:
             report = kb.index(w.progress.emit, cancel=w.cancel)
         else:
             report = kb.add_files([Path(p) for p in paths], w.progress.emit, cancel=w.cancel)
-        return report, kb.files()
+        return report, kb.files(), kb
 
     return Worker("index", fn)
