@@ -65,13 +65,13 @@ def test_unsupported_and_queued_drops(make_window, make_assistant, ui, qtbot, tm
     w = make_window(make_assistant(model))
     notes = tmp_path / "办公室笔记.md"  # Chinese names and text are first-class
     notes.write_text("# 笔记\n\n办公室的植物是龟背竹。The office plant is a monstera.\n", encoding="utf-8")
-    sheet = tmp_path / "table.xlsx"
+    sheet = tmp_path / "table.odt"
     sheet.write_bytes(b"PK")
 
     w.input.setPlainText("a question")
     qtbot.keyClick(w.input, Qt.Key_Return)
     ui.drop_files(w.kb_panel, [notes, sheet])  # during a request: indexed alongside it
-    assert w._job.kind == "ask" and "table.xlsx" in w.chat.messages[-1].text
+    assert w._job.kind == "ask" and "table.odt" in w.chat.messages[-1].text
     assert w.chat.messages[-1].role == "info"                # a quiet note, not a red error
     assert w.indexing
     ui.drop_files(w.kb_panel, [notes])                       # while indexing: queued
@@ -79,6 +79,6 @@ def test_unsupported_and_queued_drops(make_window, make_assistant, ui, qtbot, tm
     qtbot.waitUntil(lambda: "办公室笔记.md" in w.kb_panel.file_names(), timeout=60_000)
     ui.wait_idle(w)
     assert len(model.calls("Responder")) == 1
-    assert not (kb_dir / "table.xlsx").exists()
+    assert not (kb_dir / "table.odt").exists()
     ui.ask(w, "办公室的植物是什么？")
     assert w.evidence_panel.tree.topLevelItem(0).text(1) == "办公室笔记.md"
