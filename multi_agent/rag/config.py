@@ -66,6 +66,10 @@ class RagConfig(BaseConfig):
         self.index_dir = Path(self.index_dir).expanduser()
         if isinstance(self.embedder, str) and not self.embedder.strip():
             self.embedder = None
+        if self.embedder is not None:            # one spelling per model, so indexes compare equal
+            from .embed import is_default_embedder
+            if is_default_embedder(self.embedder):
+                self.embedder = DEFAULT_EMBEDDER
         if isinstance(self.reranker, str) and self.reranker.strip().lower() in ("", "none", "off", "false"):
             self.reranker = None
         size = self.chunk_size if self.chunk_size is not None else DEFAULT_CHUNK_SIZE

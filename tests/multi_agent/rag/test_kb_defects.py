@@ -59,6 +59,7 @@ def test_index_records_its_embedder_and_readers_use_it(tmp_path, embedder, tiny_
     explicit = _kb(kb_dir, embedder="sentence-transformers/all-MiniLM-L6-v2")
     with pytest.raises(IndexMismatch, match="built with embedder .* re-index"):
         explicit.search("quokka", k=1)
+    assert RagConfig(embedder="default").embedder == RagConfig(embedder="all-MiniLM-L6-v2").embedder
 
 
 def test_cli_query_with_another_embedder_says_what_differs(tmp_path, embedder, tiny_embedder, capsys):
