@@ -116,22 +116,6 @@ def recall(results: list[list[str]], needles: list[str]) -> float:
     return round(sum(any(n in t for t in texts) for texts, n in zip(results, needles)) / len(needles), 3)
 
 
-def build_tiny_embedder(out: Path, tokenizer_dir: str) -> Path:
-    """1-layer, 128-dim random BERT (mean pooling) with the MiniLM tokenizer: ~50x cheaper than
-    all-MiniLM-L6-v2, so a 10k-chunk run fits on 2 shared cores. Its vectors carry no meaning:
-    use it for speed rows only (dense recall is then noise)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=128, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=256, max_position_embeddings=512)
-    BertModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=10000)
@@ -153,7 +137,7 @@ def main(argv=None) -> int:
     from multi_agent.rag import KnowledgeBase, RagConfig
     from multi_agent.rag.embed import get_embedder, resolve_model_path
     from multi_agent.rag.index import load_snapshot
-    from multi_agent.rag.testing import build_tiny_cross_encoder
+    from multi_agent.rag.testing import build_tiny_cross_encoder, build_tiny_embedder
 
     work = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     res: dict = {"chunks_requested": args.chunks, "threads": 1, "cpu_count": os.cpu_count(),

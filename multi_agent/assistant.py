@@ -66,22 +66,55 @@ class AssistantConfig(BaseConfig):
                 "openai_url", f"must start with http:// or https://, got {self.openai_url!r}")
 
 
+def knowledge_base(config: AssistantConfig):
+    """The knowledge base an Assistant with ``config`` uses (the app opens it before any model loads:
+    indexing needs no chat model). Its embedder and chunking come from the index on disk."""
+    from multi_agent.rag import KnowledgeBase, RagConfig
+
+    return KnowledgeBase(RagConfig(kb_dir=config.kb_dir))
+
+
 class Assistant:
     """A chat session over the agent chain. Thread-safe: one turn at a time."""
 
-    def __init__(self, config: AssistantConfig | None = None, chat_model: Any = None, kb: Any = None):
+    def __init__(self, config: AssistantConfig | None = None, chat_model: Any = None, kb: Any = None,
+                 store: Any = None):
         self.config = config or AssistantConfig()
+        self.store = store                        # a ConversationStore: each finished turn is saved there
+        self.conversation_id: int | None = None   # the stored conversation this dialogue continues
         self._chat_model = chat_model
         self._kb = kb
         self._chain: Chain | None = None
         self._turn_lock = threading.Lock()
         self._init_lock = threading.Lock()
+        self._owner: Assistant | None = None      # set on sessions: the model and KB come from there
         self.history: list[TurnTrace] = []
+
+    @classmethod
+    def load(cls, config: AssistantConfig, kb: Any = None, store: Any = None) -> "Assistant":
+        """Build an Assistant and load its model now (call from a worker thread). Other local models
+        are released first: one 4-bit 4B model fits an 8 GB GPU, two don't."""
+        from multi_agent.llm.local import generator_key, release_generators
+
+        release_generators(keep=generator_key(config.model_dir, config.adapter) if config.backend == "local"
+                           else None)
+        assistant = cls(config, kb=kb, store=store)
+        assistant.warm_up()
+        assistant.kb          # noqa: B018 (opens the knowledge base off the GUI thread too)
+        return assistant
+
+    def new_session(self) -> "Assistant":
+        """Another dialogue over the same loaded model and knowledge base (one per MCP client)."""
+        session = Assistant(self.config)
+        session._owner = self._owner or self
+        return session
 
     # -- parts (lazy) ------------------------------------------------------------------------
     @property
     def notice(self) -> str | None:
         """One line for the status bar about the model in use (tiny/scripted), else None."""
+        if self._owner is not None:
+            return self._owner.notice
         if self._chat_model is not None:
             return getattr(self._chat_model, "notice", None)
         if self.config.backend == "scripted":
@@ -94,9 +127,11 @@ class Assistant:
 
     @property
     def chat_model(self):
+        if self._owner is not None:
+            return self._owner.chat_model
         with self._init_lock:
             if self._chat_model is None:
-                from multi_agent.llm.base import make_chat_model
+                from multi_agent.llm.registry import make_chat_model
                 c = self.config
                 if c.backend == "local":
                     self._chat_model = make_chat_model(
@@ -114,10 +149,11 @@ class Assistant:
     @property
     def kb(self):
         """The knowledge base (``multi_agent.rag.KnowledgeBase``), created on first use."""
+        if self._owner is not None:
+            return self._owner.kb
         with self._init_lock:
             if self._kb is None:
-                from multi_agent.rag import KnowledgeBase, RagConfig
-                self._kb = KnowledgeBase(RagConfig(kb_dir=self.config.kb_dir))
+                self._kb = knowledge_base(self.config)
             return self._kb
 
     @property
@@ -148,8 +184,10 @@ class Assistant:
     def ask(self, question: str, images: Sequence[str | Path | Any] = (), use_kb: bool = True,
             on_token: Callable[[str], None] | None = None,
             on_step: Callable[[StepTrace], None] | None = None,
-            cancel: threading.Event | None = None) -> TurnTrace:
-        """Run one turn. Never raises for model/retrieval trouble: see ``trace.error``."""
+            cancel: threading.Event | None = None, replace_from: int | None = None) -> TurnTrace:
+        """Run one turn. Never raises for model/retrieval trouble: see ``trace.error``.
+
+        ``replace_from``: forget the turns from this index on first (edit and resend, regenerate)."""
         question = (question or "").strip()
         if not question:
             return TurnTrace(question="", error="question: empty; type a question")
@@ -164,15 +202,51 @@ class Assistant:
             except Exception as e:  # model folder missing, server unreachable, ...
                 return TurnTrace(question=question, images=[str(p) for p in images if isinstance(p, str)],
                                  error=f"{type(e).__name__}: {e}")
+            if replace_from is not None:
+                del self.history[replace_from:]
+                if self.store is not None and self.conversation_id is not None:
+                    self.store.truncate(self.conversation_id, replace_from)
             history = [(t.question, t.answer) for t in self.history
                        if t.answer and not t.error and not t.cancelled]
             return chain.run(question, images, use_kb=use_kb, history=history, on_token=on_token,
-                             on_step=on_step, cancel=cancel, commit=self.history.append)
+                             on_step=on_step, cancel=cancel, commit=self._commit)
+
+    def _commit(self, trace: TurnTrace) -> None:
+        self.history.append(trace)
+        if self.store is not None:
+            if self.conversation_id is None:
+                self.conversation_id = self.store.create(trace.question, kb=self.config.kb_dir)
+            self.store.append(self.conversation_id, trace)
+
+    def use_kb(self, kb: Any) -> None:
+        """Answer from another knowledge base (a named collection) from the next turn on."""
+        with self._turn_lock:
+            self._kb = kb
+            self.config = self.config.replace(kb_dir=Path(kb.kb_dir))
+
+    def regenerate(self, **kwargs: Any) -> TurnTrace:
+        """Ask the last question again (same images), replacing its answer."""
+        if not self.history:
+            return TurnTrace(question="", error="regenerate: no question yet")
+        last = self.history[-1]
+        images = [p for p in last.images if Path(p).is_file()]
+        return self.ask(last.question, images=images, replace_from=len(self.history) - 1, **kwargs)
+
+    def open_conversation(self, conversation_id: int) -> list[TurnTrace]:
+        """Continue a stored conversation: its turns become this dialogue's history."""
+        if self.store is None:
+            raise ValueError("open_conversation: this assistant keeps no conversations")
+        with self._turn_lock:
+            self.history = self.store.turns(conversation_id)
+            self.conversation_id = conversation_id
+            return list(self.history)
 
     def reset(self) -> None:
-        """Forget the dialogue (the model and the knowledge base stay loaded)."""
+        """Forget the dialogue and start a new conversation (the model and the knowledge base stay
+        loaded; a stored conversation stays in the store)."""
         with self._turn_lock:
-            self.history.clear()
+            self.history = []
+            self.conversation_id = None
 
     def save_summary(self, title: str | None = None) -> Path:
         """Write the session as Markdown under ``reports_dir``; returns the file."""
@@ -191,6 +265,14 @@ class Assistant:
 
 
 # -- command line: one question from a terminal (demos, scripting) ------------------------------
+def quiet_progress_bars() -> None:
+    """No per-load "Loading weights" bars from transformers on the terminal (logs are quiet by
+    default; --verbose keeps them). Shared by every multi_agent command line."""
+    from multi_agent.rag.embed import quiet_transformers
+
+    quiet_transformers()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m multi_agent.assistant --question "..." [--image a.jpg] [--summary]``"""
     import argparse
@@ -212,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = {k: ns.pop(k) for k in ("question", "image", "no_kb", "summary", "verbose")}
     config = config_from_args(AssistantConfig, ns, parser)
     setup_logging(opts["verbose"])
+    if not opts["verbose"]:
+        quiet_progress_bars()
     a = Assistant(config)
     if a.notice:
         print(f"note: {a.notice}", file=sys.stderr)
@@ -244,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   on_token=on_token, on_step=on_step)
     if state["midline"]:
         print()
+    if not trace.answer.strip() and not trace.error and not trace.cancelled:
+        print("answer: (the model returned no text)")
     if trace.error:
         print(f"error: {trace.error}", file=sys.stderr)
         return 1

@@ -160,7 +160,9 @@ class Chain:
         try:
             hits = knowledge.retrieve(self.kb, query, k=self.settings.k, rerank=self.settings.use_rerank)
         except Exception as e:  # a broken index must not lose the turn: answer without evidence
-            ctx.record("knowledge", t0, f"retrieval failed: {e}", query=query, error=str(e), hits=[])
+            why = " ".join(str(e).split()) or "no message"
+            ctx.record("knowledge", t0, f"retrieval failed: {type(e).__name__}: {why}", query=query,
+                       error=f"{type(e).__name__}: {why}", hits=[])
             return {"evidence": []}
         lines = [f"[{i}] {cite_label(h)}  (score {float(getattr(h, 'score', 0.0)):.3f})"
                  for i, h in enumerate(hits, 1)]
@@ -176,7 +178,8 @@ class Chain:
                 self.model, s["question"], s["images"], s["plan"], s.get("evidence", []),
                 ctx.history[-self.settings.history_turns:] if self.settings.history_turns else [],
                 s["lang"], draft=s.get("answer") if rewriting else None,
-                feedback=s.get("feedback") if rewriting else None, on_token=ctx.on_token,
+                feedback=s.get("feedback") if rewriting else None,
+                on_token=responder.BlankLineFilter(ctx.on_token) if ctx.on_token else None,
                 cancel=ctx.cancel, max_new_tokens=self.settings.max_new_tokens,
                 temperature=self.settings.temperature)
         except GenerationCancelled as c:
@@ -219,7 +222,7 @@ class Chain:
         state: TurnState = {
             "question": question, "images": list(images), "use_kb": use_kb, "kb_error": kb_error,
             "lang": language_of(question),
-            "kb_available": kb is not None and knowledge.kb_has_documents(kb),
+            "kb_available": kb is not None and kb.has_documents(),
             "rewrites": 0, "cancelled": False,
         }
         trace = TurnTrace(question=question, images=[str(i) for i in images if not hasattr(i, "size")],
@@ -243,7 +246,7 @@ class Chain:
         trace.plan = s.get("plan") or Plan()
         trace.decision = s.get("decision") or Decision()
         trace.evidence = list(s.get("evidence", []))
-        trace.answer = s.get("answer", "")
+        trace.answer = responder.drop_dead_citations(s.get("answer", ""), len(trace.evidence))
         trace.citations = responder.parse_citations(trace.answer, trace.evidence)
         trace.review = Review(verdict=s.get("verdict", "PASS"), feedback=s.get("feedback", ""),
                               rewrites=s.get("rewrites", 0), raw=s.get("review_raw", ""))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 from multi_agent.agents.trace import cite_label
@@ -13,21 +12,6 @@ EVIDENCE_CHARS = 900   # per chunk in the prompt: keeps 5 chunks + image well in
 def retrieve(kb: Any, query: str, k: int = 5, rerank: bool = True) -> list[Any]:
     """``kb.search`` hits, best first; evidence[i] is cited as [i+1]."""
     return list(kb.search(query, k=k, rerank=rerank))
-
-
-def kb_has_documents(kb: Any) -> bool:
-    """Indexed files, or indexable files in the folder (the first search builds the index)."""
-    try:
-        if kb.files():
-            return True
-    except Exception:  # an unreadable index is reported by the search itself
-        return True
-    folder = getattr(getattr(kb, "config", None), "kb_dir", None)
-    if folder is None or not Path(folder).is_dir():
-        return False
-    from multi_agent.rag.loaders import supported
-    return any(p.is_file() and supported(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-               for p in Path(folder).rglob("*"))
 
 
 def format_evidence(hits: Sequence[Any], limit: int = EVIDENCE_CHARS) -> str:

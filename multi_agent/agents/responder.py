@@ -46,8 +46,8 @@ def respond(model: BaseChatModel, question: str, images: Sequence[Any], plan: Pl
             on_token: TokenCallback | None = None, cancel: threading.Event | None = None,
             max_new_tokens: int = 512, temperature: float = 0.0) -> str:
     msgs = build_messages(question, images, plan, evidence, history, lang, draft, feedback)
-    return generate_text(model, msgs, on_token=on_token, cancel=cancel,
-                         max_new_tokens=max_new_tokens, temperature=temperature).strip()
+    return tidy_answer(generate_text(model, msgs, on_token=on_token, cancel=cancel,
+                                     max_new_tokens=max_new_tokens, temperature=temperature))
 
 
 def parse_citations(answer: str, evidence: Sequence[Any]) -> list[dict[str, Any]]:
@@ -61,3 +61,41 @@ def parse_citations(answer: str, evidence: Sequence[Any]) -> list[dict[str, Any]
     return [{"n": n, "source": getattr(evidence[n - 1], "source", None),
              "page": getattr(evidence[n - 1], "page", None),
              "chunk_id": getattr(evidence[n - 1], "chunk_id", None)} for n in seen]
+
+
+def drop_dead_citations(answer: str, n_evidence: int) -> str:
+    """Remove citation numbers outside 1..n_evidence (``[9]`` with 5 passages, or any number when
+    nothing was retrieved), so neither the chat nor the report shows links that lead nowhere."""
+    def fix(m: re.Match) -> str:
+        nums = [x for x in re.split(r"\s*[,，、;]\s*", m.group(1)) if 1 <= int(x) <= n_evidence]
+        if not nums:
+            return ""
+        return m.group(0) if len(nums) == len(re.split(r"\s*[,，、;]\s*", m.group(1))) \
+            else "[" + ", ".join(nums) + "]"
+
+    out = _CITE.sub(fix, answer)
+    return re.sub(r"[ \t]+([.,;:!?。，；：！？])", r"\1", out) if out != answer else out
+
+
+def tidy_answer(text: str) -> str:
+    """Model output with runs of blank lines collapsed (a tiny or confused model can emit hundreds)."""
+    return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", text).strip()
+
+
+class BlankLineFilter:
+    """Wraps a token callback so the stream matches :func:`tidy_answer`: leading whitespace and
+    runs of blank lines are held back; at most one blank line is passed on before the next text."""
+
+    def __init__(self, on_token: TokenCallback):
+        self.on_token, self.held, self.started = on_token, "", False
+
+    def __call__(self, text: str) -> None:
+        text = self.held + text
+        body = text.rstrip()
+        if not body.strip():
+            self.held = text
+            return
+        self.held = text[len(body):]
+        if not self.started:
+            body, self.started = body.lstrip(), True
+        self.on_token(re.sub(r"\n\s*\n(\s*\n)+", "\n\n", body))

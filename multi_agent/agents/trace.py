@@ -71,6 +71,20 @@ class TurnTrace:
         d["evidence"] = [hit_to_dict(h, i + 1) for i, h in enumerate(self.evidence)]
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TurnTrace":
+        """The inverse of :meth:`to_dict` (a saved conversation reopened); evidence comes back as Hits."""
+        from multi_agent.rag.schema import Hit
+
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["plan"] = Plan(**d.get("plan") or {})
+        d["decision"] = Decision(**d.get("decision") or {})
+        d["review"] = Review(**d.get("review") or {})
+        d["steps"] = [StepTrace(**s) for s in d.get("steps") or []]
+        d["evidence"] = [Hit(**{k: h.get(k) for k in HIT_FIELDS}) for h in d.get("evidence") or []]
+        return cls(**d)
+
 
 HIT_FIELDS = ("chunk_id", "text", "source", "page", "start", "end", "score", "scores", "rank")
 

@@ -16,16 +16,15 @@ from typing import Any, Iterable
 import markdown
 from markdown.inlinepatterns import InlineProcessor
 from PyQt5.QtCore import QMimeData, Qt, QTimer, QUrl, pyqtSignal
-from PyQt5.QtGui import QImage, QPixmap
-from PyQt5.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QLabel,
-                             QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
+from PyQt5.QtGui import QColor, QImage, QPixmap, QTextCharFormat, QTextCursor
+from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFrame, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                             QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
                              QTextBrowser, QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                              QWidget)
 
 from multi_agent.gui.i18n import Translator
 
 from vlft.data.vocab import IMAGE_EXTENSIONS as IMAGE_EXTS  # noqa: E402 (one list for every stage)
-DOC_EXTS = (".pdf", ".txt", ".md")
 THUMB = 64  # px, attachment thumbnails
 CHAT_THUMB = 120  # px, images shown inside a user turn
 
@@ -33,12 +32,21 @@ ROLE_COLORS = {"user": "#1a73e8", "assistant": "#188038", "error": "#c5221f", "i
 ROLE_BG = {"user": "#eef3fd", "assistant": "#ffffff", "error": "#fce8e6", "info": "#f1f3f4"}
 
 
+def doc_types() -> str:
+    """The document types the indexer reads, for the drop zone and notes (one list: the loaders')."""
+    from multi_agent.rag.loaders import LOADERS
+
+    return " ".join(sorted(LOADERS))
+
+
 def split_paths(paths: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
-    """(images, documents, other) by file extension."""
+    """(images, documents the indexer reads, other) by file extension."""
+    from multi_agent.rag.loaders import supported
+
     images, docs, other = [], [], []
     for p in paths:
         ext = Path(p).suffix.lower()
-        (images if ext in IMAGE_EXTS else docs if ext in DOC_EXTS else other).append(p)
+        (images if ext in IMAGE_EXTS else docs if supported(Path(p)) else other).append(p)
     return images, docs, other
 
 
@@ -513,17 +521,31 @@ class ReviewPanel(QTextBrowser):
 
 
 class KnowledgePanel(QWidget):
-    """Indexed files, a drop zone for new documents, indexing progress."""
+    """Indexed files as a folder tree with a filter, a drop zone for new documents, indexing progress
+    (files and chunks) with a Stop button."""
 
     files_dropped = pyqtSignal(list)     # list[str] of dropped/chosen paths
     add_requested = pyqtSignal()
     reindex_requested = pyqtSignal()
+    stop_requested = pyqtSignal()
+    collection_chosen = pyqtSignal(str)          # a named knowledge base picked in the combo
+    add_collection_requested = pyqtSignal()
 
     def __init__(self, tr: Translator, parent: QWidget | None = None):
         super().__init__(parent)
         self.tr_ = tr
         self.kb_dir = ""
         self.setAcceptDrops(True)
+        self.collection_label = QLabel()
+        self.collection = QComboBox()
+        self.collection.activated.connect(lambda i: self.collection_chosen.emit(self.collection.itemText(i)))
+        self.add_collection_button = QToolButton()
+        self.add_collection_button.setText("+")
+        self.add_collection_button.clicked.connect(self.add_collection_requested)
+        picker = QHBoxLayout()
+        picker.addWidget(self.collection_label)
+        picker.addWidget(self.collection, 1)
+        picker.addWidget(self.add_collection_button)
         self.folder = QLabel()
         self.folder.setWordWrap(True)
         self.folder.setStyleSheet("color:#5f6368;")
@@ -533,9 +555,13 @@ class KnowledgePanel(QWidget):
         self.drop_zone.setWordWrap(True)
         self.drop_zone.setStyleSheet("QLabel { border: 2px dashed #9aa0a6; border-radius: 6px;"
                                      " color: #5f6368; padding: 6px; }")
+        self.filter = QLineEdit()
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self._apply_filter)
         self.files = QTreeWidget()
-        self.files.setRootIsDecorated(False)
+        self.files.setRootIsDecorated(True)
         self.files.setAlternatingRowColors(True)
+        self.files.setTextElideMode(Qt.ElideMiddle)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setVisible(False)
@@ -543,21 +569,36 @@ class KnowledgePanel(QWidget):
         self.status.setWordWrap(True)
         self.add_button = QPushButton()
         self.reindex_button = QPushButton()
+        self.stop_button = QPushButton()
+        self.stop_button.setVisible(False)
         self.add_button.clicked.connect(self.add_requested)
         self.reindex_button.clicked.connect(self.reindex_requested)
+        self.stop_button.clicked.connect(self.stop_requested)
         buttons = QHBoxLayout()
         buttons.addWidget(self.add_button)
         buttons.addWidget(self.reindex_button)
+        buttons.addWidget(self.stop_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(picker)
         lay.addWidget(self.folder)
         lay.addWidget(self.drop_zone)
+        lay.addWidget(self.filter)
         lay.addWidget(self.files, 1)
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addLayout(buttons)
         self._n_files = 0
+        self._n_ignored = 0
         self.retranslate()
+
+    def set_collections(self, names: list[str], current: str | None) -> None:
+        self.collection.blockSignals(True)
+        self.collection.clear()
+        self.collection.addItems(names)
+        if current in names:
+            self.collection.setCurrentIndex(names.index(current))
+        self.collection.blockSignals(False)
 
     def set_folder(self, kb_dir: str) -> None:
         self.kb_dir = str(kb_dir)
@@ -567,39 +608,103 @@ class KnowledgePanel(QWidget):
         self.folder.setText(self.tr_("kb.folder", path=shown))
         self.folder.setToolTip(self.kb_dir)
 
-    def set_files(self, files: Iterable[dict]) -> None:
+    def set_files(self, files: Iterable[dict], ignored: int | None = None) -> None:
+        """Indexed files as a tree: one node per sub-folder, the file's own name on its row (the
+        full path is in the tooltip), so deep paths are never cut to "en/git/2…"."""
+        from multi_agent.rag.index import display_name
+
         files = list(files or [])
         self._n_files = len(files)
+        if ignored is not None:
+            self._n_ignored = ignored
         self.files.clear()
-        for f in files:
-            pages = f.get("pages") if str(f.get("path", "")).lower().endswith(".pdf") else None
-            item = QTreeWidgetItem([str(f.get("path", "")), str(f.get("chunks", "")),
-                                    "" if not pages else str(pages)])
-            item.setToolTip(0, f"{f.get('path', '')}\nsha256 {str(f.get('sha256', ''))[:12]}…")
+        folders: dict[str, QTreeWidgetItem] = {}
+
+        def folder_item(path: str) -> QTreeWidgetItem | None:
+            if not path:
+                return None
+            if path not in folders:
+                parent_path, _, name = path.rpartition("/")
+                parent = folder_item(parent_path)
+                item = QTreeWidgetItem([display_name(name) + "/", "", ""])
+                item.setToolTip(0, display_name(path) + "/")
+                (parent.addChild if parent else self.files.addTopLevelItem)(item)
+                item.setExpanded(True)
+                folders[path] = item
+            return folders[path]
+
+        for f in sorted(files, key=lambda f: str(f.get("path", ""))):
+            rel = str(f.get("path", ""))
+            pages = f.get("pages") if rel.lower().endswith(".pdf") else None
+            folder, _, name = rel.rpartition("/")
+            item = QTreeWidgetItem([display_name(name), str(f.get("chunks", "")), "" if not pages else str(pages)])
+            item.setData(0, Qt.UserRole, rel)
+            item.setToolTip(0, f"{display_name(rel)}\nsha256 {str(f.get('sha256', ''))[:12]}…")
             item.setTextAlignment(1, Qt.AlignRight | Qt.AlignVCenter)
             item.setTextAlignment(2, Qt.AlignRight | Qt.AlignVCenter)
-            self.files.addTopLevelItem(item)
-        self.status.setText(self.tr_("kb.idle", n=self._n_files))
+            parent = folder_item(folder)
+            (parent.addChild if parent else self.files.addTopLevelItem)(item)
+        self._apply_filter(self.filter.text())
+        self.status.setText(self._idle_text())
+
+    def _idle_text(self) -> str:
+        if self._n_ignored:
+            return self.tr_("kb.ignored", n=self._n_files, m=self._n_ignored)
+        return self.tr_("kb.idle", n=self._n_files)
+
+    def file_items(self) -> list[QTreeWidgetItem]:
+        """The file rows (not the folder nodes), in tree order."""
+        out, stack = [], [self.files.topLevelItem(i) for i in reversed(range(self.files.topLevelItemCount()))]
+        while stack:
+            item = stack.pop()
+            if item.data(0, Qt.UserRole) is not None:
+                out.append(item)
+            stack += [item.child(i) for i in reversed(range(item.childCount()))]
+        return out
 
     def file_names(self) -> list[str]:
-        return [self.files.topLevelItem(i).text(0) for i in range(self.files.topLevelItemCount())]
+        """Paths (relative to the knowledge-base folder) of the listed files."""
+        return [str(item.data(0, Qt.UserRole)) for item in self.file_items()]
 
-    def set_progress(self, done: int, total: int, path: str) -> None:
+    def file_item(self, rel: str) -> QTreeWidgetItem | None:
+        return next((i for i in self.file_items() if i.data(0, Qt.UserRole) == rel), None)
+
+    def _apply_filter(self, text: str) -> None:
+        needle = text.strip().lower()
+
+        def visit(item: QTreeWidgetItem) -> bool:
+            rel = item.data(0, Qt.UserRole)
+            if rel is not None:
+                show = not needle or needle in str(rel).lower()
+            else:
+                show = any([visit(item.child(i)) for i in range(item.childCount())])
+            item.setHidden(not show)
+            return show
+
+        for i in range(self.files.topLevelItemCount()):
+            visit(self.files.topLevelItem(i))
+
+    def set_progress(self, p: Any) -> None:
+        """One ``IndexProgress``: the bar moves per file and within a file per embedding batch."""
         self.progress.setVisible(True)
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(min(done, max(total, 1)))
-        self.status.setText(self.tr_("kb.indexing", done=done, total=total, name=Path(path).name if path else ""))
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(int(p.fraction * 1000))
+        self.progress.setFormat(f"{p.files_done}/{p.files_total}")
+        self.status.setText(self.tr_("kb.indexing", done=p.files_done, total=p.files_total, chunks=p.chunks_done,
+                                     known=p.chunks_known, name=Path(p.path).name if p.path else ""))
 
     def set_busy(self, busy: bool, message: str = "") -> None:
-        self.add_button.setEnabled(not busy)
+        """Indexing runs: Re-index waits, Add files stays (its files are queued), Stop shows."""
         self.reindex_button.setEnabled(not busy)
+        self.stop_button.setVisible(busy)
+        self.stop_button.setEnabled(busy)
         if busy:
             self.progress.setVisible(True)
             self.progress.setRange(0, 0)  # indeterminate until the first progress report
             self.status.setText(message or self.tr_("status.indexing"))
         else:
             self.progress.setVisible(False)
-            self.status.setText(message or self.tr_("kb.idle", n=self._n_files))
+            self.status.setText(message or self._idle_text())
 
     # drag and drop
     def dragEnterEvent(self, event):  # noqa: N802 (Qt API)
@@ -618,7 +723,8 @@ class KnowledgePanel(QWidget):
 
     def retranslate(self) -> None:
         t = self.tr_
-        self.drop_zone.setText(t("kb.drop"))
+        self.drop_zone.setText(t("kb.drop", types=doc_types()))
+        self.filter.setPlaceholderText(t("kb.filter"))
         self.files.setHeaderLabels([t("kb.col.file"), t("kb.col.chunks"), t("kb.col.pages")])
         header = self.files.header()
         header.setStretchLastSection(False)
@@ -627,7 +733,139 @@ class KnowledgePanel(QWidget):
         header.setSectionResizeMode(2, QHeaderView.ResizeToContents)
         self.add_button.setText(t("kb.add"))
         self.reindex_button.setText(t("kb.reindex"))
+        self.stop_button.setText(t("kb.stop"))
+        self.collection_label.setText(t("kb.collection"))
+        self.add_collection_button.setToolTip(t("kb.add_collection"))
         if self.kb_dir:
             self.set_folder(self.kb_dir)
         if not self.progress.isVisible():
-            self.status.setText(t("kb.idle", n=self._n_files))
+            self.status.setText(self._idle_text())
+
+
+class ConversationPanel(QWidget):
+    """Saved conversations, newest first: click to reopen; New, Rename, Delete."""
+
+    open_requested = pyqtSignal(int)
+    new_requested = pyqtSignal()
+    rename_requested = pyqtSignal(int)
+    delete_requested = pyqtSignal(int)
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.list = QListWidget()
+        self.list.itemActivated.connect(self._open)
+        self.list.itemClicked.connect(self._open)
+        self.new_button, self.rename_button, self.delete_button = QPushButton(), QPushButton(), QPushButton()
+        self.new_button.clicked.connect(self.new_requested)
+        self.rename_button.clicked.connect(lambda: self._with_current(self.rename_requested))
+        self.delete_button.clicked.connect(lambda: self._with_current(self.delete_requested))
+        buttons = QHBoxLayout()
+        for b in (self.new_button, self.rename_button, self.delete_button):
+            buttons.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.list, 1)
+        lay.addLayout(buttons)
+        self._items: list[Any] = []
+        self.retranslate()
+
+    def set_conversations(self, items: Iterable[Any], current: int | None = None) -> None:
+        """``items``: ConversationInfo (id, title, turns, updated), newest first."""
+        self._items = list(items)
+        self.list.blockSignals(True)
+        self.list.clear()
+        for c in self._items:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
+            item = QListWidgetItem(c.title or "…")
+            item.setData(Qt.UserRole, c.id)
+            item.setToolTip(f"{c.title}\n{when} · {self.tr_('conv.turns', n=c.turns)}")
+            self.list.addItem(item)
+            if c.id == current:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+
+    def titles(self) -> list[str]:
+        return [self.list.item(i).text() for i in range(self.list.count())]
+
+    def ids(self) -> list[int]:
+        return [int(self.list.item(i).data(Qt.UserRole)) for i in range(self.list.count())]
+
+    def current_id(self) -> int | None:
+        item = self.list.currentItem()
+        return None if item is None else int(item.data(Qt.UserRole))
+
+    def _open(self, item: QListWidgetItem) -> None:
+        self.open_requested.emit(int(item.data(Qt.UserRole)))
+
+    def _with_current(self, signal) -> None:
+        cid = self.current_id()
+        if cid is not None:
+            signal.emit(cid)
+
+    def retranslate(self) -> None:
+        self.new_button.setText(self.tr_("conv.new"))
+        self.rename_button.setText(self.tr_("conv.rename"))
+        self.delete_button.setText(self.tr_("conv.delete"))
+
+
+class SourceViewer(QDialog):
+    """A cited passage in its source: the whole text file, or its PDF / slide / sheet page, with the
+    chunk highlighted and scrolled into view; *Open file* hands the file (at its page) to the
+    desktop's app."""
+
+    open_external = pyqtSignal(QUrl)
+
+    def __init__(self, tr: Translator, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tr_ = tr
+        self.setModal(False)
+        self.resize(720, 560)
+        self.title = QLabel()
+        self.title.setWordWrap(True)
+        self.text = QTextBrowser()
+        self.open_button = QPushButton()
+        self.open_button.clicked.connect(lambda: self.open_external.emit(self.url))
+        row = QHBoxLayout()
+        row.addWidget(self.title, 1)
+        row.addWidget(self.open_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(row)
+        lay.addWidget(self.text, 1)
+        self.url = QUrl()
+        self.retranslate()
+
+    def show_passage(self, path: Path, label: str, text: str, start: int, end: int, page: int | None) -> None:
+        self.url = QUrl.fromLocalFile(str(path))
+        if page and path.suffix.lower() == ".pdf":
+            self.url.setFragment(f"page={page}")   # PDF viewers and browsers open at that page
+        self.title.setText(label)
+        self.setWindowTitle(label)
+        self.text.setPlainText(text)
+        cursor = QTextCursor(self.text.document())
+        cursor.setPosition(max(0, min(start, len(text))))
+        cursor.setPosition(max(0, min(end, len(text))), QTextCursor.KeepAnchor)
+        fmt = QTextCharFormat()
+        fmt.setBackground(QColor("#fff3b0"))
+        cursor.mergeCharFormat(fmt)
+        cursor.setPosition(max(0, min(start, len(text))))
+        self.text.setTextCursor(cursor)
+        self.text.ensureCursorVisible()
+        self.show()
+        self.raise_()
+
+    def highlighted(self) -> str:
+        """The text shown highlighted (tests)."""
+        block, out = self.text.document().begin(), []
+        while block.isValid():
+            it = block.begin()
+            while not it.atEnd():
+                frag = it.fragment()
+                if frag.charFormat().background().color() == QColor("#fff3b0"):
+                    out.append(frag.text())
+                it += 1
+            block = block.next()
+        return "".join(out)
+
+    def retranslate(self) -> None:
+        self.open_button.setText(self.tr_("viewer.open"))

@@ -7,7 +7,6 @@ so slots run on the GUI thread. ``Runner`` keeps every thread alive until it has
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from pathlib import Path
@@ -29,7 +28,7 @@ class Worker(QObject):
 
     token = pyqtSignal(str)
     step = pyqtSignal(object)
-    progress = pyqtSignal(int, int, str)   # done, total, current path
+    progress = pyqtSignal(object)           # multi_agent.rag.schema.IndexProgress
     done = pyqtSignal(object)               # fn's return value
     failed = pyqtSignal(str)                # one-line error
     finished = pyqtSignal()                 # always last
@@ -100,58 +99,39 @@ class Runner(QObject):
 
 
 # -- the three jobs -----------------------------------------------------------------------
-def load_job(config: Any) -> Worker:
-    """Build ``Assistant(config)`` off the GUI thread (loads the model and opens the knowledge base)."""
+def load_job(config: Any, kb: Any = None, store: Any = None) -> Worker:
+    """``Assistant.load(config)`` off the GUI thread (frees other models, loads this one, opens the KB)."""
 
     def fn(w: Worker):
         from multi_agent.assistant import Assistant
-        from multi_agent.llm.local import generator_key, release_generators
 
-        # Switching models: free the previous one first (one 4-bit 4B model fits an 8 GB GPU, two don't).
-        local = getattr(config, "backend", "local") == "local"
-        release_generators(keep=generator_key(config.model_dir, config.adapter) if local else None)
-        assistant = Assistant(config)
-        assistant.warm_up()  # the model loads lazily: load it here, not on the first question
-        assistant.kb          # noqa: B018 (opens the knowledge base off the GUI thread too)
-        return assistant
+        return Assistant.load(config, kb=kb, store=store)
 
     return Worker("load", fn)
 
 
-def ask_job(assistant: Any, question: str, images: list[str], use_kb: bool) -> Worker:
+def ask_job(assistant: Any, question: str, images: list[str], use_kb: bool,
+            replace_from: int | None = None) -> Worker:
     """``assistant.ask`` with tokens and steps forwarded as signals; cancellable."""
 
     def fn(w: Worker):
-        return assistant.ask(question, images=list(images), use_kb=use_kb,
-                             on_token=w.token.emit, on_step=w.step.emit, cancel=w.cancel)
+        return assistant.ask(question, images=list(images), use_kb=use_kb, on_token=w.token.emit,
+                             on_step=w.step.emit, cancel=w.cancel, replace_from=replace_from)
 
     return Worker("ask", fn)
 
 
 def index_job(kb: Any, paths: list[str] | None = None) -> Worker:
-    """Add ``paths`` to the knowledge base (or re-scan its folder when None), reporting progress.
-
-    Returns ``(IndexReport, kb.files())``: listing the files reads the index from disk, so it
-    happens here too, not on the GUI thread.
-    """
+    """Add ``paths`` to the knowledge base (or re-scan its folder when None), reporting progress per
+    file and per embedding batch; ``worker.cancel`` stops it after the current batch, keeping the
+    files finished so far. Returns ``(IndexReport, kb.files(), kb)`` (listing reads the index from disk,
+    so it happens here too, not on the GUI thread)."""
 
     def fn(w: Worker):
-        def progress(done: int, total: int, path: Any = "") -> None:
-            w.progress.emit(int(done), int(total), str(path))
-
         if paths is None:
-            report = _call_with_progress(kb.index, progress)
+            report = kb.index(w.progress.emit, cancel=w.cancel)
         else:
-            report = _call_with_progress(kb.add_files, progress, [Path(p) for p in paths])
-        return report, kb.files()
+            report = kb.add_files([Path(p) for p in paths], w.progress.emit, cancel=w.cancel)
+        return report, kb.files(), kb
 
     return Worker("index", fn)
-
-
-def _call_with_progress(method: Callable, progress: Callable, *args):
-    # add_files may or may not take a progress callback; index does.
-    try:
-        takes = "progress" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        takes = False
-    return method(*args, progress=progress) if takes else method(*args)

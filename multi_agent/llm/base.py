@@ -1,4 +1,4 @@
-"""The chat-model interface every agent talks to, and the name -> factory table.
+"""The chat-model interface every agent talks to (the name -> factory table is in registry.py).
 
 A chat model is a LangChain ``BaseChatModel``. Three backends:
 
@@ -44,36 +44,6 @@ class StreamingChatModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         text = "".join(c.message.content for c in self._stream(messages, stop, run_manager, **kwargs))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
-
-
-# -- factory table ---------------------------------------------------------------------
-def _local(**kw: Any) -> BaseChatModel:
-    from multi_agent.llm.local import LocalVLChatModel
-    return LocalVLChatModel(**kw)
-
-
-def _openai(**kw: Any) -> BaseChatModel:
-    from multi_agent.llm.openai_compat import OpenAICompatChatModel
-    return OpenAICompatChatModel(**kw)
-
-
-def _scripted(**kw: Any) -> BaseChatModel:
-    from multi_agent.llm.scripted import ScriptedChatModel
-    return ScriptedChatModel(**kw)
-
-
-CHAT_MODELS: dict[str, Callable[..., BaseChatModel]] = {
-    "local": _local,
-    "openai": _openai,
-    "scripted": _scripted,
-}
-
-
-def make_chat_model(name: str, **kwargs: Any) -> BaseChatModel:
-    """``make_chat_model("local", model_dir=..., adapter=...)``; unknown names fail in one line."""
-    if name not in CHAT_MODELS:
-        raise ValueError(f"backend: {name!r} is not one of {', '.join(CHAT_MODELS)}")
-    return CHAT_MODELS[name](**kwargs)
 
 
 # -- one streamed call with cancellation ---------------------------------------------------
@@ -196,7 +166,7 @@ def message_text(message: BaseMessage) -> str:
 
 
 __all__ = [
-    "AIMessage", "BaseMessage", "CHAT_MODELS", "ChatModel", "GenerationCancelled", "HumanMessage",
-    "SystemMessage", "TokenCallback", "generate_text", "image_part", "make_chat_model",
+    "AIMessage", "BaseMessage", "ChatModel", "GenerationCancelled", "HumanMessage",
+    "SystemMessage", "TokenCallback", "generate_text", "image_part",
     "message_text", "to_normalized", "user_message",
 ]

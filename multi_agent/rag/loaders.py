@@ -92,6 +92,9 @@ LOADERS: dict[str, Callable[[Path], LoadedDoc]] = {
     **{s: load_text for s in TEXT_SUFFIXES},
     **{s: load_pdf for s in PDF_SUFFIXES},
 }
+from .formats import FORMAT_LOADERS  # noqa: E402 (DOCX/HTML/EPUB/PPTX/XLSX; they use LoadedDoc/SkipFile above)
+
+LOADERS.update(FORMAT_LOADERS)
 
 
 def supported(path: Path) -> bool:

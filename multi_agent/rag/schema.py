@@ -41,12 +41,33 @@ class Hit:
 
 
 @dataclass
+class IndexProgress:
+    """One progress report of an indexing run (after each file loads and each embedding batch)."""
+
+    files_done: int          # files finished (embedded or skipped)
+    files_total: int         # files this run has to process
+    chunks_done: int         # chunks embedded so far
+    chunks_known: int        # chunks found so far (grows as files are read)
+    path: str                # the file being worked on (display form), "" at the end
+    stage: str               # loading | embedding | done
+    fraction: float = 0.0    # 0..1 over files, moving within files as their chunks are embedded
+
+    def text(self) -> str:
+        if self.stage == "done":
+            return f"{self.files_done}/{self.files_total} files, {self.chunks_done} chunks embedded"
+        return (f"{self.files_done}/{self.files_total} files, {self.chunks_done}/{self.chunks_known} chunks"
+                + (f" · {self.path}" if self.path else ""))
+
+
+@dataclass
 class IndexReport:
     added: int = 0
     changed: int = 0
     deleted: int = 0
     unchanged: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): documents not indexed
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not documents (counted)
+    cancelled: bool = False  # stopped early; the files finished so far are committed
     chunks: int = 0          # chunks in the index after this run
     embedded: int = 0        # chunks embedded by this run (0 when nothing changed)
     version: str | None = None
@@ -58,5 +79,6 @@ class IndexReport:
 
     def summary(self) -> str:
         s = (f"{self.added} added, {self.changed} changed, {self.deleted} deleted, {self.unchanged} unchanged, "
-             f"{len(self.skipped)} skipped; {self.chunks} chunks ({self.embedded} embedded) in {self.seconds:.1f}s")
-        return s
+             f"{len(self.skipped)} skipped, {len(self.ignored)} not documents; "
+             f"{self.chunks} chunks ({self.embedded} embedded) in {self.seconds:.1f}s")
+        return s + (" (stopped: the files finished so far are kept)" if self.cancelled else "")

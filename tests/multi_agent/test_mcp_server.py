@@ -189,3 +189,34 @@ def test_streamable_http_transport(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.slow
+def test_index_documents_touches_only_the_given_files(tmp_path):
+    """#22.5: index_documents(paths=[one file]) synced the whole folder and deleted another file's
+    entry; #19.7: a symlink inside the folder that leads out of it is refused, never read."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("Alpacas hum when they are content.\n", encoding="utf-8")
+    (kb / "b.md").write_text("Beavers build dams with mud and branches.\n", encoding="utf-8")
+    secret = tmp_path / "secret.md"
+    secret.write_text("TOPSECRET password\n", encoding="utf-8")
+    (kb / "link.md").symlink_to(secret)
+
+    async def body(s):
+        out = {"all": await s.call_tool("index_documents", {})}
+        (kb / "b.md").unlink()
+        (kb / "c.md").write_text("Capybaras are the largest rodents.\n", encoding="utf-8")
+        out["one"] = await s.call_tool("index_documents", {"paths": ["c.md"]})
+        out["link"] = await s.call_tool("index_documents", {"paths": ["link.md"]})
+        out["search"] = await s.call_tool("search_knowledge_base", {"query": "TOPSECRET password", "k": 10})
+        return out
+
+    out = run_session(["--backend", "scripted", "--kb_dir", str(kb), "--reports_dir", str(tmp_path / "r"),
+                       "--no-use_rerank"], body)
+    first = payload(out["all"])
+    assert first["files"] == ["a.md", "b.md"] and "outside" in first["skipped"][0]["reason"]
+    one = payload(out["one"])
+    assert one["files"] == ["a.md", "b.md", "c.md"] and (one["added"], one["deleted"]) == (1, 0)
+    assert "outside the allowed folder" in error_text(out["link"])
+    assert not any("TOPSECRET" in h["text"] for h in payload(out["search"])["hits"])

@@ -35,6 +35,9 @@ class RecordingKB:
     def files(self):
         return [{"path": h.source} for h in self.hits] if self.has_files else []
 
+    def has_documents(self):
+        return self.has_files
+
     def search(self, query, k=5, rerank=True):
         self.queries.append(query)
         return self.hits[:k]

@@ -149,15 +149,37 @@ def test_manager_can_call_the_summary_tool(scripted, kb, tmp_path):
 
 def test_a_failing_knowledge_base_does_not_lose_the_turn(scripted):
     class Broken:
-        def files(self):
-            return [{"path": "a.md"}]
+        def has_documents(self):
+            return True
 
         def search(self, *a, **k):
             raise OSError("index is corrupt")
 
     trace = Chain(scripted(), Broken(), settings=ChainSettings(k=3)).run("q?")
     assert trace.error is None and trace.evidence == [] and trace.answer
-    assert "index is corrupt" in next(s for s in trace.steps if s.name == "knowledge").output
+    assert "OSError: index is corrupt" in next(s for s in trace.steps if s.name == "knowledge").output
+
+
+def test_a_retrieval_error_without_a_message_still_says_what_failed(scripted):
+    """#22.2: a bare FAISS AssertionError showed as "retrieval failed: " with nothing after it."""
+    class Bare:
+        def has_documents(self):
+            return True
+
+        def search(self, *a, **k):
+            raise AssertionError()
+
+    trace = Chain(scripted(), Bare(), settings=ChainSettings(k=3)).run("q?")
+    out = next(s for s in trace.steps if s.name == "knowledge").output
+    assert out == "retrieval failed: AssertionError: no message"
+
+
+def test_dead_citations_are_removed_from_the_answer(scripted, kb):
+    """#22.7: [9] with 3 passages stayed in the answer (a dead link in the chat and the report)."""
+    trace = Chain(scripted(Responder="Cats [1] and dogs [9]. Both [2, 7]."), kb,
+                  settings=ChainSettings(k=3)).run("Tell me about cats")
+    assert trace.answer.startswith("Cats [1] and dogs. Both [2].")
+    assert [c["n"] for c in trace.citations] == [1, 2]
 
 
 def test_a_failing_model_is_reported_in_one_line(kb):

@@ -43,14 +43,21 @@ def test_ask_streams_answer_and_evidence(make_window, make_assistant, ui, qtbot,
     assert "PASS" in w.review_panel.toPlainText()
     assert w.send_button.isEnabled() and not w.cancel_button.isEnabled()
 
-    # A citation link selects its evidence row; double-click opens the file (recorded, not launched).
+    # A citation link selects its evidence row and shows the passage in its file, highlighted;
+    # double-click does the same; "Open file" opens the file (recorded, not launched).
     w.chat.citation_clicked.emit(1)
     assert w.evidence_panel.tree.currentItem().text(0) == "1"
+    hit = w.evidence_panel.hits[0]
+    assert w.viewer.isVisible() and w.viewer.highlighted() == hit.text
+    w.viewer.close()
     item = w.evidence_panel.tree.topLevelItem(0)
     rect = w.evidence_panel.tree.visualItemRect(item)
     qtbot.mouseClick(w.evidence_panel.tree.viewport(), Qt.LeftButton, pos=rect.center())
     qtbot.mouseDClick(w.evidence_panel.tree.viewport(), Qt.LeftButton, pos=rect.center())
+    assert w.viewer.isVisible()
+    w.viewer.open_button.click()
     assert opened and opened[-1] == QUrl.fromLocalFile(str((kb_dir / item.text(1)).resolve()))
+    w.viewer.close()
 
     path = shoot(w, "answer")
     if ui.update_readme_image:  # 128-colour palette: ~60 KB instead of ~200 KB in git

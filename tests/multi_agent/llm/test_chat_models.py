@@ -13,8 +13,8 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from PIL import Image
 
 from multi_agent.llm import local as local_mod
-from multi_agent.llm.base import (GenerationCancelled, generate_text, make_chat_model, to_normalized,
-                                  user_message)
+from multi_agent.llm.base import GenerationCancelled, generate_text, to_normalized, user_message
+from multi_agent.llm.registry import make_chat_model
 from multi_agent.llm.scripted import ScriptedChatModel
 
 
@@ -239,3 +239,17 @@ def test_release_generators_frees_all_but_the_kept_model(tiny_model_dir, tmp_pat
     assert local.release_generators(keep=keep) >= 1
     assert local.shared_generator(tiny_model_dir, adapter, quant="none") is b   # kept
     assert local.shared_generator(tiny_model_dir, None, quant="none") is not a  # dropped, reloaded
+
+
+def test_interface_module_does_not_import_its_backends():
+    """multi_agent.llm.base is the interface the backends import; the factory table lives in
+    multi_agent.llm.registry, so base never refers back to local/openai_compat/scripted."""
+    import ast
+    import inspect
+
+    import multi_agent.llm.base as base
+
+    tree = ast.parse(inspect.getsource(base))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.startswith("multi_agent.llm.")}
+    assert not hasattr(base, "CHAT_MODELS")

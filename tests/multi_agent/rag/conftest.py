@@ -40,3 +40,12 @@ def indexed_kb(tmp_path_factory, kb_template, embedder):
     kb = KnowledgeBase(RagConfig(kb_dir=kb_dir, reranker=None, chunk_size=200, chunk_overlap=40))
     report = kb.index()
     return kb, report
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tmp_path_factory) -> str:
+    """A second, ~50x cheaper embedder (random 1-layer BERT) as a path name: for tests that embed
+    hundreds of chunks or need an index built with another model."""
+    from multi_agent.rag.testing import build_tiny_embedder
+
+    return str(build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder") / "model"))

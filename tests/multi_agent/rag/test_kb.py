@@ -21,12 +21,13 @@ def test_index_report_counts_and_skip_reasons(indexed_kb):
     assert report.added == 5  # en_guide.md, zh_gbk.txt, zh_utf16.txt, zh_big5.txt, report.pdf
     assert report.changed == report.deleted == report.unchanged == 0
     reasons = dict(report.skipped)
-    assert set(reasons) == {"locked.pdf", "scanned.pdf", "corrupt.pdf", "empty.txt", "photo.png"}
+    assert set(reasons) == {"locked.pdf", "scanned.pdf", "corrupt.pdf", "empty.txt"}
+    assert [p for p, _ in report.ignored] == ["photo.png"]   # not a document: counted, not an error
     assert "encrypted PDF" in reasons["locked.pdf"]
     assert "no extractable text" in reasons["scanned.pdf"]
     assert "corrupt" in reasons["corrupt.pdf"]
     assert reasons["empty.txt"] == "empty file"
-    assert "unsupported" in reasons["photo.png"]
+    assert "not a document" in dict(report.ignored)["photo.png"]
     assert report.chunks == report.embedded == sum(f["chunks"] for f in kb.files())
     files = {f["path"]: f for f in kb.files()}
     assert files["report.pdf"]["pages"] == 3 and files["zh_gbk.txt"]["pages"] == 1

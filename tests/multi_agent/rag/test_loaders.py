@@ -89,7 +89,7 @@ def test_corrupt_and_scanned_pdf_skipped(tmp_path):
 
 
 def test_unsupported_suffix(tmp_path):
-    p = tmp_path / "a.docx"
+    p = tmp_path / "a.odt"
     p.write_bytes(b"PK")
-    with pytest.raises(SkipFile, match="unsupported file type '.docx'"):
+    with pytest.raises(SkipFile, match="unsupported file type '.odt'"):
         load_file(p)
