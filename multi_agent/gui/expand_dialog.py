@@ -114,8 +114,8 @@ class ExpandDialog(QDialog):
         if busy:
             self.progress.setRange(0, 0)
 
-    def _on_progress(self, done: int, total: int, note: str) -> None:
-        phase, _, _ = note.partition("\t")
+    def _on_progress(self, report: tuple[int, int, str]) -> None:
+        done, total, phase = report
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(min(done, max(total, 1)))
         self.status.setText(self.tr_("expand.working", phase=phase, done=done, total=total))
@@ -137,7 +137,7 @@ class ExpandDialog(QDialog):
             def progress(phase: str, done: int, total: int, note: str) -> None:
                 if w.cancel.is_set():
                     self._expander.cancel()
-                w.progress.emit(int(done), int(total), f"{phase}\t{note}")
+                w.progress.emit((int(done), int(total), phase))  # the worker's progress carries one object
             self._expander = Expander(cfg, generator=generator, progress=progress)
             return self._expander.collect()
 
@@ -212,10 +212,10 @@ class ExpandDialog(QDialog):
 
 def selected_documents(panel) -> list[str]:
     """Absolute paths of the files selected in the knowledge-base panel (all of them if none is)."""
-    tree = panel.files
-    items = tree.selectedItems() or [tree.topLevelItem(i) for i in range(tree.topLevelItemCount())]
+    files = panel.file_items()  # the tree's file rows (folders are rows too, without a path)
+    chosen = [it for it in files if it.isSelected()] or files
     base = Path(panel.kb_dir or ".")
-    return [str(base / it.text(0)) for it in items]
+    return [str(base / str(it.data(0, Qt.UserRole))) for it in chosen]
 
 
 def install_expand_button(window) -> QPushButton:

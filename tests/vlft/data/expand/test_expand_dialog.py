@@ -57,7 +57,7 @@ def test_button_in_the_knowledge_panel_opens_the_dialog_with_the_selection(qtbot
     window.kb_panel = KnowledgePanel(window.tr_, window)
     window.kb_panel.set_folder(str(docs_dir))
     window.kb_panel.set_files([{"path": "report.pdf", "chunks": 3}, {"path": "notes.md", "chunks": 1}])
-    window.kb_panel.files.topLevelItem(1).setSelected(True)
+    window.kb_panel.file_item("notes.md").setSelected(True)
     button = install_expand_button(window)
     button.click()
     dlg = window.expand_dialog
