@@ -136,20 +136,22 @@ def prior_texts(data_path: str | Path) -> list[str]:
 
 
 def pretrain_language_prior(model, tokenizer, texts: list[str], steps: int = PRIOR_STEPS, lr: float = 3e-3,
-                            batch_size: int = 16, seed: int = 0) -> list[float]:
+                            batch_size: int = 16, seed: int = 0, n_negatives: int = 1024) -> list[float]:
     """Train the language model's weights (embeddings, layers, final norm; the vision tower stays random)
     as a plain next-token model on ``texts``; returns the loss per step.
 
     Only the embedding rows of tokens in ``texts`` are trained, and the softmax runs over those tokens
-    alone: the full 151k-row embedding would make each step ~100x slower. The other rows keep their
-    small random values, so their logits stay below the trained ones. The texts are never seen in the
-    chat template: the prior knows the words, not the task (the adapters learn to caption)."""
+    and ``n_negatives`` rows drawn from the rest of the vocabulary at each step (kept fixed): the full
+    151k-row softmax would make each step ~100x slower. The texts are never seen in the
+    chat template (only followed by the end-of-turn token): the prior knows the words, not the task
+    (the adapters learn to caption)."""
     import random
 
     import torch
 
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    seqs = [[eot] + tokenizer(t)["input_ids"] + [eot] for t in texts]
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")  # how an answer ends in the chat template
+    seqs = [[eot] + tokenizer(t)["input_ids"] + [end] for t in texts]
     vocab = sorted({i for s in seqs for i in s})
     index = {tok: j for j, tok in enumerate(vocab)}
     lm = model.model.language_model
@@ -173,9 +175,12 @@ def pretrain_language_prior(model, tokenizer, texts: list[str], steps: int = PRI
             ids[i, :len(s)] = torch.tensor([index[t] for t in s])
             mask[i, :len(s)] = 1
         hidden = lm(inputs_embeds=sub[ids], attention_mask=mask).last_hidden_state
-        logits = hidden[:, :-1] @ sub.T
+        # the caption tokens against each other and against a fresh sample of the untrained rows, so
+        # their logits rise above the whole vocabulary, not only above each other
+        negatives = emb.detach()[torch.randint(0, emb.shape[0], (n_negatives,))].float()
+        logits = hidden[:, :-1] @ torch.cat([sub, negatives]).T
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), labels.reshape(-1),
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                                  ignore_index=-100)
         loss.backward()
         opt.step()
