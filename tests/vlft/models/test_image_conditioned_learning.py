@@ -122,6 +122,7 @@ def test_adapters_name_the_colour_of_held_out_images(script, learnable_tiny_dir,
     assert _script(script).main(["--model", str(learnable_tiny_dir), "--train_json", str(shapes["train"]),
                                  "--output_dir", str(out), *TRAIN_FLAGS]) == 0
     acc, preds = accuracy(learnable_tiny_dir, out, shapes["held_out"])
+    print(f"{script}: {acc:.0%} of held-out colours named")
     assert acc >= 0.75, f"{script}: {acc:.0%} of held-out colours named (chance 25%): {preds}"
 
 
@@ -131,4 +132,5 @@ def test_blanked_images_stay_at_chance(learnable_tiny_dir, shapes, tmp_path):
     assert _script("lora.py").main(["--model", str(learnable_tiny_dir), "--train_json", str(shapes["train_blank"]),
                                     "--output_dir", str(out), *TRAIN_FLAGS]) == 0
     acc, preds = accuracy(learnable_tiny_dir, out, shapes["held_out_blank"])
+    print(f"blanked control: {acc:.0%} of held-out colours named")
     assert acc <= 0.5, f"blanked images: {acc:.0%} named (chance 25%): {preds}"
