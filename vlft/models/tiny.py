@@ -118,6 +118,7 @@ def build_random_model(target: str | Path, family: str = "qwen3-vl", seed: int =
 # -- language prior ---------------------------------------------------------------------------------
 PRIOR_KEY = "tiny_language_prior"  # config.json entry describing the prior (absent: random weights)
 PRIOR_STEPS = 200
+PRIOR_VERSION = 1  # part of the cache key: bump when the pre-training recipe changes
 
 
 def prior_texts(data_path: str | Path) -> list[str]:
@@ -142,8 +143,8 @@ def pretrain_language_prior(model, tokenizer, texts: list[str], steps: int = PRI
 
     Only the embedding rows of tokens in ``texts`` are trained, and the softmax runs over those tokens
     and ``n_negatives`` rows drawn from the rest of the vocabulary at each step (kept fixed): the full
-    151k-row softmax would make each step ~100x slower. The texts are never seen in the
-    chat template (only followed by the end-of-turn token): the prior knows the words, not the task
+    151k-row softmax (and its optimizer update) would make each step many times slower. The texts are
+    never seen in the chat template (only followed by the end-of-turn token): the prior knows the words, not the task
     (the adapters learn to caption)."""
     import random
 
@@ -218,7 +219,8 @@ def build_tiny_with_prior(target: str | Path, data_path: str | Path, family: str
     texts = prior_texts(data_path)
     if not texts:
         raise ValueError(f"{data_path}: no captions to pre-train the tiny model's language prior on")
-    key = hashlib.sha256(json.dumps([family, seed, steps, texts], ensure_ascii=False).encode()).hexdigest()[:16]
+    key_text = json.dumps([PRIOR_VERSION, family, seed, steps, texts], ensure_ascii=False)
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     cached = prior_cache_dir() / key
     target = Path(target)
     if cache and (cached / ".complete").is_file():
@@ -241,8 +243,11 @@ def build_tiny_with_prior(target: str | Path, data_path: str | Path, family: str
         _copy_folder(target, tmp)
         (tmp / ".complete").touch()
         if cached.exists():
-            shutil.rmtree(cached)
-        tmp.rename(cached)
+            shutil.rmtree(cached, ignore_errors=True)
+        try:
+            tmp.rename(cached)
+        except OSError:  # another build finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
