@@ -31,7 +31,8 @@ TRAIN_FLAGS = ["--max_steps", "100", "--per_device_train_batch_size", "4", "--gr
                "--learning_rate", "5e-3", "--lr_scheduler_type", "constant", "--warmup_ratio", "0",
                "--lora_target_modules", "all", "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0",
                "--logging_steps", "10", "--save_strategy", "no", "--report_to", "none",
-               "--num_sample_predictions", "0", "--no-gradient_checkpointing", "--seed", "0", *PIXELS]
+               "--num_sample_predictions", "0", "--no-gradient_checkpointing", "--no-load_in_4bit", "--seed", "0",
+               *PIXELS]
 
 
 def _script(name: str):
