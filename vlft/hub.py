@@ -147,6 +147,9 @@ class DownloadModelConfig(BaseConfig):
     tiny: bool = field(False, "build the tiny random-weight model offline instead of downloading")
     family: Literal["qwen3-vl", "qwen2.5-vl"] = field("qwen3-vl", "tiny model family (qwen2.5-vl reads ../shared/assets)")
     seed: int = field(0, "seed for the tiny model's random weights")
+    tiny_prior_data: str | None = field(None, "with --tiny: a training split whose captions give the tiny model a "
+                                        "language prior (a short pre-training, cached in ~/.cache/vlft)")
+    tiny_prior_steps: int = field(200, "with --tiny_prior_data: pre-training steps")
     probe_timeout: float = field(PROBE_TIMEOUT_S, "seconds to wait for the hub before giving up")
     verbose: bool = field(False, "more log output")
 
@@ -154,6 +157,8 @@ class DownloadModelConfig(BaseConfig):
         super().validate()
         require(bool(self.target), "target", "must be a folder path")
         require(self.probe_timeout > 0, "probe_timeout", "must be positive")
+        require(self.tiny_prior_steps > 0, "tiny_prior_steps", "must be positive")
+        require(not self.tiny_prior_data or self.tiny, "tiny_prior_data", "only with --tiny")
 
 
 def fetch_model(cfg: DownloadModelConfig) -> Path:
@@ -164,7 +169,11 @@ def fetch_model(cfg: DownloadModelConfig) -> Path:
             from transformers.utils import logging as hf_logging
             hf_logging.disable_progress_bar()
         try:
+            if cfg.tiny_prior_data:
+                from vlft.models.tiny import build_tiny_with_prior
+                return build_tiny_with_prior(cfg.target, cfg.tiny_prior_data, family=cfg.family, seed=cfg.seed,
+                                             steps=cfg.tiny_prior_steps)
             return build_tiny_model(cfg.target, family=cfg.family, seed=cfg.seed)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:
             raise HubError(str(e)) from None
     return download_model(cfg.model, cfg.target, cfg.source, cfg.revision, cfg.probe_timeout)

@@ -42,6 +42,11 @@ def build_markdown(report: dict) -> str:
         lines.append(f"- **{n}**: {what}")
     lines.append("- tokenisation: Chinese words (jieba), English PTB-style (lower-case, punctuation removed); "
                  "scores against all references of each image; CIDEr-D as pycocoevalcap (x10 scale)")
+    if report.get("split"):
+        lines.append(split_line(report["split"]))
+    if report.get("tiny_model"):
+        lines.append(f"- **the base is the embedded {report['tiny_model']}**: these scores check that the pipeline "
+                     "learns (adapters fitting a small sample), not caption quality")
     lines.append("")
 
     ok = [n for n in names if systems[n].get("metrics")]
@@ -83,6 +88,9 @@ def build_markdown(report: dict) -> str:
                     lines.append(f"  - {n}: {j['n_unparsed']} answer(s) without a 1-5 score")
     lines.append("")
 
+    if report.get("loss_plot"):
+        lines += ["## Loss curves", "", f"![Training and evaluation loss]({report['loss_plot']})", ""]
+
     examples = report.get("examples") or []
     if examples:
         lines += ["## Examples", "", "| image | references | " + " | ".join(ok) + " |",
@@ -112,9 +120,67 @@ def examples_table(rows_by_system: dict[str, list[dict]], n: int = N_EXAMPLES) -
     return out
 
 
+def split_line(split: dict) -> str:
+    """What the scored images are relative to each adapter's training data, in one Markdown line."""
+    head = f"- split: `{Path(split['path']).name}`, {split['n_images']} images"
+    known = {n: k for n, k in (split.get("in_training_data") or {}).items() if k is not None}
+    if not known:
+        return head + " (the adapters' training data is unknown: no training_summary.json)"
+    if not any(known.values()):
+        return head + ", **held out**: none of them is in the training data of " + ", ".join(known)
+    return head + "; in the training data (a fit, not held out): " + ", ".join(
+        f"{n}: {k} of {split['n_images']}" for n, k in known.items())
+
+
+def _image_paths(images) -> set[str]:
+    images = images if isinstance(images, (list, tuple)) else [images]
+    return {str(Path(p).resolve()) for p in images if isinstance(p, (str, Path))}
+
+
+def training_overlap(data_path: str | Path, items: list[dict], systems: dict[str, dict]) -> dict:
+    """How many of the scored images each adapter was trained on, read from the training data named in
+    its ``training_summary.json`` (None for the base and for adapters without one)."""
+    import json
+
+    from vlft.data.dataset import load_samples
+    from vlft.eval.plots import SUMMARY_FILE
+
+    scored = set().union(*(_image_paths(it.get("image")) for it in items)) if items else set()
+    out: dict = {"path": str(data_path), "n_images": len(items), "in_training_data": {}}
+    for name, s in systems.items():
+        count = None
+        summary_path = Path(s["adapter"]) / SUMMARY_FILE if s.get("adapter") else None
+        if summary_path is not None and summary_path.is_file():
+            try:
+                cfg = json.loads(summary_path.read_text(encoding="utf-8")).get("config") or {}
+                loaded = load_samples(cfg["data_path"], image_folder=cfg.get("image_folder"))
+                trained = set().union(*(_image_paths([p.get("image") for m in smp["messages"]
+                                                      for p in m["content"] if isinstance(p, dict)])
+                                        for smp in loaded.samples))
+                count = sum(1 for it in items if _image_paths(it.get("image")) & trained)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.warning("%s: cannot read the training data it names (%s)", summary_path, e)
+        out["in_training_data"][name] = count
+    return out
+
+
+def write_loss_plot(report: dict, out_dir: str | Path) -> Path | None:
+    """loss_curves.png from the adapters' logged training/eval losses (None: nothing logged)."""
+    from vlft.eval.plots import PLOT_FILE, plot_loss_curves, read_history
+
+    histories = {n: read_history(s["adapter"]) for n, s in report["systems"].items() if s.get("adapter")}
+    return plot_loss_curves(histories, Path(out_dir) / PLOT_FILE)
+
+
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     json_path, md_path = out / "report.json", out / "report.md"
+    from vlft.models.tiny import describe_tiny
+    report["tiny_model"] = next((d for d in (describe_tiny(s["model"]) for s in report["systems"].values()) if d),
+                                None)
+    plot = write_loss_plot(report, out)
+    if plot is not None:
+        report["loss_plot"] = plot.name  # relative: the Markdown sits next to it
     write_json(json_path, report)
     with atomic_write(md_path) as f:
         f.write(build_markdown(report) + "\n")

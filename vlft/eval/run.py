@@ -157,7 +157,7 @@ def run_judge(cfg: EvalConfig, rows_by_system: dict[str, list[dict]]) -> dict:
 def evaluate(cfg: EvalConfig) -> dict:
     """Run the whole evaluation; returns the report (also written to ``cfg.output_dir``)."""
     from vlft.eval.metrics import score_captions
-    from vlft.eval.report import examples_table, log_swanlab, write_report
+    from vlft.eval.report import examples_table, log_swanlab, training_overlap, write_report
     from vlft.infer import items_from_split
     from vlft.utils.io import write_jsonl
 
@@ -205,6 +205,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                          + (f" (first: {skipped})" if skipped else ""))
     if cfg.judge != "none" and rows_by_system:
         report["judge"] = run_judge(cfg, rows_by_system)
+    report["split"] = training_overlap(cfg.data_path, items, report["systems"])
     report["examples"] = examples_table(rows_by_system)
     json_path, md_path = write_report(report, out_dir)
     report["paths"] = {"json": str(json_path), "markdown": str(md_path)}
