@@ -111,6 +111,6 @@ def test_language_prior_learns_the_captions_and_is_cached(tmp_path, coco_sample_
 
 def test_language_prior_bad_data_is_one_line(tmp_path, capsys):
     cli = _download_cli()
-    assert cli.main(["--tiny", "--target", str(tmp_path / "t"), "--tiny_prior_data", str(tmp_path / "nope.json")]) == 1
+    assert cli.main(["--tiny", "--target", str(tmp_path / "t"), "--tiny_prior_data", str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope.json" in err and len(err.splitlines()) == 1

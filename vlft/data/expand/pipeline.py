@@ -451,7 +451,7 @@ class Expander:
                 res.state[key]["kb_file"] = str(export.put_in_kb(Path(self.cfg.kb_dir), ex, key))
                 self.progress("kb", i + 1, len(res.extracted), ex.doc.origin)
             rep.kb = export.index_kb(Path(self.cfg.kb_dir),
-                                     lambda d, t, p: self.progress("index", d, t, p))
+                                     lambda r: self.progress("index", r.files_done, r.files_total, r.path))
         write_json(self.out / STATE_FILE, res.state)
         self.progress("write", 1, 1, "")
         return rep
