@@ -23,6 +23,7 @@ from typing import Any
 
 from vlft.train.config import TrainConfig
 from vlft.train.data import TrainingData, load_training_data
+from vlft.train.phases import PhaseClock
 from vlft.train.plan import RunPlan, make_plan
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ class FinetuneRecipe:
         self.train_output = None
         self.summary: dict[str, Any] = {}
         self.swanlab_dir: Path | None = None
+        self.clock = PhaseClock()  # where the run's wall time goes (vlft.train.phases)
 
     # 1. everything up to the first step -----------------------------------------------------------
     def setup(self) -> "FinetuneRecipe":
@@ -227,18 +229,21 @@ class FinetuneRecipe:
 
         from vlft.models.loading import load_processor
 
-        cfg = self.cfg
-        preflight(cfg)
-        self.processor = load_processor(cfg.model_name_or_path, cfg.max_pixels, cfg.min_pixels)
-        self.data = load_training_data(cfg, self.processor)  # bad data fails here, before the model loads
+        cfg, clock = self.cfg, self.clock
+        with clock.phase("load"):
+            preflight(cfg)
+            self.processor = load_processor(cfg.model_name_or_path, cfg.max_pixels, cfg.min_pixels)
+        with clock.phase("data"):
+            self.data = load_training_data(cfg, self.processor)  # bad data fails here, before the model loads
         print(self.data.line())
         self.plan = make_plan(cfg, self.data.max_len, method=self.method)
         print(self.plan.line() + f", {cfg.loss_impl} loss")
-        self._use_local_gpu()
-        set_seed(cfg.seed)  # adapter init is part of "same run, same weights"
-        self.model = self._attach_adapter(load_base_model(cfg, self.plan))
-        self.trainer = build_trainer(cfg, self.plan, self.model, self.processor, self.data,
-                                     hooks=self.method.training_hooks(self.model, self.spec))
+        with clock.phase("load"):
+            self._use_local_gpu()
+            set_seed(cfg.seed)  # adapter init is part of "same run, same weights"
+            self.model = self._attach_adapter(load_base_model(cfg, self.plan))
+            self.trainer = build_trainer(cfg, self.plan, self.model, self.processor, self.data,
+                                         hooks=self.method.training_hooks(self.model, self.spec))
         return self
 
     def _use_local_gpu(self) -> None:
@@ -261,7 +266,14 @@ class FinetuneRecipe:
     # 2. the training loop ---------------------------------------------------------------------------
     def train(self):
         """Train, resuming from the plan's checkpoint (``--resume_from_checkpoint``) if any."""
-        self.train_output = self.trainer.train(resume_from_checkpoint=self.plan.resume_from)
+        import time
+        tr = self.trainer
+        t, eval0, save0 = time.perf_counter(), tr.eval_seconds, tr.checkpoint_seconds
+        try:
+            self.train_output = tr.train(resume_from_checkpoint=self.plan.resume_from)
+        finally:
+            self.clock.add_training_loop(time.perf_counter() - t, tr.step_seconds, tr.eval_seconds - eval0,
+                                         tr.checkpoint_seconds - save0)
         return self.train_output
 
     # 3. the adapter and what the run did ------------------------------------------------------------
@@ -355,6 +367,19 @@ class FinetuneRecipe:
             log_prediction_table(rows, step=trainer.state.global_step)
         return rows
 
+    def _record_phases(self) -> None:
+        """The phase breakdown: one printed line, training_summary.json's "phases", SwanLab."""
+        if not self.summary:  # not the main process
+            return
+        from vlft.utils.io import write_json
+        phases = self.clock.as_dict()
+        self.summary["phases"] = phases
+        write_json(Path(self.cfg.output_dir) / SUMMARY_FILE, self.summary)
+        print(self.clock.line())
+        if self.cfg.report_to == "swanlab":
+            from vlft.reporting import log_scalars
+            log_scalars({f"phases/{k}_s": v for k, v in phases.items()}, step=self.trainer.state.global_step)
+
     # the whole stage --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """setup -> train -> save -> predict, logged to SwanLab; returns the summary ({} off rank 0)."""
@@ -368,11 +393,14 @@ class FinetuneRecipe:
                                             cfg.swanlab_mode, {**cfg.to_dict(), "plan": self.plan.to_dict()})
         try:
             self.train()
-            self.save()
+            with self.clock.phase("save"):
+                self.save()
             # generation's growing KV cache would make compiled layers recompile (CUDA graphs: record)
             # for every new length: the few sample predictions run eagerly
             fast.uncompile_decoder_layers(self.model)
-            self.predict()
+            with self.clock.phase("predict"):
+                self.predict()
+            self._record_phases()
         finally:
             if cfg.report_to == "swanlab":
                 finish_swanlab()

@@ -3,7 +3,9 @@ and the adapter method's training hooks (vlft.adapters.methods.TrainingHooks).""
 
 from __future__ import annotations
 
-from transformers import Trainer
+import time
+
+from transformers import Trainer, TrainerCallback
 
 from vlft.adapters.methods import NO_HOOKS, TrainingHooks
 from vlft.reporting import ThroughputMeter, memory_metrics
@@ -49,6 +51,12 @@ class VlftTrainer(Trainer):
             # weigh the same whatever its token count. lm_loss divides by that count itself.
             self.model_accepts_loss_kwargs = True
         self.meter = ThroughputMeter()
+        # wall time inside train(): per optimizer step (evaluation and checkpoints left out), and the
+        # evaluation / checkpoint time itself (vlft.train.phases splits the loop with these)
+        self.step_seconds: list[float] = []
+        self.eval_seconds = 0.0
+        self.checkpoint_seconds = 0.0
+        self.add_callback(_StepClock(self))
         self.batch_shapes: set[tuple[int, int]] = set()  # (batch, length) of the training micro-batches
         self._tokens = None            # device tensor: non-pad tokens since the last flush
         self._aux_sum = None           # device tensor: sum of extra-loss values since the last log
@@ -110,6 +118,20 @@ class VlftTrainer(Trainer):
         if self.cudagraphs:  # a new iteration: graph outputs of the previous one may be overwritten
             import torch
             torch.compiler.cudagraph_mark_step_begin()
+
+    def evaluate(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.eval_seconds += time.perf_counter() - t
+
+    def _save_checkpoint(self, model, trial) -> None:
+        t = time.perf_counter()
+        try:
+            return super()._save_checkpoint(model, trial)
+        finally:
+            self.checkpoint_seconds += time.perf_counter() - t
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Loss-only evaluation takes the labelled-token loss too: the full-vocabulary logits (and their
@@ -188,3 +210,25 @@ class VlftTrainer(Trainer):
                 logs[self.hooks.extra_loss_name] = float(self._aux_sum) / self._aux_n
                 self._aux_sum, self._aux_n = None, 0
         super().log(logs, start_time)
+
+
+class _StepClock(TrainerCallback):
+    """Wall time of each optimizer step, evaluation and checkpoints in between left out (they run
+    after ``on_step_end``, so they fall into the next step's interval and are subtracted there)."""
+
+    def __init__(self, trainer: VlftTrainer):
+        self.trainer = trainer
+        self._last = 0.0
+        self._paused = 0.0
+
+    def _pause(self) -> float:
+        return self.trainer.eval_seconds + self.trainer.checkpoint_seconds
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.step_seconds = []
+        self._last, self._paused = time.perf_counter(), self._pause()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now, paused = time.perf_counter(), self._pause()
+        self.trainer.step_seconds.append(max(now - self._last - (paused - self._paused), 0.0))
+        self._last, self._paused = now, paused
