@@ -14,7 +14,8 @@ docs/performance.md):
 - several processes (DDP): compiled layers without CUDA graphs (not measured there), the larger
   batch profile, and one to a few decoding workers per process (the host's cores are shared).
 - compiled layers recompile for every new sequence length, so lengths are padded to
-  ``COMPILED_PAD_MULTIPLE`` whenever layers are compiled.
+  ``COMPILED_PAD_MULTIPLE`` whenever layers are compiled, and an epoch's short last batch gets
+  label-less filler rows up to the planned batch (``pad_rows_to``; vlft.train.collator.SftCollator).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class RunPlan:
     compile_mode: str              # "reduce-overhead" (CUDA graphs when compiled) | "default"
     cuda_graphs: bool              # compiled layers replayed as CUDA graphs
     pad_to_multiple_of: int        # batch lengths padded up to a multiple of this (0: the longest sample)
+    pad_rows_to: int               # short training batches get filler rows up to this many (0: off)
     checkpoint_every: int          # eager layers: gradient checkpointing on every n-th decoder layer (0: off)
     recompute_activations: bool    # compiled layers: the partitioner recomputes activations in backward
     ddp_find_unused_parameters: bool  # some trainable parameters may get no gradient in a step (DDP)
@@ -93,6 +95,7 @@ class RunPlan:
             layers = (f"eager layers, checkpointing every {self.checkpoint_every}" if self.checkpoint_every
                       else "eager layers, no checkpointing")
         pad = f", lengths padded to x{self.pad_to_multiple_of}" if self.pad_to_multiple_of else ""
+        pad += f", short batches padded to {self.pad_rows_to} rows" if self.pad_rows_to else ""
         return (f"plan: {self.device} x{self.world_size}, {p.quant} base, {dtype} compute, batch {self.batch_size} x "
                 f"{self.accumulation} accumulation (effective {self.effective_batch}), learning rate "
                 f"{self.learning_rate:g}, {self.workers} data workers, {layers}{pad}"
@@ -169,6 +172,7 @@ def make_plan(cfg: "TrainConfig", max_len: int | None = None, *, device: str | N
         batch_size=bs, accumulation=ga, learning_rate=lr, workers=workers,
         compile=bool(compile_on), compile_mode=mode, cuda_graphs=bool(graphs),
         pad_to_multiple_of=cfg.pad_to_multiple_of or (COMPILED_PAD_MULTIPLE if compile_on else 0),
+        pad_rows_to=bs if compile_on else 0,  # a new batch shape mid-run would compile (and capture) again
         checkpoint_every=0 if compile_on else every,
         recompute_activations=bool(compile_on and cfg.gradient_checkpointing),
         ddp_find_unused_parameters=(method or get_method(cfg.adapter)).ddp_find_unused_parameters,

@@ -160,9 +160,11 @@ def build_trainer(cfg: TrainConfig, plan: RunPlan, model, processor, data: Train
     trainer = VlftTrainer(model=model, args=training_arguments(cfg, plan, data.eval is not None),
                           train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=SftCollator(processor, cfg.model_max_length,
-                                                    pad_to_multiple_of=plan.pad_to_multiple_of),
+                                                    pad_to_multiple_of=plan.pad_to_multiple_of,
+                                                    pad_rows_to=plan.pad_rows_to),
                           processing_class=processor, loss_impl=cfg.loss_impl,
-                          loss_chunk_size=cfg.loss_chunk_size, cudagraphs=plan.cuda_graphs, hooks=hooks)
+                          loss_chunk_size=cfg.loss_chunk_size, cudagraphs=plan.cuda_graphs,
+                          compiled=plan.compile, hooks=hooks)
     use_console_progress(trainer)
     return trainer
 

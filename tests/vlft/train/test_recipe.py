@@ -392,3 +392,26 @@ def test_cuda_default_path_smoke(tiny_model_dir, caption_json, tmp_path):
     assert summary["global_step"] == 2 and summary["final_loss"] == summary["final_loss"]
     assert all(length % 32 == 0 for _, length in summary["train_batch_shapes"])
     assert summary["peak_gpu_reserved_gb"] > 0 and _adapter(Path(cfg.output_dir))
+
+
+def test_compiled_run_pads_the_short_last_batch_and_evaluates_unpadded(make_cfg, caption_json, monkeypatch):
+    """With compiled layers planned, an epoch's short last batch gets filler rows up to the planned
+    batch (no new shape to compile mid-run), the throughput counts real samples only, and evaluation
+    batches stay unpadded (their loss is averaged per row; they run on eager layers). torch.compile
+    itself is replaced by a no-op here: the subject is the batches, not the compiler."""
+    from vlft.train import fast
+    from vlft.train.plan import make_plan
+
+    monkeypatch.setattr(fast, "compile_decoder_layers", lambda model, **kw: len(fast.compile.decoder_layers(model)))
+    cfg = make_cfg(compile=True, compile_mode="default", max_steps=-1, num_train_epochs=1,
+                   per_device_train_batch_size=3, eval_data_path=str(caption_json))
+    rec = R.FinetuneRecipe(cfg).setup()
+    assert rec.plan.pad_rows_to == 3 and "short batches padded to 3 rows" in rec.plan.line()
+    eval_batches = [b["input_ids"].shape[0] for b in rec.trainer.get_eval_dataloader()]
+    assert eval_batches == [3, 1]  # 4 eval samples, unpadded
+    rec.train()
+    tr = rec.trainer
+    assert tr.state.global_step == 2 and {b for b, _ in tr.batch_shapes} == {3}  # 3 + 1 (padded to 3)
+    assert tr.meter.total_samples == 4
+    # the eager default plans no filler rows
+    assert make_plan(make_cfg(), device="cpu").pad_rows_to == 0
