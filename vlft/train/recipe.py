@@ -79,6 +79,8 @@ def setup_layers(model, plan: RunPlan) -> str:
     eager layers with gradient checkpointing on every n-th one; returns a one-line description."""
     from vlft.train import fast
     if plan.compile:
+        from vlft.train.fast.cache import use_compile_cache
+        use_compile_cache(plan.compile_cache_dir)  # compiled artifacts reused across runs and processes
         fast.set_checkpointing(model, every=0)
         n = fast.compile_decoder_layers(model, memory_budget=0.0 if plan.recompute_activations else 1.0,
                                         mode="reduce-overhead" if plan.cuda_graphs else None)
@@ -238,7 +240,7 @@ class FinetuneRecipe:
         with clock.phase("data"):
             self.data = load_training_data(cfg, self.processor)  # bad data fails here, before the model loads
         print(self.data.line())
-        self.plan = make_plan(cfg, self.data.max_len, method=self.method)
+        self.plan = make_plan(cfg, self.data.max_len, method=self.method, n_train=len(self.data.train))
         print(self.plan.line() + f", {cfg.loss_impl} loss")
         with clock.phase("load"):
             self._use_local_gpu()
@@ -375,6 +377,13 @@ class FinetuneRecipe:
             return
         from vlft.utils.io import write_json
         phases = self.clock.as_dict()
+        plan = self.plan
+        if plan.compile:  # the next plan of this model and recipe weighs compiling with this cost
+            from vlft.train.fast.cache import record_compile_cost
+            from vlft.train.plan import compile_cost_key
+            record_compile_cost(plan.compile_cache_dir, compile_cost_key(self.cfg, plan.precision.quant,
+                                                                         plan.compile_mode, plan.batch_size),
+                                phases["compile"])
         self.summary["phases"] = phases
         write_json(Path(self.cfg.output_dir) / SUMMARY_FILE, self.summary)
         print(self.clock.line())
