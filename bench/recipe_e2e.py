@@ -128,7 +128,7 @@ def seed_records(train: Path, val: Path) -> list[dict]:
     from vlft.train.collator import sample_images
 
     def convert(s: dict) -> dict:
-        image = Path(sample_images(s)[0]).resolve()
+        image = (train.parent / sample_images(s)[0]).resolve()  # relative paths: to the JSON's folder
         caption = message_text([m for m in s["messages"] if m["role"] == "assistant"][-1])
         return {"id": s.get("id", ""), "conversations": [
             {"from": "user", "value": f"COCO Yes: <|vision_start|>{image}<|vision_end|>"},
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
               f"loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}, eval {r['eval_loss']}; {r['wall_s']} s",
               flush=True)
         ph = r["phases"] or {}
-        print(f"{tag} {'compiled' if r['compiled'] else 'eager'} ({r['compile_decision'] or 'as asked'}); phases: "
+        print(f"{tag} {'compiled' if r['compiled'] else 'eager'}{' (' + r['compile_decision'] + ')' if r['compile_decision'] else ''}; phases: "
               + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()) + " s", flush=True)
     print(f"all runs: {time.perf_counter() - t_all:.0f} s")
     if args.seed_script or args.cache:

@@ -229,12 +229,11 @@ class FinetuneRecipe:
 
     # 1. everything up to the first step -----------------------------------------------------------
     def setup(self) -> "FinetuneRecipe":
-        from transformers import set_seed
-
-        from vlft.models.loading import load_processor
-
         cfg, clock = self.cfg, self.clock
-        with clock.phase("load"):
+        with clock.phase("load"):  # the first transformers import is part of loading (seconds)
+            from transformers import set_seed
+
+            from vlft.models.loading import load_processor
             preflight(cfg)
             self.processor = load_processor(cfg.model_name_or_path, cfg.max_pixels, cfg.min_pixels)
         with clock.phase("data"):
@@ -271,13 +270,15 @@ class FinetuneRecipe:
     def train(self):
         """Train, resuming from the plan's checkpoint (``--resume_from_checkpoint``) if any."""
         import time
+
+        from vlft.train.phases import compiler_seconds
         tr = self.trainer
-        t, eval0, save0 = time.perf_counter(), tr.eval_seconds, tr.checkpoint_seconds
+        t, eval0, save0, comp0 = time.perf_counter(), tr.eval_seconds, tr.checkpoint_seconds, compiler_seconds()
         try:
             self.train_output = tr.train(resume_from_checkpoint=self.plan.resume_from)
         finally:
             self.clock.add_training_loop(time.perf_counter() - t, tr.step_seconds, tr.eval_seconds - eval0,
-                                         tr.checkpoint_seconds - save0)
+                                         tr.checkpoint_seconds - save0, compiler_seconds() - comp0)
         return self.train_output
 
     # 3. the adapter and what the run did ------------------------------------------------------------

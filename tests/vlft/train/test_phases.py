@@ -32,6 +32,10 @@ def test_clock_splits_the_loop_and_accounts_for_the_whole_wall_time():
     assert list(d) == [*PHASES, "total"]
     assert (d["compile"], d["train"], d["eval"], d["save"]) == (8.0, 8.0, 3.0, 1.0)
     assert d["load"] >= 0.01 and d["predict"] == 0.0
+    # every step of a short run compiled: the compiler's own time is the floor
+    c2 = PhaseClock()
+    c2.add_training_loop(loop_s=20.0, step_seconds=[6.0, 6.0, 6.0], eval_s=0.0, save_s=0.0, compiled_s=15.0)
+    assert (c2.as_dict()["compile"], c2.as_dict()["train"]) == (15.0, 5.0)
     line = clock.line()
     assert line.startswith("phases: load ") and "compile 8.0 s" in line and line.endswith(f"total {d['total']:.1f} s")
 

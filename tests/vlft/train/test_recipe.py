@@ -291,6 +291,13 @@ def test_cudagraph_mode_wiring_and_eager_predictions(make_cfg, caption_json, mon
     assert summary["global_step"] == 2
     assert len(marks) == 2 * 2  # 2 steps x 2 micro-batches
     assert seen["compiled_at_predict"] == 0
+    # the compile time is reported as its own phase and kept for the next plan of this model and recipe
+    from vlft.train.fast.cache import read_compile_cost
+    from vlft.train.plan import compile_cost_key
+    assert summary["phases"]["compile"] > 0
+    p = rec.plan
+    assert read_compile_cost(p.compile_cache_dir, compile_cost_key(cfg, p.precision.quant, p.compile_mode,
+                                                                    p.batch_size)) == summary["phases"]["compile"]
 
 
 def test_target_matching_nothing_fails_with_one_line(make_cfg, capsys, tiny_model_dir, caption_json, tmp_path):
