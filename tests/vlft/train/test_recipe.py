@@ -380,8 +380,10 @@ def test_the_plan_is_printed_at_start_and_stored_in_the_summary(make_cfg, capsys
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_default_path_smoke(tiny_model_dir, caption_json, tmp_path):
-    """The CUDA default as lora.py picks it with no flags: 4-bit base, compiled layers replayed as CUDA
-    graphs, lengths padded to 32, the auto batch; two steps train and the adapter saves."""
+    """The CUDA default as lora.py picks it for a run long enough to compile (a two-step run alone
+    stays eager: the plan weighs compiling, test_plan.py), forced here with compile=True: 4-bit base,
+    compiled layers replayed as CUDA graphs, lengths padded to 32, short batches padded to the auto
+    batch; two steps train and the adapter saves."""
     import torch._dynamo
 
     from vlft.train import TrainConfig
@@ -389,6 +391,9 @@ def test_cuda_default_path_smoke(tiny_model_dir, caption_json, tmp_path):
     cfg = TrainConfig(model_name_or_path=str(tiny_model_dir), data_path=str(caption_json),
                       output_dir=str(tmp_path / "out"), max_steps=2, logging_steps=1, save_strategy="no",
                       report_to="none", num_sample_predictions=1, max_new_tokens=4)
+    from vlft.train.plan import make_plan
+    assert not make_plan(cfg, 100, n_train=4).compile  # auto: 2 steps do not pay for compiling
+    cfg = cfg.replace(compile=True)
     try:
         summary = train(cfg)
     finally:
@@ -398,6 +403,7 @@ def test_cuda_default_path_smoke(tiny_model_dir, caption_json, tmp_path):
     assert plan["compile"] and plan["cuda_graphs"] and plan["pad_to_multiple_of"] == 32
     assert summary["global_step"] == 2 and summary["final_loss"] == summary["final_loss"]
     assert all(length % 32 == 0 for _, length in summary["train_batch_shapes"])
+    assert all(rows == plan["batch_size"] for rows, _ in summary["train_batch_shapes"])  # 4 samples, 24 rows
     assert summary["peak_gpu_reserved_gb"] > 0 and _adapter(Path(cfg.output_dir))
 
 
