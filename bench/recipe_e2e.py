@@ -289,8 +289,9 @@ def main(argv=None) -> int:
               f"loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}, eval {r['eval_loss']}; {r['wall_s']} s",
               flush=True)
         ph = r["phases"] or {}
+        outside = r["wall_s"] - ph.get("total", 0.0)  # interpreter start, imports, argument parsing
         print(f"{tag} {'compiled' if r['compiled'] else 'eager'}{' (' + r['compile_decision'] + ')' if r['compile_decision'] else ''}; phases: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()) + " s", flush=True)
+              + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()) + f" s, + {outside:.1f} s before the recipe", flush=True)
     print(f"all runs: {time.perf_counter() - t_all:.0f} s")
     if args.seed_script or args.cache:
         print(ratio_line(rows), flush=True)
