@@ -7,9 +7,19 @@ is COCO-shaped: the bundled COCO sample's captions (355 human captions, 7-24 wor
 sizes (640x480, 427x640, ...), so batches come in several (batch, length) shapes, which is what
 CUDA graphs (``--compile_mode reduce-overhead``) record once each. Prints, per run: peak memory
 (allocated, reserved, + CUDA context), the batch shapes seen, samples/s overall and per step
-after warm-up, losses, wall time.
+after warm-up, losses, wall time, and where the wall time went (the run's phase breakdown: load,
+data, compile, train, eval, save, predict).
+
+Time to a trained adapter against the seed project's own lora.py (issue 18): ``--seed-script PATH``
+runs that script (../shared/baselines/seed_lora.py, copied into the checkout's ignored ``.device/`` on
+a GPU machine, where ../shared is not sent) on the same training records and epochs, and
+``--cache cold,warm`` runs every adapter with an empty compile cache folder, then again with the
+folder as that run left it. The last line then reads
+``time to adapter vs the seed's own lora.py: N× (cold), M× (warm); MoE-LoRA/LoRA wall: R``
+(wall-time ratios of whole runs on the same records and epochs, i.e. ratios of sample-passes/s).
 
   python -m bench.recipe_e2e --compile_mode reduce-overhead,default   # CUDA GPU
+  python -m bench.recipe_e2e --records 96 --epochs 2 --cache cold,warm --seed-script .device/seed_lora.py
   python -m bench.recipe_e2e --tiny --epochs 0.1                       # CPU smoke run, tiny model
 """
 
@@ -18,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,6 +108,78 @@ def prepare_data(work: Path, pad_words: int) -> tuple[Path, Path]:
     return train, train.with_name(f"val_pad{pad_words}.json")
 
 
+def subset(train: Path, records: int) -> Path:
+    """The first ``records`` training records (0: all), in a file of their own; every row trains on it."""
+    if records <= 0:
+        return train
+    rows = json.loads(train.read_text(encoding="utf-8"))
+    if len(rows) < records:
+        raise SystemExit(f"--records {records}: {train} holds only {len(rows)} training records")
+    out = train.with_name(f"{train.stem}_first{records}.json")
+    out.write_text(json.dumps(rows[:records], ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+def seed_records(train: Path, val: Path) -> list[dict]:
+    """The training records in the seed's format, plus 4 held-out ones last (the seed script keeps the
+    last 4 records out of training): ``{"id", "conversations": [{"from": "user", "value": "COCO Yes:
+    <|vision_start|>ABS_PATH<|vision_end|>"}, {"from": "assistant", "value": CAPTION}]}``."""
+    from vlft.data.vocab import message_text
+    from vlft.train.collator import sample_images
+
+    def convert(s: dict) -> dict:
+        image = (train.parent / sample_images(s)[0]).resolve()  # relative paths: to the JSON's folder
+        caption = message_text([m for m in s["messages"] if m["role"] == "assistant"][-1])
+        return {"id": s.get("id", ""), "conversations": [
+            {"from": "user", "value": f"COCO Yes: <|vision_start|>{image}<|vision_end|>"},
+            {"from": "assistant", "value": caption}]}
+
+    held = json.loads(val.read_text(encoding="utf-8"))[:4]
+    return [convert(s) for s in json.loads(train.read_text(encoding="utf-8")) + held]
+
+
+def seed_once(script: Path, model: Path, train: Path, val: Path, work: Path, args) -> dict:
+    """The seed project's own lora.py, as its README says to run it, on the same records and epochs."""
+    if float(args.epochs) != int(args.epochs):
+        raise SystemExit("--seed-script needs whole --epochs (the seed reads SEED_EPOCHS as an integer)")
+    folder = work / "seed"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "qwen3-vl-4b-instruct").symlink_to(model.resolve(), target_is_directory=True)
+    records = seed_records(train, val)
+    (folder / "data_vl.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    shutil.copy(script, folder / "seed_lora.py")
+    env = {**os.environ, "T0": f"{time.time():.6f}", "SEED_EPOCHS": str(int(args.epochs))}
+    log = work / "seed.log"
+    t = time.perf_counter()
+    with log.open("w") as f:
+        subprocess.run([sys.executable, "seed_lora.py"], cwd=folder, env=env, stdout=f, stderr=subprocess.STDOUT,
+                       timeout=args.timeout, check=True)
+    wall = time.perf_counter() - t
+    done = [l.split() for l in log.read_text(errors="replace").splitlines() if l.startswith("SEED_DONE")]
+    return dict(adapter="seed", cache="", compile_mode="seed", wall_s=round(wall, 1),
+                seed_done_s=float(done[-1][1]) if done else None, n_train=len(records) - 4,
+                epochs=int(args.epochs))
+
+
+def ratio_line(rows: list[dict]) -> str:
+    """The issue-18 line from one invocation's rows (n/a where a row is missing or failed)."""
+    def wall(adapter: str, cache: str) -> float | None:
+        walls = [r["wall_s"] for r in rows if r.get("adapter") == adapter and r.get("cache", "") == cache
+                 and "error" not in r]
+        return statistics.median(walls) if walls else None
+
+    def fmt(x: float | None, unit: str = "×") -> str:
+        return "n/a" if x is None else f"{x:.1f}{unit}" if unit else f"{x:.2f}"
+
+    seed = wall("seed", "")
+    vs = [seed / w if seed and w else None for w in (wall("lora", "cold"), wall("lora", "warm"))]
+    caches = [c for c in ("warm", "cold", "") if wall("lora", c) and wall("moelora", c)]
+    r = wall("moelora", caches[0]) / wall("lora", caches[0]) if caches else None
+    return (f"time to adapter vs the seed's own lora.py: {fmt(vs[0])} (cold), {fmt(vs[1])} (warm); "
+            f"MoE-LoRA/LoRA wall: {fmt(r, '')}" + (f" ({caches[0] or 'default'} cache)" if caches else ""))
+
+
 def steady_rate(history: list[dict], skip: int) -> float:
     """Median per-step samples/s after ``skip`` warm-up steps, leaving out the steps whose interval
     holds an eval pass or a checkpoint (the step after one) and the short last batch."""
@@ -106,18 +189,31 @@ def steady_rate(history: list[dict], skip: int) -> float:
     return statistics.median(rates) if rates else float("nan")
 
 
-def train_once(adapter: str, mode: str, model: Path, train: Path, val: Path, work: Path, args) -> dict:
-    out = work / f"{adapter}-{mode}-pad{args.pad_words}"
+def train_once(adapter: str, mode: str, model: Path, train: Path, val: Path, work: Path, args,
+               cache: str = "") -> dict:
+    """One lora.py / MoeLORA.py run; ``cache``: "cold" empties the compile cache folder first, "warm"
+    keeps it, "" leaves the recipe's default folder alone."""
+    tag = f"{adapter}-{mode}-pad{args.pad_words}" + (f"-{cache}" if cache else "")
+    out = work / tag
+    shutil.rmtree(out, ignore_errors=True)  # a checkpoint left by an earlier call would be resumed from
+    cache_flags = []
+    if cache:
+        folder = work / "compile_cache"
+        if cache == "cold":
+            shutil.rmtree(folder, ignore_errors=True)
+        cache_flags = ["--compile_cache_dir", str(folder)]
     cmd = [sys.executable, SCRIPTS[adapter], "--model", str(model), "--train_json", str(train),
            "--eval_data_path", str(val), "--output_dir", str(out), "--num_train_epochs", str(args.epochs),
            "--logging_steps", "1", "--save_steps", str(args.save_steps), "--report_to", "none",
            *(["--compile_mode", mode] if mode != "auto" else []), "--num_sample_predictions", "2",
-           "--max_new_tokens", "16",
+           "--max_new_tokens", "16", *cache_flags,
            *args.extra.split()]
-    wall = run(cmd, work / f"{adapter}-{mode}-pad{args.pad_words}.log", args.timeout)
+    wall = run(cmd, work / f"{tag}.log", args.timeout)
     s = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
     plan = s["plan"]  # the run's auto settings as resolved
-    return dict(adapter=adapter, compile_mode=mode, resolved_mode=plan["compile_mode"],
+    return dict(adapter=adapter, cache=cache, compile_mode=mode, resolved_mode=plan["compile_mode"],
+                compiled=plan["compile"], compile_decision=plan.get("compile_estimate") or plan.get("compile_off_reason"),
+                phases=s.get("phases"), epochs=args.epochs,
                 workers=plan["workers"], wall_s=round(wall, 1), steps=s["global_step"],
                 batch=plan["batch_size"], accum=plan["accumulation"],
                 shapes=s.get("train_batch_shapes"), samples_per_s=s["samples_per_second"],
@@ -141,6 +237,14 @@ def main(argv=None) -> int:
     ap.add_argument("--warm", type=int, default=3, help="steps left out of the steady rate")
     ap.add_argument("--extra", default="", help="more flags for lora.py / MoeLORA.py")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of all runs (L M L M ...: drift shows)")
+    ap.add_argument("--records", type=int, default=0,
+                    help="train every row on the first N training records (0: all; e.g. 96 with --seed-script)")
+    ap.add_argument("--cache", default="",
+                    help="comma list of compile-cache rounds: cold (empty folder before each run), warm (kept); "
+                         "'' = the recipe's default folder, untouched")
+    ap.add_argument("--seed-script", dest="seed_script", default=None,
+                    help="the seed project's own lora.py (../shared/baselines/seed_lora.py; on a GPU machine a "
+                         "copy inside the checkout, e.g. .device/seed_lora.py): timed on the same records/epochs")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default="bench/out/recipe_e2e.json")
     args = ap.parse_args(argv)
@@ -150,18 +254,32 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     model = model_dir(work, args.tiny)
     train, val = prepare_data(work, args.pad_words)
+    train = subset(train, args.records)
     rows = []
-    runs = [(m, a, i) for i in range(args.repeat) for m in args.compile_mode.split(",")
-            for a in args.adapters.split(",")]
-    for mode, adapter, i in runs:
-        tag = f"[{adapter} {mode} #{i + 1}]"
+    t_all = time.perf_counter()
+    if args.seed_script:
         try:
-            rows.append(dict(train_once(adapter, mode, model, train, val, work, args), round=i + 1))
+            rows.append(seed_once(Path(args.seed_script), model, train, val, work, args))
+            r = rows[-1]
+            print(f"[seed's own lora.py] {r['n_train']} records x {r['epochs']} epochs: {r['wall_s']} s wall "
+                  f"(SEED_DONE {r['seed_done_s']} s)", flush=True)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+            log = work / "seed.log"
+            print(f"[seed's own lora.py] failed ({type(e).__name__}: {e}); last lines of {log}:")
+            if log.is_file():
+                print("\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+            rows.append(dict(adapter="seed", cache="", error=type(e).__name__))
+    runs = [(m, a, i, c) for i in range(args.repeat) for c in (args.cache.split(",") if args.cache else [""])
+            for m in args.compile_mode.split(",") for a in args.adapters.split(",")]
+    for mode, adapter, i, cache in runs:
+        tag = f"[{adapter} {mode}{' ' + cache + ' cache' if cache else ''} #{i + 1}]"
+        try:
+            rows.append(dict(train_once(adapter, mode, model, train, val, work, args, cache), round=i + 1))
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-            log = work / f"{adapter}-{mode}-pad{args.pad_words}.log"
+            log = work / f"{adapter}-{mode}-pad{args.pad_words}{'-' + cache if cache else ''}.log"
             print(f"{tag} failed ({type(e).__name__}); last lines of {log}:")
             print("\n".join(log.read_text(errors="replace").splitlines()[-30:]))
-            rows.append(dict(adapter=adapter, compile_mode=mode, round=i + 1, error=type(e).__name__))
+            rows.append(dict(adapter=adapter, compile_mode=mode, cache=cache, round=i + 1, error=type(e).__name__))
             continue
         r = rows[-1]
         print(f"{tag} {r['resolved_mode']}, {r['workers']} workers: {r['steps']} steps of {r['batch']}x{r['accum']} ({r['n_train']} samples), "
@@ -170,6 +288,13 @@ def main(argv=None) -> int:
               f"alloc / {r['peak_reserved_gb'] or 0:.2f} reserved GiB (+{r['context_gb'] or 0:.2f} context); "
               f"loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}, eval {r['eval_loss']}; {r['wall_s']} s",
               flush=True)
+        ph = r["phases"] or {}
+        outside = r["wall_s"] - ph.get("total", 0.0)  # interpreter start, imports, argument parsing
+        print(f"{tag} {'compiled' if r['compiled'] else 'eager'}{' (' + r['compile_decision'] + ')' if r['compile_decision'] else ''}; phases: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()) + f" s, + {outside:.1f} s before the recipe", flush=True)
+    print(f"all runs: {time.perf_counter() - t_all:.0f} s")
+    if args.seed_script or args.cache:
+        print(ratio_line(rows), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
     return 0 if all("error" not in r for r in rows) else 1

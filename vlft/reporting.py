@@ -112,6 +112,13 @@ def finish_swanlab() -> None:
         swanlab.finish()
 
 
+def log_scalars(values: dict[str, float], step: int | None = None) -> None:
+    """Numbers to the running SwanLab run (nothing when none runs)."""
+    import swanlab
+    if swanlab.has_run():
+        swanlab.log(values, step=step)
+
+
 # -- prediction table ------------------------------------------------------------------------------
 def log_prediction_table(rows: list[dict], step: int | None = None) -> None:
     """A SwanLab table (id, reference, prediction) plus the images captioned with predictions."""

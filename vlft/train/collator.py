@@ -247,6 +247,10 @@ class BadImageLog:
         return {"rows": self.rows, "files": dict(self.files)}
 
 
+# Batch key with the number of filler rows the collator appended (``SftCollator(pad_rows_to=...)``);
+# taken out of the batch by the trainer before the forward, so throughput counts real samples only.
+FILLER_ROWS_KEY = "vlft_filler_rows"
+
 # Keys that are per-token (padded along the sequence) vs. per-image (concatenated).
 _SEQ_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 _PAD_VALUES = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX,
@@ -259,13 +263,39 @@ class SftCollator:
 
     ``pad_to_multiple_of``: pad the sequence length up to a multiple of this (compiled layers and
     CUDA graphs then see a few shapes instead of one per length); padding is masked and unlabelled.
+
+    ``pad_rows_to``: a batch with fewer samples (an epoch's short last batch) gets filler rows up to
+    this many, so compiled layers see no new batch shape mid-run (each costs a compile and a CUDA-graph
+    capture). A filler row teaches nothing and changes no other row: no image, every label
+    ``IGNORE_INDEX`` (the labelled-token count, and so the loss's divisor ``num_items_in_batch``, is
+    unchanged), attention on its first token only (rows never attend to each other; one visible token
+    keeps M-RoPE positions and attention defined: a row with no visible token has no positions in
+    ``get_rope_index``). MoE-LoRA's router statistics count that one token per filler row.
     """
 
-    def __init__(self, processor, max_length: int, pad_to_multiple_of: int = 0):
+    def __init__(self, processor, max_length: int, pad_to_multiple_of: int = 0, pad_rows_to: int = 0):
         self.encoder = SampleEncoder(processor, max_length)
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.multiple = max(int(pad_to_multiple_of), 1)
+        self.pad_rows_to = max(int(pad_rows_to), 0)
+
+    def without_row_padding(self) -> "SftCollator":
+        """The same collator without filler rows (evaluation: its loss is averaged per batch row)."""
+        import copy
+        other = copy.copy(self)
+        other.pad_rows_to = 0
+        return other
+
+    def _filler(self, width: int, keys: set[str]) -> dict[str, Any]:
+        import torch
+        row = {"input_ids": torch.full((width,), self.pad_id, dtype=torch.long),
+               "attention_mask": torch.zeros(width, dtype=torch.long),
+               "labels": torch.full((width,), IGNORE_INDEX, dtype=torch.long)}
+        row["attention_mask"][0] = 1
+        for key in keys - set(row):
+            row[key] = torch.zeros(width, dtype=torch.long)
+        return row
 
     def __call__(self, samples: list[dict]) -> dict[str, Any]:
         import torch
@@ -282,6 +312,10 @@ class SftCollator:
                 bad.append((getattr(e, "image", ""), str(e)))
                 encs.append(self.encoder.encode_masked(s))
         width = -(-max(len(e["input_ids"]) for e in encs) // self.multiple) * self.multiple
+        fillers = max(self.pad_rows_to - len(encs), 0)
+        if fillers:
+            keys = {k for e in encs for k in e if k in _SEQ_KEYS}
+            encs += [self._filler(width, keys) for _ in range(fillers)]
         batch: dict[str, Any] = {}
         for key in _SEQ_KEYS:
             if not any(key in e for e in encs):
@@ -292,6 +326,8 @@ class SftCollator:
             batch[key] = torch.stack(rows)
         if bad:
             batch[BAD_IMAGES_KEY] = tuple(bad)
+        if fillers:
+            batch[FILLER_ROWS_KEY] = fillers
         for key in _CAT_KEYS:
             parts = [e[key] for e in encs if key in e]
             if parts:

@@ -110,6 +110,10 @@ class TrainConfig(BaseConfig):
               "one CUDA process, default under multi-GPU (not measured there). Under graphs the auto "
               "batch is smaller; every new batch shape compiles and records once (inductor's on-disk "
               "cache shortens later runs)")
+    compile_cache_dir: Optional[str] = field(
+        None, "folder of torch.compile's on-disk caches (inductor graphs, autograd graphs, triton kernels) and "
+              "of the measured compile cost, reused by later runs; delete it to clear them. Default: "
+              "$VLFT_COMPILE_CACHE, else ~/.cache/vlft/compile")
     pad_to_multiple_of: int = field(0, "pad each batch's sequence length up to a multiple of this (0 = auto: "
                                        "32 with compiled layers, which recompile for every new length, "
                                        "else to the longest sample)")

@@ -13,8 +13,13 @@ docs/performance.md):
   pool holds the activations of every recorded shape.
 - several processes (DDP): compiled layers without CUDA graphs (not measured there), the larger
   batch profile, and one to a few decoding workers per process (the host's cores are shared).
+- compiling pays for itself only on a run long enough: with compile on auto, the plan compares the
+  time compiled steps save over the planned sample-passes (``COMPILE_GAIN_PER_SAMPLE_S``) with the
+  compile cost, measured by an earlier run of the same model and recipe (kept in the compile cache
+  folder, vlft.train.fast.cache) or else estimated (``COMPILE_COST_S``); a short run stays eager.
 - compiled layers recompile for every new sequence length, so lengths are padded to
-  ``COMPILED_PAD_MULTIPLE`` whenever layers are compiled.
+  ``COMPILED_PAD_MULTIPLE`` whenever layers are compiled, and an epoch's short last batch gets
+  label-less filler rows up to the planned batch (``pad_rows_to``; vlft.train.collator.SftCollator).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +44,12 @@ GRAPHS_BATCH = 24  # CUDA auto micro-batch under CUDA graphs (samples of up to P
 COMPILED_BATCH = 32  # CUDA auto micro-batch without graphs
 CPU_BATCH, CPU_ACCUMULATION = 1, 8  # the seed's 1 x 8 on the CPU
 MAX_WORKERS = 4  # decoding processes per CUDA training process
+# Whether compiling pays (docs/performance.md, "Time to a trained adapter", has the measurements):
+# compile + CUDA-graph capture of the decoder layers on a fresh cache, one batch shape, the 4B model
+COMPILE_COST_S = 40.0
+# seconds a compiled step saves per sample of up to PROFILE_TOKENS tokens over the eager step with
+# checkpointing (4-bit 4B model: eager about twice the compiled per-sample time)
+COMPILE_GAIN_PER_SAMPLE_S = 0.015
 
 
 @dataclass(frozen=True)
@@ -71,12 +83,15 @@ class RunPlan:
     compile_mode: str              # "reduce-overhead" (CUDA graphs when compiled) | "default"
     cuda_graphs: bool              # compiled layers replayed as CUDA graphs
     pad_to_multiple_of: int        # batch lengths padded up to a multiple of this (0: the longest sample)
+    pad_rows_to: int               # short training batches get filler rows up to this many (0: off)
     checkpoint_every: int          # eager layers: gradient checkpointing on every n-th decoder layer (0: off)
     recompute_activations: bool    # compiled layers: the partitioner recomputes activations in backward
     ddp_find_unused_parameters: bool  # some trainable parameters may get no gradient in a step (DDP)
     max_len: int | None            # longest measured sample in tokens (None: unknown)
     resume_from: str | None        # checkpoint folder to resume from (None: step 0)
     compile_off_reason: str = ""   # why compile stayed off on CUDA when left on auto
+    compile_cache_dir: str = ""    # torch.compile's on-disk caches + measured compile costs (vlft.train.fast.cache)
+    compile_estimate: str = ""     # the pay-off estimate behind an auto compile decision ("" when none was made)
 
     @property
     def effective_batch(self) -> int:
@@ -93,9 +108,12 @@ class RunPlan:
             layers = (f"eager layers, checkpointing every {self.checkpoint_every}" if self.checkpoint_every
                       else "eager layers, no checkpointing")
         pad = f", lengths padded to x{self.pad_to_multiple_of}" if self.pad_to_multiple_of else ""
+        pad += f", short batches padded to {self.pad_rows_to} rows" if self.pad_rows_to else ""
+        why = self.compile_off_reason if not self.compile else self.compile_estimate
         return (f"plan: {self.device} x{self.world_size}, {p.quant} base, {dtype} compute, batch {self.batch_size} x "
                 f"{self.accumulation} accumulation (effective {self.effective_batch}), learning rate "
                 f"{self.learning_rate:g}, {self.workers} data workers, {layers}{pad}"
+                + (f" ({why})" if why else "")
                 + (f", resume from {self.resume_from}" if self.resume_from else ""))
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +140,33 @@ def auto_learning_rate(effective_batch_per_device: int) -> float:
     return float(f"{1e-4 * math.sqrt(effective_batch_per_device / 8):.3g}")
 
 
+def planned_sample_passes(cfg: "TrainConfig", n_train: int | None, batch: int, accumulation: int,
+                          world: int) -> int | None:
+    """Samples each process will step through (None: unknown), as the Trainer counts steps."""
+    if cfg.max_steps > 0:
+        steps = cfg.max_steps
+    elif n_train is None:
+        return None
+    else:
+        batches = -(-n_train // (batch * world))  # per epoch and process, the short last one included
+        steps = math.ceil(max(-(-batches // accumulation), 1) * cfg.num_train_epochs)
+    return steps * batch * accumulation
+
+
+def compile_cost_key(cfg: "TrainConfig", quant: str, mode: str, batch: int) -> str:
+    """What a measured compile cost depends on: the model, the method, the quantization, the mode
+    and the batch shape (the caches are keyed by the compiled graph, this hint likewise)."""
+    return f"{Path(cfg.model_name_or_path).expanduser().resolve()}|{cfg.adapter}|{quant}|{mode}|{batch}"
+
+
+def compile_pays_off(passes: int, max_len: int | None, cost_s: float) -> tuple[bool, float]:
+    """(compiling saves more than it costs, seconds saved) for ``passes`` sample-passes of up to
+    ``max_len`` tokens (a step's time grows with the tokens beyond PROFILE_TOKENS)."""
+    tokens = -(-max(max_len or PROFILE_TOKENS, PROFILE_TOKENS) // COMPILED_PAD_MULTIPLE) * COMPILED_PAD_MULTIPLE
+    gain = passes * COMPILE_GAIN_PER_SAMPLE_S * tokens / PROFILE_TOKENS
+    return gain > cost_s, gain
+
+
 def _compile_check(device: str) -> tuple[bool, str]:
     from vlft.train.fast.compile import compile_available
     return compile_available(device)
@@ -129,11 +174,15 @@ def _compile_check(device: str) -> tuple[bool, str]:
 
 def make_plan(cfg: "TrainConfig", max_len: int | None = None, *, device: str | None = None,
               env: LaunchEnv | None = None, compile_check: tuple[bool, str] | None = None,
-              method: "AdapterMethod | None" = None) -> RunPlan:
-    """The run plan for ``cfg`` on ``device`` (None: CUDA when available) for samples of up to
-    ``max_len`` tokens (None: taken as PROFILE_TOKENS). ``env`` defaults to the launcher's
-    environment, ``compile_check`` to whether torch.compile's GPU backend can run on the device
-    (both injectable for tests), ``method`` to ``cfg.adapter``'s. Explicit config values always win."""
+              method: "AdapterMethod | None" = None, n_train: int | None = None,
+              compile_cost: float | None = None) -> RunPlan:
+    """The run plan for ``cfg`` on ``device`` (None: CUDA when available) for ``n_train`` training
+    samples (None: unknown, compile is then not weighed against the run's length) of up to ``max_len``
+    tokens (None: taken as PROFILE_TOKENS). ``env`` defaults to the launcher's environment,
+    ``compile_check`` to whether torch.compile's GPU backend can run on the device, ``compile_cost``
+    to the cost an earlier run measured (in the compile cache folder) or else COMPILE_COST_S (all
+    injectable for tests), ``method`` to ``cfg.adapter``'s. Explicit config values always win."""
+    from vlft.train.fast.cache import default_compile_cache_dir, read_compile_cost
     from vlft.adapters.methods import get_method
     from vlft.models.loading import resolve_precision
     from vlft.train.checkpoint import resolve_resume
@@ -163,14 +212,28 @@ def make_plan(cfg: "TrainConfig", max_len: int | None = None, *, device: str | N
     if workers is None:  # on the CPU the cores do the training itself
         workers = min(MAX_WORKERS, env.cpu_count // (2 * env.local_world_size)) if cuda else 0
 
+    cache_dir = str(Path(cfg.compile_cache_dir).expanduser() if cfg.compile_cache_dir else default_compile_cache_dir())
+    estimate = ""
+    passes = planned_sample_passes(cfg, n_train, bs, ga, env.world_size)
+    if cfg.compile is None and compile_on and cuda and passes is not None:
+        measured = read_compile_cost(cache_dir, compile_cost_key(cfg, precision.quant, mode, bs))
+        cost = compile_cost if compile_cost is not None else measured if measured is not None else COMPILE_COST_S
+        source = "measured by an earlier run" if compile_cost is None and measured is not None else "estimated"
+        pays, gain = compile_pays_off(passes, max_len, cost)
+        estimate = f"{passes} sample-passes: compiling saves ~{gain:.0f} s, costs ~{cost:.0f} s ({source})"
+        if not pays:  # a short run: the eager path reaches the adapter sooner
+            compile_on, graphs, off_reason, estimate = False, False, "eager: a short run, " + estimate, ""
+            log.info("compiled layers off: %s", off_reason)
+
     every = cfg.checkpoint_every if cfg.gradient_checkpointing else 0
     return RunPlan(
         device=precision.device, world_size=env.world_size, precision=precision,
         batch_size=bs, accumulation=ga, learning_rate=lr, workers=workers,
         compile=bool(compile_on), compile_mode=mode, cuda_graphs=bool(graphs),
         pad_to_multiple_of=cfg.pad_to_multiple_of or (COMPILED_PAD_MULTIPLE if compile_on else 0),
+        pad_rows_to=bs if compile_on else 0,  # a new batch shape mid-run would compile (and capture) again
         checkpoint_every=0 if compile_on else every,
         recompute_activations=bool(compile_on and cfg.gradient_checkpointing),
         ddp_find_unused_parameters=(method or get_method(cfg.adapter)).ddp_find_unused_parameters,
         max_len=max_len, resume_from=resolve_resume(cfg.resume_from_checkpoint, cfg.output_dir),
-        compile_off_reason=off_reason)
+        compile_off_reason=off_reason, compile_cache_dir=cache_dir, compile_estimate=estimate)

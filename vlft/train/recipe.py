@@ -23,6 +23,7 @@ from typing import Any
 
 from vlft.train.config import TrainConfig
 from vlft.train.data import TrainingData, load_training_data
+from vlft.train.phases import PhaseClock
 from vlft.train.plan import RunPlan, make_plan
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def setup_layers(model, plan: RunPlan) -> str:
     eager layers with gradient checkpointing on every n-th one; returns a one-line description."""
     from vlft.train import fast
     if plan.compile:
+        from vlft.train.fast.cache import use_compile_cache
+        use_compile_cache(plan.compile_cache_dir)  # compiled artifacts reused across runs and processes
         fast.set_checkpointing(model, every=0)
         n = fast.compile_decoder_layers(model, memory_budget=0.0 if plan.recompute_activations else 1.0,
                                         mode="reduce-overhead" if plan.cuda_graphs else None)
@@ -159,9 +162,11 @@ def build_trainer(cfg: TrainConfig, plan: RunPlan, model, processor, data: Train
     trainer = VlftTrainer(model=model, args=training_arguments(cfg, plan, data.eval is not None),
                           train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=SftCollator(processor, cfg.model_max_length,
-                                                    pad_to_multiple_of=plan.pad_to_multiple_of),
+                                                    pad_to_multiple_of=plan.pad_to_multiple_of,
+                                                    pad_rows_to=plan.pad_rows_to),
                           processing_class=processor, loss_impl=cfg.loss_impl,
-                          loss_chunk_size=cfg.loss_chunk_size, cudagraphs=plan.cuda_graphs, hooks=hooks)
+                          loss_chunk_size=cfg.loss_chunk_size, cudagraphs=plan.cuda_graphs,
+                          compiled=plan.compile, hooks=hooks)
     use_console_progress(trainer)
     return trainer
 
@@ -220,25 +225,28 @@ class FinetuneRecipe:
         self.train_output = None
         self.summary: dict[str, Any] = {}
         self.swanlab_dir: Path | None = None
+        self.clock = PhaseClock()  # where the run's wall time goes (vlft.train.phases)
 
     # 1. everything up to the first step -----------------------------------------------------------
     def setup(self) -> "FinetuneRecipe":
-        from transformers import set_seed
+        cfg, clock = self.cfg, self.clock
+        with clock.phase("load"):  # the first transformers import is part of loading (seconds)
+            from transformers import set_seed
 
-        from vlft.models.loading import load_processor
-
-        cfg = self.cfg
-        preflight(cfg)
-        self.processor = load_processor(cfg.model_name_or_path, cfg.max_pixels, cfg.min_pixels)
-        self.data = load_training_data(cfg, self.processor)  # bad data fails here, before the model loads
+            from vlft.models.loading import load_processor
+            preflight(cfg)
+            self.processor = load_processor(cfg.model_name_or_path, cfg.max_pixels, cfg.min_pixels)
+        with clock.phase("data"):
+            self.data = load_training_data(cfg, self.processor)  # bad data fails here, before the model loads
         print(self.data.line())
-        self.plan = make_plan(cfg, self.data.max_len, method=self.method)
+        self.plan = make_plan(cfg, self.data.max_len, method=self.method, n_train=len(self.data.train))
         print(self.plan.line() + f", {cfg.loss_impl} loss")
-        self._use_local_gpu()
-        set_seed(cfg.seed)  # adapter init is part of "same run, same weights"
-        self.model = self._attach_adapter(load_base_model(cfg, self.plan))
-        self.trainer = build_trainer(cfg, self.plan, self.model, self.processor, self.data,
-                                     hooks=self.method.training_hooks(self.model, self.spec))
+        with clock.phase("load"):
+            self._use_local_gpu()
+            set_seed(cfg.seed)  # adapter init is part of "same run, same weights"
+            self.model = self._attach_adapter(load_base_model(cfg, self.plan))
+            self.trainer = build_trainer(cfg, self.plan, self.model, self.processor, self.data,
+                                         hooks=self.method.training_hooks(self.model, self.spec))
         return self
 
     def _use_local_gpu(self) -> None:
@@ -261,7 +269,16 @@ class FinetuneRecipe:
     # 2. the training loop ---------------------------------------------------------------------------
     def train(self):
         """Train, resuming from the plan's checkpoint (``--resume_from_checkpoint``) if any."""
-        self.train_output = self.trainer.train(resume_from_checkpoint=self.plan.resume_from)
+        import time
+
+        from vlft.train.phases import compiler_seconds
+        tr = self.trainer
+        t, eval0, save0, comp0 = time.perf_counter(), tr.eval_seconds, tr.checkpoint_seconds, compiler_seconds()
+        try:
+            self.train_output = tr.train(resume_from_checkpoint=self.plan.resume_from)
+        finally:
+            self.clock.add_training_loop(time.perf_counter() - t, tr.step_seconds, tr.eval_seconds - eval0,
+                                         tr.checkpoint_seconds - save0, compiler_seconds() - comp0)
         return self.train_output
 
     # 3. the adapter and what the run did ------------------------------------------------------------
@@ -355,6 +372,26 @@ class FinetuneRecipe:
             log_prediction_table(rows, step=trainer.state.global_step)
         return rows
 
+    def _record_phases(self) -> None:
+        """The phase breakdown: one printed line, training_summary.json's "phases", SwanLab."""
+        if not self.summary:  # not the main process
+            return
+        from vlft.utils.io import write_json
+        phases = self.clock.as_dict()
+        plan = self.plan
+        if plan.compile:  # the next plan of this model and recipe weighs compiling with this cost
+            from vlft.train.fast.cache import record_compile_cost
+            from vlft.train.plan import compile_cost_key
+            record_compile_cost(plan.compile_cache_dir, compile_cost_key(self.cfg, plan.precision.quant,
+                                                                         plan.compile_mode, plan.batch_size),
+                                phases["compile"])
+        self.summary["phases"] = phases
+        write_json(Path(self.cfg.output_dir) / SUMMARY_FILE, self.summary)
+        print(self.clock.line())
+        if self.cfg.report_to == "swanlab":
+            from vlft.reporting import log_scalars
+            log_scalars({f"phases/{k}_s": v for k, v in phases.items()}, step=self.trainer.state.global_step)
+
     # the whole stage --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """setup -> train -> save -> predict, logged to SwanLab; returns the summary ({} off rank 0)."""
@@ -368,11 +405,14 @@ class FinetuneRecipe:
                                             cfg.swanlab_mode, {**cfg.to_dict(), "plan": self.plan.to_dict()})
         try:
             self.train()
-            self.save()
+            with self.clock.phase("save"):
+                self.save()
             # generation's growing KV cache would make compiled layers recompile (CUDA graphs: record)
             # for every new length: the few sample predictions run eagerly
             fast.uncompile_decoder_layers(self.model)
-            self.predict()
+            with self.clock.phase("predict"):
+                self.predict()
+            self._record_phases()
         finally:
             if cfg.report_to == "swanlab":
                 finish_swanlab()

@@ -3,9 +3,12 @@ and the adapter method's training hooks (vlft.adapters.methods.TrainingHooks).""
 
 from __future__ import annotations
 
-from transformers import Trainer
+import time
+
+from transformers import Trainer, TrainerCallback
 
 from vlft.adapters.methods import NO_HOOKS, TrainingHooks
+from vlft.train.collator import FILLER_ROWS_KEY
 from vlft.reporting import ThroughputMeter, memory_metrics
 
 
@@ -29,16 +32,21 @@ class VlftTrainer(Trainer):
 
     ``cudagraphs``: the decoder layers were compiled with ``mode="reduce-overhead"``; every micro-step
     then starts a new CUDA-graph iteration, and with gradient accumulation the first gradient of each
-    window is copied out of the graphs' memory (``fast.compile.own_first_grad``). Evaluation runs the
-    layers eagerly, so its batch shapes record no graphs next to the training ones.
+    window is copied out of the graphs' memory (``fast.compile.own_first_grad``).
+
+    ``compiled``: the decoder layers run through torch.compile (default: ``cudagraphs``). Evaluation then
+    runs them eagerly, so its batch shapes compile nothing and record no graphs next to the training ones;
+    filler rows of the collator (``pad_rows_to``: a short last batch keeps the planned shape) are counted
+    out of the throughput and kept out of evaluation batches.
 
     Per-micro-step counters (tokens, extra loss) stay on the device and are read at logging steps only.
     """
 
     def __init__(self, *args, hooks: TrainingHooks | None = None, loss_impl: str = "hf", loss_chunk_size: int = 256,
-                 cudagraphs: bool = False, **kwargs):
+                 cudagraphs: bool = False, compiled: bool | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.cudagraphs = cudagraphs
+        self.compiled = cudagraphs if compiled is None else compiled  # decoder layers run through torch.compile
         self.hooks = hooks or NO_HOOKS
         from vlft.train.collator import BadImageLog
         self.bad_images = BadImageLog()  # rows whose image did not decode (masked by the collator)
@@ -49,6 +57,12 @@ class VlftTrainer(Trainer):
             # weigh the same whatever its token count. lm_loss divides by that count itself.
             self.model_accepts_loss_kwargs = True
         self.meter = ThroughputMeter()
+        # wall time inside train(): per optimizer step (evaluation and checkpoints left out), and the
+        # evaluation / checkpoint time itself (vlft.train.phases splits the loop with these)
+        self.step_seconds: list[float] = []
+        self.eval_seconds = 0.0
+        self.checkpoint_seconds = 0.0
+        self.add_callback(_StepClock(self))
         self.batch_shapes: set[tuple[int, int]] = set()  # (batch, length) of the training micro-batches
         self._tokens = None            # device tensor: non-pad tokens since the last flush
         self._aux_sum = None           # device tensor: sum of extra-loss values since the last log
@@ -97,12 +111,13 @@ class VlftTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.bad_images.take(inputs)
+        fillers = int(inputs.pop(FILLER_ROWS_KEY, 0) or 0)  # rows padding a short batch (one visible token each)
         self.hooks.start_micro_step(self._logs_this_step())
         self._mark_graph_step()
         mask = inputs.get("attention_mask")
-        n = mask.sum() if mask is not None else inputs["input_ids"].numel()
+        n = (mask.sum() - fillers) if mask is not None else inputs["input_ids"].numel()
         self._tokens = n if self._tokens is None else self._tokens + n
-        self.meter.add(samples=len(inputs["input_ids"]), tokens=0)
+        self.meter.add(samples=len(inputs["input_ids"]) - fillers, tokens=0)
         self.batch_shapes.add(tuple(inputs["input_ids"].shape))  # under CUDA graphs: one recording each
         return super().training_step(model, inputs, num_items_in_batch)
 
@@ -111,13 +126,41 @@ class VlftTrainer(Trainer):
             import torch
             torch.compiler.cudagraph_mark_step_begin()
 
+    def evaluate(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.eval_seconds += time.perf_counter() - t
+
+    def _save_checkpoint(self, model, trial) -> None:
+        t = time.perf_counter()
+        try:
+            return super()._save_checkpoint(model, trial)
+        finally:
+            self.checkpoint_seconds += time.perf_counter() - t
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        # evaluation averages the loss per batch row: filler rows would weigh a short batch as a full
+        # one, and eval batches run on eager layers anyway (prediction_step), so they need no fixed shape
+        collator = self.data_collator
+        if hasattr(collator, "without_row_padding"):
+            self.data_collator = collator.without_row_padding()
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = collator
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Loss-only evaluation takes the labelled-token loss too: the full-vocabulary logits (and their
         # fp32 upcast) of an eval batch are larger than everything the training step holds.
+        # Compiled layers run eagerly here: no-grad graphs for every eval shape would each cost a compile
+        # (and, under CUDA graphs, a recording next to the training ones).
         self._eval_loss_only = prediction_loss_only
         self.bad_images.take(inputs)
+        inputs.pop(FILLER_ROWS_KEY, None)
         try:
-            if not self.cudagraphs:
+            if not self.compiled:
                 return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
             import torch
             with torch.compiler.set_stance("force_eager"):
@@ -188,3 +231,25 @@ class VlftTrainer(Trainer):
                 logs[self.hooks.extra_loss_name] = float(self._aux_sum) / self._aux_n
                 self._aux_sum, self._aux_n = None, 0
         super().log(logs, start_time)
+
+
+class _StepClock(TrainerCallback):
+    """Wall time of each optimizer step, evaluation and checkpoints in between left out (they run
+    after ``on_step_end``, so they fall into the next step's interval and are subtracted there)."""
+
+    def __init__(self, trainer: VlftTrainer):
+        self.trainer = trainer
+        self._last = 0.0
+        self._paused = 0.0
+
+    def _pause(self) -> float:
+        return self.trainer.eval_seconds + self.trainer.checkpoint_seconds
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.step_seconds = []
+        self._last, self._paused = time.perf_counter(), self._pause()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now, paused = time.perf_counter(), self._pause()
+        self.trainer.step_seconds.append(max(now - self._last - (paused - self._paused), 0.0))
+        self._last, self._paused = now, paused

@@ -46,3 +46,23 @@ def make_cfg(tiny_model_dir, caption_json, tmp_path):
         base.update(kw)
         return TrainConfig.from_dict(base)  # flat MoE-LoRA keys (top_k=...) go to the 'moelora' section
     return make
+
+
+@pytest.fixture(scope="session")
+def compile_cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("compile-cache")
+
+
+@pytest.fixture(autouse=True)
+def _compile_cache_in_tmp(compile_cache_root, monkeypatch):
+    """Runs that compile point PyTorch's caches at their compile cache folder (vlft.train.fast.cache):
+    in tests that folder is a temporary one, never the user's ~/.cache, and the variables are restored."""
+    import os
+    monkeypatch.setenv("VLFT_COMPILE_CACHE", str(compile_cache_root))
+    saved = {k: os.environ.get(k) for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

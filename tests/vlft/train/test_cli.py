@@ -23,6 +23,7 @@ def test_moelora_seed_command_logs_to_swanlab_offline(tiny_model_dir, caption_js
               "--output_dir", str(out), *SMALL, "--num_sample_predictions", "2", "--max_new_tokens", "4"],
              tmp_path)
     assert "trainable params:" in p.stdout and "swanlab sync" in p.stdout
+    assert p.stdout.count("phases: load ") == 1  # the phase breakdown, one line at the end
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["num_experts"] == 4 and cfg["top_k"] == 2
     assert load_file(str(out / "adapter_model.safetensors"))
@@ -31,7 +32,7 @@ def test_moelora_seed_command_logs_to_swanlab_offline(tiny_model_dir, caption_js
     log = b"".join(f.read_bytes() for f in runs[0].glob("*.swanlab"))
     for key in (b"train/loss", b"train/learning_rate", b"train/grad_norm", b"samples_per_second",
                 b"tokens_per_second", b"peak_cpu_rss_gb", b"moe/aux_loss", b"/entropy", b"/load_e0",
-                b"predictions/table", b"predictions/images"):
+                b"predictions/table", b"predictions/images", b"phases/compile_s", b"phases/total_s"):
         assert key in log, key
     assert list((runs[0] / "media").rglob("*.png")) or list((runs[0] / "media").rglob("*.jp*g"))
     preds = [json.loads(l) for l in (out / "sample_predictions.jsonl").read_text().splitlines()]

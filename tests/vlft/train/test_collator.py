@@ -140,3 +140,59 @@ def test_pad_to_multiple_keeps_rows_and_loss(qwen3_processor, coco_images, tiny_
     with torch.no_grad():
         torch.testing.assert_close(lm_loss(model, padded), lm_loss(model, plain))
         torch.testing.assert_close(model(**padded).loss, model(**plain).loss)
+
+
+def _grads(model, batch, loss_fn):
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("adapter", ["lora", "dora"])
+def test_filler_rows_change_neither_loss_nor_gradients(qwen3_processor, coco_images, tiny_model_dir, adapter):
+    """A short last batch padded to the planned batch size with filler rows (compiled layers: no new
+    shape mid-run) trains exactly as the unpadded batch: same loss (fast and HF), same labelled-token
+    count (the divisor num_items_in_batch under accumulation), same adapter gradients; images, grids
+    and M-RoPE positions of the real rows are untouched."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlft.adapters.methods import get_method
+    from vlft.adapters.registry import AdapterSpec
+    from vlft.train.collator import FILLER_ROWS_KEY
+    from vlft.train.fast import lm_loss
+
+    s = _samples(coco_images)
+    group = [s["single"], s["multi_image"], s["text_only"]]
+    plain = SftCollator(qwen3_processor, 4096, pad_to_multiple_of=32)(group)
+    padded = SftCollator(qwen3_processor, 4096, pad_to_multiple_of=32, pad_rows_to=5)(group)
+    assert padded.pop(FILLER_ROWS_KEY) == 2 and FILLER_ROWS_KEY not in plain
+    assert padded["input_ids"].shape == (5, plain["input_ids"].shape[1])
+    for key in plain:
+        if key in ("pixel_values", "image_grid_thw"):
+            assert torch.equal(padded[key], plain[key])  # filler rows carry no image
+        else:
+            assert torch.equal(padded[key][:3], plain[key])
+    assert (padded["labels"][3:] == IGNORE_INDEX).all() and padded["attention_mask"][3:].sum() == 2
+    # the labelled-token count the Trainer divides by (num_items_in_batch) is the same
+    assert int((padded["labels"][:, 1:] != IGNORE_INDEX).sum()) == int((plain["labels"][:, 1:] != IGNORE_INDEX).sum())
+    # a full batch gets none
+    assert FILLER_ROWS_KEY not in SftCollator(qwen3_processor, 4096, pad_rows_to=3)(group)
+
+    torch.manual_seed(0)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_method(adapter).build(base, AdapterSpec(targets="q_proj,v_proj", r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():  # non-zero B, so the adapter's gradients depend on every layer's input
+        for n, p in model.named_parameters():
+            if p.requires_grad and "lora_B" in n:
+                p.normal_(0, 0.02)
+    model.train()
+    for loss_fn in (lambda m, b: lm_loss(m, b, chunk_size=0), lambda m, b: m(**b).loss):
+        loss_p, grads_p = _grads(model, plain, loss_fn)
+        loss_f, grads_f = _grads(model, padded, loss_fn)
+        assert torch.isfinite(loss_f)
+        torch.testing.assert_close(loss_f, loss_p)
+        assert grads_f.keys() == grads_p.keys() and grads_p
+        for name in grads_p:
+            torch.testing.assert_close(grads_f[name], grads_p[name], msg=name)
