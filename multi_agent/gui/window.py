@@ -26,7 +26,7 @@ from multi_agent.conversations import ConversationStore
 from multi_agent.gui.widgets import (AttachmentStrip, ChatMessage, ChatView, ConversationPanel, EvidencePanel,
                                      InputBox,
                                      KnowledgePanel, PlanPanel, ReviewPanel, SourceViewer, doc_types,
-                                     local_paths, split_paths)
+                                     local_paths, split_paths, step_review)
 from multi_agent.gui.workers import Runner, Worker, ask_job, index_job, load_job
 
 if TYPE_CHECKING:
@@ -513,7 +513,7 @@ class MainWindow(QMainWindow):
         if step.name == "knowledge":
             self.evidence_panel.set_hits(step.data.get("hits") or [])
         elif step.name == "reviewer":
-            self.review_panel.set_review(step.data)
+            self.review_panel.set_review(step_review(step))
             self._restart_stream = step.data.get("verdict") == "RETRY"
 
     def _on_answer(self, trace: TurnTrace) -> None:
