@@ -12,6 +12,7 @@ constructing an Assistant is instant and a GUI can do the loading in a worker th
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from vlft.config import BaseConfig, field, require
 from vlft.models.loading import DEFAULT_MAX_PIXELS
 from vlft.paths import REPO_DIR
 
+log = logging.getLogger(__name__)
 DEFAULT_KB_DIR = REPO_DIR / "multi_agent" / "knowledge_base"
 DEFAULT_REPORTS_DIR = REPO_DIR / "multi_agent" / "output" / "reports"
 
@@ -213,10 +215,14 @@ class Assistant:
 
     def _commit(self, trace: TurnTrace) -> None:
         self.history.append(trace)
-        if self.store is not None:
+        if self.store is None:
+            return
+        try:
             if self.conversation_id is None:
                 self.conversation_id = self.store.create(trace.question, kb=self.config.kb_dir)
             self.store.append(self.conversation_id, trace)
+        except Exception as e:  # noqa: BLE001 (a full disk must not lose the answer itself)
+            log.warning("conversation not saved (%s: %s)", type(e).__name__, e)
 
     def use_kb(self, kb: Any) -> None:
         """Answer from another knowledge base (a named collection) from the next turn on."""
