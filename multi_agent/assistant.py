@@ -45,7 +45,13 @@ class AssistantConfig(BaseConfig):
     openai_url: str = field("http://localhost:8000/v1", "OpenAI-compatible base URL (vLLM :8000, "
                             "Ollama :11434/v1, LM Studio :1234/v1)")
     openai_model: str = field("", "model name on that server (empty: the first one it lists)")
+    openai_api_key: str | None = field(None, "API key for that server (default: $OPENAI_API_KEY; the app keeps "
+                                       "it in the OS keyring)")
     kb_dir: Path = field(DEFAULT_KB_DIR, "knowledge-base folder (.txt/.md/.pdf ...)", aliases=("kb",))
+    embedder: str | None = field(None, "embedder for indexing and search; unset: the one the index was built "
+                                 "with (a different one rebuilds the index)")
+    reranker: str | None = field(None, "cross-encoder name or local path; unset: BAAI/bge-reranker-base when it "
+                                 "is on disk; 'none': no reranking")
     reports_dir: Path = field(DEFAULT_REPORTS_DIR, "where session summaries are written")
     max_new_tokens: int = field(512, "longest answer in tokens")
     temperature: float = field(0.0, "0 = greedy (deterministic)")
@@ -73,7 +79,8 @@ def knowledge_base(config: AssistantConfig):
     indexing needs no chat model). Its embedder and chunking come from the index on disk."""
     from multi_agent.rag import KnowledgeBase, RagConfig
 
-    return KnowledgeBase(RagConfig(kb_dir=config.kb_dir))
+    extra = {k: v for k, v in (("embedder", config.embedder), ("reranker", config.reranker)) if v}
+    return KnowledgeBase(RagConfig(kb_dir=config.kb_dir, **extra))
 
 
 class Assistant:
@@ -142,7 +149,7 @@ class Assistant:
                         max_pixels=c.max_pixels, max_new_tokens=c.max_new_tokens, temperature=c.temperature)
                 elif c.backend == "openai":
                     self._chat_model = make_chat_model(
-                        "openai", base_url=c.openai_url, model=c.openai_model,
+                        "openai", base_url=c.openai_url, model=c.openai_model, api_key=c.openai_api_key,
                         max_new_tokens=c.max_new_tokens, temperature=c.temperature)
                 else:
                     self._chat_model = make_chat_model("scripted")

@@ -52,13 +52,16 @@ def has_cjk_font() -> bool:
     return bool(QFontDatabase().families(QFontDatabase.SimplifiedChinese))
 
 
-def assistant_config(prefs: Prefs) -> Any:
-    """``AssistantConfig`` from the saved preferences (empty strings mean the defaults)."""
+def assistant_config(prefs: Prefs, api_key: str | None = None) -> Any:
+    """``AssistantConfig`` from the saved preferences (empty strings mean the defaults) and the API
+    key (from the OS keyring, or typed in this session)."""
     from multi_agent.assistant import AssistantConfig
 
     wanted = dict(model_dir=prefs.model_dir or None, adapter=prefs.adapter_dir or None,
                   backend=prefs.backend, openai_url=prefs.openai_url,
                   openai_model=prefs.openai_model or None, kb_dir=prefs.kb_dir or None,
+                  openai_api_key=api_key or None, embedder=prefs.embedder or None,
+                  reranker=prefs.reranker or None,
                   max_new_tokens=prefs.max_new_tokens, temperature=prefs.temperature,
                   k=prefs.k, use_rerank=prefs.use_rerank)
     known = {f.name for f in dataclasses.fields(AssistantConfig)}
@@ -88,6 +91,8 @@ class MainWindow(QMainWindow):
         self._index_explicit = False             # the running index job was asked for by the user
         self._replace_from: int | None = None    # the next send replaces the turns from here on (edit)
         self.viewer: SourceViewer | None = None  # the passage viewer, made on first use
+        self._session_key: str | None = None     # an API key typed here when no keyring keeps it
+        self._key_changed = False
         # Conversations live next to the settings file (tests use a temp one, so a temp store).
         self.store = ConversationStore(Path(settings.path).with_name("conversations.sqlite"))
         from multi_agent.assistant import DEFAULT_KB_DIR
@@ -360,7 +365,7 @@ class MainWindow(QMainWindow):
         if self._job is not None:
             return
         try:
-            config = assistant_config(self.prefs)
+            config = assistant_config(self.prefs, self._api_key())
         except Exception as e:  # noqa: BLE001 (a bad setting or a missing package: say so)
             self.chat.add("error", f"{type(e).__name__}: {e}")
             return
@@ -376,9 +381,11 @@ class MainWindow(QMainWindow):
         date in the background: it needs no chat model, so it runs while the model loads."""
         from multi_agent.assistant import knowledge_base
 
-        if self.kb is not None and Path(self.kb.kb_dir) == Path(config.kb_dir):
+        kb = knowledge_base(config)          # cheap: nothing loads until it is used
+        same = lambda c: (Path(c.kb_dir), c.embedder, c.reranker)  # noqa: E731
+        if self.kb is not None and same(self.kb.config) == same(kb.config):
             return
-        self._use_kb(knowledge_base(config))
+        self._use_kb(kb)
 
     def _use_kb(self, kb: KnowledgeBase) -> None:
         self.kb = kb
@@ -418,9 +425,25 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip(text)
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.prefs, self.tr_, self)
+        dialog = SettingsDialog(self.prefs, self.tr_, self, api_key=self._api_key())
         if dialog.exec_():
+            self.set_api_key(dialog.api_key())
             self.apply_prefs(dialog.prefs())
+
+    def _api_key(self) -> str | None:
+        from multi_agent.providers import load_api_key
+
+        return self._session_key if self._session_key is not None else load_api_key(self.prefs.openai_url)
+
+    def set_api_key(self, key: str) -> None:
+        """Keep the key in the OS keyring when there is one, else for this session only; never in
+        the settings file."""
+        from multi_agent.providers import save_api_key
+
+        if key == (self._api_key() or ""):
+            return
+        self._session_key = None if save_api_key(self.prefs.openai_url, key) else key
+        self._key_changed = True
 
     def apply_prefs(self, prefs: Prefs) -> None:
         """Save new settings; reload the Assistant if anything it is built from changed."""
@@ -430,8 +453,10 @@ class MainWindow(QMainWindow):
         if prefs.language != self.tr_.language and prefs.language:
             self.set_language(prefs.language)
         model_fields = ("backend", "model_dir", "adapter_dir", "openai_url", "openai_model", "kb_dir",
-                        "max_new_tokens", "temperature", "k", "use_rerank")
-        if any(getattr(old, f) != getattr(prefs, f) for f in model_fields) or self.assistant is None:
+                        "max_new_tokens", "temperature", "k", "use_rerank", "embedder", "reranker")
+        if any(getattr(old, f) != getattr(prefs, f) for f in model_fields) or self.assistant is None \
+                or self._key_changed:
+            self._key_changed = False
             self.reload_assistant()
 
     def use_embedded_model(self) -> None:
