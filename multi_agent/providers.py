@@ -23,7 +23,10 @@ def load_api_key(base_url: str) -> str | None:
     """The key saved for this server, else $OPENAI_API_KEY, else None."""
     if keyring_available():
         import keyring
-        key = keyring.get_password(KEYRING_SERVICE, base_url)
+        try:
+            key = keyring.get_password(KEYRING_SERVICE, base_url)
+        except Exception:  # noqa: BLE001 (a locked or broken keyring: fall back to the environment)
+            key = None
         if key:
             return key
     return os.environ.get("OPENAI_API_KEY") or None
@@ -35,13 +38,13 @@ def save_api_key(base_url: str, key: str) -> bool:
     if not keyring_available():
         return False
     import keyring
-    if key:
-        keyring.set_password(KEYRING_SERVICE, base_url, key)
-    else:
-        try:
+    try:
+        if key:
+            keyring.set_password(KEYRING_SERVICE, base_url, key)
+        else:
             keyring.delete_password(KEYRING_SERVICE, base_url)
-        except Exception:  # noqa: BLE001 (nothing saved yet)
-            pass
+    except Exception:  # noqa: BLE001 (nothing saved yet, or a keyring that refuses: session only)
+        return not key
     return True
 
 
