@@ -52,6 +52,7 @@ class AssistantConfig(BaseConfig):
                                  "with (a different one rebuilds the index)")
     reranker: str | None = field(None, "cross-encoder name or local path; unset: BAAI/bge-reranker-base when it "
                                  "is on disk; 'none': no reranking")
+    ocr: bool = field(False, "knowledge base: read images and scanned PDF pages with OCR")
     reports_dir: Path = field(DEFAULT_REPORTS_DIR, "where session summaries are written")
     max_new_tokens: int = field(512, "longest answer in tokens")
     temperature: float = field(0.0, "0 = greedy (deterministic)")
@@ -80,7 +81,7 @@ def knowledge_base(config: AssistantConfig):
     from multi_agent.rag import KnowledgeBase, RagConfig
 
     extra = {k: v for k, v in (("embedder", config.embedder), ("reranker", config.reranker)) if v}
-    return KnowledgeBase(RagConfig(kb_dir=config.kb_dir, **extra))
+    return KnowledgeBase(RagConfig(kb_dir=config.kb_dir, ocr=config.ocr, **extra))
 
 
 class Assistant:

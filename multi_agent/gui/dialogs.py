@@ -46,6 +46,8 @@ class SettingsDialog(QDialog):
         self.reranker.setPlaceholderText(t("set.reranker_hint"))
         self.check_button = QPushButton(t("set.check"))
         self.check_button.clicked.connect(self.check_models)
+        self.ocr = QCheckBox()
+        self.ocr.setChecked(prefs.ocr)
         self.check_result = QLabel()
         self.check_result.setWordWrap(True)
         self.runner = Runner(self)
@@ -78,6 +80,7 @@ class SettingsDialog(QDialog):
         form.addRow(t("set.embedder"), self.embedder)
         form.addRow(t("set.reranker"), self._row(self.reranker, self.check_button))
         form.addRow("", self.check_result)
+        form.addRow(t("set.ocr"), self.ocr)
         form.addRow(t("set.max_new_tokens"), self.max_new_tokens)
         form.addRow(t("set.temperature"), self.temperature)
         form.addRow(t("set.k"), self.k)
@@ -97,7 +100,7 @@ class SettingsDialog(QDialog):
             self._prefs, backend=self.backend.currentText(), model_dir=self.model_dir.text().strip(),
             adapter_dir=self.adapter_dir.text().strip(), openai_url=self.openai_url.text().strip(),
             openai_model=self.openai_model.currentText().strip(), kb_dir=self.kb_dir.text().strip(),
-            embedder=self.embedder.text().strip(), reranker=self.reranker.text().strip(),
+            embedder=self.embedder.text().strip(), reranker=self.reranker.text().strip(), ocr=self.ocr.isChecked(),
             max_new_tokens=self.max_new_tokens.value(), temperature=self.temperature.value(),
             k=self.k.value(), use_rerank=self.use_rerank.isChecked(),
             language=self.language.currentData())

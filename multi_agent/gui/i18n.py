@@ -91,6 +91,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "set.reranker": ("Reranker", "重排序模型"),
     "set.reranker_hint": ("(BAAI/bge-reranker-base if on disk; none = off)", "（磁盘上有 BAAI/bge-reranker-base 时使用；none = 关闭）"),
     "set.check": ("Check", "检查"),
+    "set.ocr": ("Read images and scanned PDFs (OCR)", "识别图片和扫描版 PDF 中的文字 (OCR)"),
     "set.checking": ("Loading the embedder and the reranker…", "正在加载向量模型和重排序模型…"),
     "set.asking": ("Asking {url} for its models…", "正在向 {url} 查询模型…"),
     "set.models_found": ("{n} models listed by the server", "服务器列出了 {n} 个模型"),

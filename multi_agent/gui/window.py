@@ -61,7 +61,7 @@ def assistant_config(prefs: Prefs, api_key: str | None = None) -> Any:
                   backend=prefs.backend, openai_url=prefs.openai_url,
                   openai_model=prefs.openai_model or None, kb_dir=prefs.kb_dir or None,
                   openai_api_key=api_key or None, embedder=prefs.embedder or None,
-                  reranker=prefs.reranker or None,
+                  reranker=prefs.reranker or None, ocr=prefs.ocr,
                   max_new_tokens=prefs.max_new_tokens, temperature=prefs.temperature,
                   k=prefs.k, use_rerank=prefs.use_rerank)
     known = {f.name for f in dataclasses.fields(AssistantConfig)}
@@ -382,7 +382,7 @@ class MainWindow(QMainWindow):
         from multi_agent.assistant import knowledge_base
 
         kb = knowledge_base(config)          # cheap: nothing loads until it is used
-        same = lambda c: (Path(c.kb_dir), c.embedder, c.reranker)  # noqa: E731
+        same = lambda c: (Path(c.kb_dir), c.embedder, c.reranker, c.ocr)  # noqa: E731
         if self.kb is not None and same(self.kb.config) == same(kb.config):
             return
         self._use_kb(kb)
@@ -453,7 +453,7 @@ class MainWindow(QMainWindow):
         if prefs.language != self.tr_.language and prefs.language:
             self.set_language(prefs.language)
         model_fields = ("backend", "model_dir", "adapter_dir", "openai_url", "openai_model", "kb_dir",
-                        "max_new_tokens", "temperature", "k", "use_rerank", "embedder", "reranker")
+                        "max_new_tokens", "temperature", "k", "use_rerank", "embedder", "reranker", "ocr")
         if any(getattr(old, f) != getattr(prefs, f) for f in model_fields) or self.assistant is None \
                 or self._key_changed:
             self._key_changed = False

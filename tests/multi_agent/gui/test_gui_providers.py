@@ -70,8 +70,11 @@ def test_model_list_api_key_and_model_checks(make_window, make_assistant, ui, qt
     d.check_models()
     qtbot.waitUntil(lambda: "no reranker" in d.check_result.text(), timeout=60_000)
 
+    d.ocr.setChecked(True)
     w.set_api_key(d.api_key())
     prefs = d.prefs()
+    from multi_agent.assistant import knowledge_base
+    assert knowledge_base(assistant_config(prefs)).config.ocr is True
     assert (prefs.openai_model, prefs.reranker) == ("qwen3-vl-4b", "none")
     assert assistant_config(prefs, w._api_key()).openai_api_key == "k123"
     gui_settings.save(prefs)
