@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from PyQt5.QtCore import QEvent, Qt, QUrl
+from PyQt5.QtCore import QEvent, Qt, QTimer, QUrl
 from PyQt5.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeySequence
 from PyQt5.QtWidgets import (QAction, QActionGroup, QCheckBox, QFileDialog, QGroupBox,
                              QHBoxLayout, QInputDialog, QLabel, QMainWindow, QPushButton, QSplitter, QStyle,
@@ -92,6 +92,12 @@ class MainWindow(QMainWindow):
         self._replace_from: int | None = None    # the next send replaces the turns from here on (edit)
         self.viewer: SourceViewer | None = None  # the passage viewer, made on first use
         self._session_key: str | None = None     # an API key typed here when no keyring keeps it
+        # Watching the folder: a look at names/sizes/times every few seconds (off the GUI thread);
+        # a change that stays the same for one more look is indexed, quietly.
+        self.watch_timer = QTimer(self, interval=3000)
+        self.watch_timer.timeout.connect(self._look_at_folder)
+        self._looking = False
+        self._fp_last = self._fp_indexed = None
         self._key_changed = False
         # Conversations live next to the settings file (tests use a temp one, so a temp store).
         self.store = ConversationStore(Path(settings.path).with_name("conversations.sqlite"))
@@ -109,6 +115,7 @@ class MainWindow(QMainWindow):
         elif autoload:
             self.reload_assistant()
         self._update_controls()
+        self.watch_timer.start()
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -732,6 +739,35 @@ class MainWindow(QMainWindow):
         if not self.indexing and self.kb is not None:
             self._start_index(None)
 
+    def _look_at_folder(self) -> None:
+        if self.kb is None or self.indexing or self._looking:
+            return
+        kb = self.kb
+
+        def fn(w: Worker):
+            from multi_agent.rag.watch import fingerprint
+            return kb, fingerprint(kb.kb_dir, kb.config.index_dir)
+
+        worker = Worker("look", fn)
+        worker.done.connect(self._on_looked)
+        worker.finished.connect(self._on_look_finished)
+        self._looking = True
+        self.runner.start(worker)
+
+    def _on_look_finished(self) -> None:
+        self._looking = False
+
+    def _on_looked(self, result: tuple) -> None:
+        kb, fp = result
+        if kb is not self.kb:
+            return
+        if self._fp_indexed is None or self._fp_indexed[0] is not kb:
+            self._fp_indexed = (kb, fp)          # the start-up sync covers what is there now
+        elif fp == self._fp_last and fp != self._fp_indexed[1] and not self.indexing:
+            self._fp_indexed = (kb, fp)          # changed, and settled since the last look
+            self._start_index(None, explicit=False)
+        self._fp_last = fp
+
     def stop_indexing(self) -> None:
         """Stop after the current embedding batch; the files finished so far are kept."""
         if self._index_job is not None:
@@ -843,6 +879,7 @@ class MainWindow(QMainWindow):
                 splitter.restoreState(state)
 
     def closeEvent(self, event):  # noqa: N802 (Qt API)
+        self.watch_timer.stop()
         self.runner.cancel_all()
         self.runner.wait_all(60_000)
         self.settings.save(self.prefs)
