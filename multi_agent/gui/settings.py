@@ -28,6 +28,10 @@ class Prefs:
     openai_url: str = "http://localhost:8000/v1"
     openai_model: str = ""
     kb_dir: str = ""            # "" -> multi_agent/knowledge_base
+    embedder: str = ""          # "" -> the one the index was built with (else all-MiniLM-L6-v2)
+    reranker: str = ""          # "" -> BAAI/bge-reranker-base if on disk; "none" -> no reranking
+    ocr: bool = False           # read images and scanned PDF pages in the knowledge base with OCR
+    # The API key is never kept here: the OS keyring holds it (multi_agent.providers).
     use_kb: bool = True
     # Same defaults as AssistantConfig (a test keeps them equal).
     max_new_tokens: int = 512

@@ -22,7 +22,10 @@ from PyQt5.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFrame, QHBo
                              QTextBrowser, QToolButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                              QWidget)
 
+from multi_agent.agents.trace import Decision, Plan, Review, StepTrace, TurnTrace
 from multi_agent.gui.i18n import Translator
+from multi_agent.rag.index import display_name
+from multi_agent.rag.schema import Hit
 
 from vlft.data.vocab import IMAGE_EXTENSIONS as IMAGE_EXTS  # noqa: E402 (one list for every stage)
 THUMB = 64  # px, attachment thumbnails
@@ -337,12 +340,19 @@ class AttachmentStrip(QScrollArea):
 
 
 # -- agent panels --------------------------------------------------------------------------
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+def step_plan(step: StepTrace) -> Plan:
+    """The Planner's StepTrace.data as the typed Plan the panel shows."""
+    return Plan(steps=list(step.data.get("steps") or []), needs_kb=bool(step.data.get("needs_kb")))
+
+
+def step_decision(step: StepTrace) -> Decision:
+    d = step.data
+    return Decision(retrieve=bool(d.get("retrieve")), query=d.get("query") or "", reason=d.get("reason") or "")
+
+
+def step_review(step: StepTrace) -> Review:
+    d = step.data
+    return Review(verdict=d.get("verdict") or "PASS", feedback=d.get("feedback") or "", rewrites=d.get("rewrites", 0))
 
 
 class PlanPanel(QTextBrowser):
@@ -351,9 +361,9 @@ class PlanPanel(QTextBrowser):
     def __init__(self, tr: Translator, parent: QWidget | None = None):
         super().__init__(parent)
         self.tr_ = tr
-        self.plan: Any = None
-        self.decision: Any = None
-        self.steps: list[Any] = []
+        self.plan: Plan | None = None
+        self.decision: Decision | None = None
+        self.steps: list[StepTrace] = []
         self.setOpenLinks(False)
         self.render()
 
@@ -361,22 +371,21 @@ class PlanPanel(QTextBrowser):
         self.plan, self.decision, self.steps = None, None, []
         self.render()
 
-    def add_step(self, step: Any) -> None:
+    def add_step(self, step: StepTrace) -> None:
         """One finished agent: its StepTrace.data holds the plan / the decision."""
         self.steps.append(step)
-        name, data = _get(step, "name"), _get(step, "data") or {}
-        if name == "planner":
-            self.plan = data
-        elif name == "manager":
-            self.decision = data
+        if step.name == "planner":
+            self.plan = step_plan(step)
+        elif step.name == "manager":
+            self.decision = step_decision(step)
         self.render()
 
-    def show_trace(self, trace: Any) -> None:
-        self.steps = list(_get(trace, "steps", None) or self.steps)
-        ran = {_get(s, "name") for s in self.steps}
+    def show_trace(self, trace: TurnTrace) -> None:
+        self.steps = list(trace.steps or self.steps)
+        ran = {s.name for s in self.steps}
         # A turn that failed before an agent ran has default (empty) parts: don't show those.
-        self.plan = _get(trace, "plan") if "planner" in ran else None
-        self.decision = _get(trace, "decision") if "manager" in ran else None
+        self.plan = trace.plan if "planner" in ran else None
+        self.decision = trace.decision if "manager" in ran else None
         self.render()
 
     def render(self) -> None:
@@ -385,22 +394,21 @@ class PlanPanel(QTextBrowser):
         parts = []
         if self.plan is not None:
             parts.append(f"<h4>{esc(t('plan.steps'))}</h4><ol>")
-            parts += [f"<li>{esc(str(s))}</li>" for s in _get(self.plan, "steps", []) or []]
-            parts.append(f"</ol><p>{esc(t('plan.needs_kb', v=yes_no(_get(self.plan, 'needs_kb'))))}</p>")
+            parts += [f"<li>{esc(str(s))}</li>" for s in self.plan.steps]
+            parts.append(f"</ol><p>{esc(t('plan.needs_kb', v=yes_no(self.plan.needs_kb)))}</p>")
         if self.decision is not None:
             d = self.decision
             parts.append(f"<h4>{esc(t('plan.decision'))}</h4>")
-            parts.append(f"<p>{esc(t('plan.retrieve', v=yes_no(_get(d, 'retrieve'))))}</p>")
-            if _get(d, "query"):
-                parts.append(f"<p>{esc(t('plan.query', v=_get(d, 'query')))}</p>")
-            if _get(d, "reason"):
-                parts.append(f"<p>{esc(t('plan.reason', v=_get(d, 'reason')))}</p>")
+            parts.append(f"<p>{esc(t('plan.retrieve', v=yes_no(d.retrieve)))}</p>")
+            if d.query:
+                parts.append(f"<p>{esc(t('plan.query', v=d.query))}</p>")
+            if d.reason:
+                parts.append(f"<p>{esc(t('plan.reason', v=d.reason))}</p>")
         if self.steps:
             parts.append(f"<h4>{esc(t('plan.timeline'))}</h4><table cellpadding='2'>")
             for s in self.steps:
-                secs = _get(s, "seconds")
-                secs = f"{secs:.2f} s" if isinstance(secs, (int, float)) else ""
-                parts.append(f"<tr><td>✓ {esc(str(_get(s, 'name', '?')))}</td>"
+                secs = f"{s.seconds:.2f} s"
+                parts.append(f"<tr><td>✓ {esc(s.name)}</td>"
                              f"<td style='color:#80868b'>{secs}</td></tr>")
             parts.append("</table>")
         self.setHtml("".join(parts) or f"<p style='color:#80868b'>{esc(t('plan.empty'))}</p>")
@@ -417,7 +425,7 @@ class EvidencePanel(QWidget):
     def __init__(self, tr: Translator, parent: QWidget | None = None):
         super().__init__(parent)
         self.tr_ = tr
-        self.hits: list[Any] = []
+        self.hits: list[Hit] = []
         self.tree = QTreeWidget()
         self.tree.setRootIsDecorated(False)
         self.tree.setSelectionMode(QAbstractItemView.SingleSelection)
@@ -440,17 +448,16 @@ class EvidencePanel(QWidget):
         self.tree.itemActivated.connect(self._open_item)
         self.retranslate()
 
-    def set_hits(self, hits: Iterable[Any]) -> None:
+    def set_hits(self, hits: Iterable[Hit]) -> None:
         self.hits = list(hits or [])
         self.tree.clear()
         for n, h in enumerate(self.hits, 1):
-            page = _get(h, "page")
-            score = _get(h, "score")
-            item = QTreeWidgetItem([str(n), str(_get(h, "source", "")),
+            page, score = h.page, h.score
+            item = QTreeWidgetItem([str(n), display_name(h.source),
                                     "" if page in (None, 0) else str(page),
                                     f"{score:.4f}" if isinstance(score, (int, float)) else ""])
             item.setData(0, Qt.UserRole, n - 1)
-            item.setToolTip(1, (_get(h, "text", "") or "")[:400])
+            item.setToolTip(1, h.text[:400])
             for col in (0, 2, 3):
                 item.setTextAlignment(col, Qt.AlignRight | Qt.AlignVCenter)
             self.tree.addTopLevelItem(item)
@@ -475,7 +482,7 @@ class EvidencePanel(QWidget):
             self.preview.clear()
             return
         h = self.hits[int(item.data(0, Qt.UserRole))]
-        self.preview.setPlainText(_get(h, "text", "") or "")
+        self.preview.setPlainText(h.text)
 
     def retranslate(self) -> None:
         t = self.tr_
@@ -495,10 +502,10 @@ class ReviewPanel(QTextBrowser):
     def __init__(self, tr: Translator, parent: QWidget | None = None):
         super().__init__(parent)
         self.tr_ = tr
-        self.review: Any = None
+        self.review: Review | None = None
         self.render()
 
-    def set_review(self, review: Any) -> None:
+    def set_review(self, review: Review | None) -> None:
         self.review = review
         self.render()
 
@@ -508,12 +515,12 @@ class ReviewPanel(QTextBrowser):
         if r is None:
             self.setHtml(f"<p style='color:#80868b'>{esc(t('plan.empty'))}</p>")
             return
-        verdict = str(_get(r, "verdict", "") or "?")
+        verdict = r.verdict or "?"
         color = "#188038" if verdict.upper().startswith("PASS") else "#e37400"
         parts = [f"<p><b style='color:{color}'>{esc(t('review.verdict', v=verdict))}</b></p>",
-                 f"<p>{esc(t('review.rewrites', n=_get(r, 'rewrites', 0)))}</p>"]
-        if _get(r, "feedback"):
-            parts.append(f"<p><b>{esc(t('review.feedback'))}</b></p><p>{esc(str(_get(r, 'feedback')))}</p>")
+                 f"<p>{esc(t('review.rewrites', n=r.rewrites))}</p>"]
+        if r.feedback:
+            parts.append(f"<p><b>{esc(t('review.feedback'))}</b></p><p>{esc(r.feedback)}</p>")
         self.setHtml("".join(parts))
 
     def retranslate(self) -> None:

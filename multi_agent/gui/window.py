@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from PyQt5.QtCore import QEvent, Qt, QUrl
+from PyQt5.QtCore import QEvent, Qt, QTimer, QUrl
 from PyQt5.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QKeySequence
 from PyQt5.QtWidgets import (QAction, QActionGroup, QCheckBox, QFileDialog, QGroupBox,
                              QHBoxLayout, QInputDialog, QLabel, QMainWindow, QPushButton, QSplitter, QStyle,
@@ -26,7 +26,7 @@ from multi_agent.conversations import ConversationStore
 from multi_agent.gui.widgets import (AttachmentStrip, ChatMessage, ChatView, ConversationPanel, EvidencePanel,
                                      InputBox,
                                      KnowledgePanel, PlanPanel, ReviewPanel, SourceViewer, doc_types,
-                                     local_paths, split_paths)
+                                     local_paths, split_paths, step_review)
 from multi_agent.gui.workers import Runner, Worker, ask_job, index_job, load_job
 
 if TYPE_CHECKING:
@@ -52,13 +52,16 @@ def has_cjk_font() -> bool:
     return bool(QFontDatabase().families(QFontDatabase.SimplifiedChinese))
 
 
-def assistant_config(prefs: Prefs) -> Any:
-    """``AssistantConfig`` from the saved preferences (empty strings mean the defaults)."""
+def assistant_config(prefs: Prefs, api_key: str | None = None) -> Any:
+    """``AssistantConfig`` from the saved preferences (empty strings mean the defaults) and the API
+    key (from the OS keyring, or typed in this session)."""
     from multi_agent.assistant import AssistantConfig
 
     wanted = dict(model_dir=prefs.model_dir or None, adapter=prefs.adapter_dir or None,
                   backend=prefs.backend, openai_url=prefs.openai_url,
                   openai_model=prefs.openai_model or None, kb_dir=prefs.kb_dir or None,
+                  openai_api_key=api_key or None, embedder=prefs.embedder or None,
+                  reranker=prefs.reranker or None, ocr=prefs.ocr,
                   max_new_tokens=prefs.max_new_tokens, temperature=prefs.temperature,
                   k=prefs.k, use_rerank=prefs.use_rerank)
     known = {f.name for f in dataclasses.fields(AssistantConfig)}
@@ -88,6 +91,14 @@ class MainWindow(QMainWindow):
         self._index_explicit = False             # the running index job was asked for by the user
         self._replace_from: int | None = None    # the next send replaces the turns from here on (edit)
         self.viewer: SourceViewer | None = None  # the passage viewer, made on first use
+        self._session_key: str | None = None     # an API key typed here when no keyring keeps it
+        # Watching the folder: a look at names/sizes/times every few seconds (off the GUI thread);
+        # a change that stays the same for one more look is indexed, quietly.
+        self.watch_timer = QTimer(self, interval=3000)
+        self.watch_timer.timeout.connect(self._look_at_folder)
+        self._looking = False
+        self._fp_last = self._fp_indexed = None
+        self._key_changed = False
         # Conversations live next to the settings file (tests use a temp one, so a temp store).
         self.store = ConversationStore(Path(settings.path).with_name("conversations.sqlite"))
         from multi_agent.assistant import DEFAULT_KB_DIR
@@ -104,6 +115,7 @@ class MainWindow(QMainWindow):
         elif autoload:
             self.reload_assistant()
         self._update_controls()
+        self.watch_timer.start()
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -362,7 +374,7 @@ class MainWindow(QMainWindow):
         if self._job is not None:
             return
         try:
-            config = assistant_config(self.prefs)
+            config = assistant_config(self.prefs, self._api_key())
         except Exception as e:  # noqa: BLE001 (a bad setting or a missing package: say so)
             self.chat.add("error", f"{type(e).__name__}: {e}")
             return
@@ -378,9 +390,11 @@ class MainWindow(QMainWindow):
         date in the background: it needs no chat model, so it runs while the model loads."""
         from multi_agent.assistant import knowledge_base
 
-        if self.kb is not None and Path(self.kb.kb_dir) == Path(config.kb_dir):
+        kb = knowledge_base(config)          # cheap: nothing loads until it is used
+        same = lambda c: (Path(c.kb_dir), c.embedder, c.reranker, c.ocr)  # noqa: E731
+        if self.kb is not None and same(self.kb.config) == same(kb.config):
             return
-        self._use_kb(knowledge_base(config))
+        self._use_kb(kb)
 
     def _use_kb(self, kb: KnowledgeBase) -> None:
         self.kb = kb
@@ -420,9 +434,25 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip(text)
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.prefs, self.tr_, self)
+        dialog = SettingsDialog(self.prefs, self.tr_, self, api_key=self._api_key())
         if dialog.exec_():
+            self.set_api_key(dialog.api_key())
             self.apply_prefs(dialog.prefs())
+
+    def _api_key(self) -> str | None:
+        from multi_agent.providers import load_api_key
+
+        return self._session_key if self._session_key is not None else load_api_key(self.prefs.openai_url)
+
+    def set_api_key(self, key: str) -> None:
+        """Keep the key in the OS keyring when there is one, else for this session only; never in
+        the settings file."""
+        from multi_agent.providers import save_api_key
+
+        if key == (self._api_key() or ""):
+            return
+        self._session_key = None if save_api_key(self.prefs.openai_url, key) else key
+        self._key_changed = True
 
     def apply_prefs(self, prefs: Prefs) -> None:
         """Save new settings; reload the Assistant if anything it is built from changed."""
@@ -432,8 +462,10 @@ class MainWindow(QMainWindow):
         if prefs.language != self.tr_.language and prefs.language:
             self.set_language(prefs.language)
         model_fields = ("backend", "model_dir", "adapter_dir", "openai_url", "openai_model", "kb_dir",
-                        "max_new_tokens", "temperature", "k", "use_rerank")
-        if any(getattr(old, f) != getattr(prefs, f) for f in model_fields) or self.assistant is None:
+                        "max_new_tokens", "temperature", "k", "use_rerank", "embedder", "reranker", "ocr")
+        if any(getattr(old, f) != getattr(prefs, f) for f in model_fields) or self.assistant is None \
+                or self._key_changed:
+            self._key_changed = False
             self.reload_assistant()
 
     def use_embedded_model(self) -> None:
@@ -515,7 +547,7 @@ class MainWindow(QMainWindow):
         if step.name == "knowledge":
             self.evidence_panel.set_hits(step.data.get("hits") or [])
         elif step.name == "reviewer":
-            self.review_panel.set_review(step.data)
+            self.review_panel.set_review(step_review(step))
             self._restart_stream = step.data.get("verdict") == "RETRY"
 
     def _on_answer(self, trace: TurnTrace) -> None:
@@ -709,6 +741,35 @@ class MainWindow(QMainWindow):
         if not self.indexing and self.kb is not None:
             self._start_index(None)
 
+    def _look_at_folder(self) -> None:
+        if self.kb is None or self.indexing or self._looking:
+            return
+        kb = self.kb
+
+        def fn(w: Worker):
+            from multi_agent.rag.watch import fingerprint
+            return kb, fingerprint(kb.kb_dir, kb.config.index_dir)
+
+        worker = Worker("look", fn)
+        worker.done.connect(self._on_looked)
+        worker.finished.connect(self._on_look_finished)
+        self._looking = True
+        self.runner.start(worker)
+
+    def _on_look_finished(self) -> None:
+        self._looking = False
+
+    def _on_looked(self, result: tuple) -> None:
+        kb, fp = result
+        if kb is not self.kb:
+            return
+        if self._fp_indexed is None or self._fp_indexed[0] is not kb:
+            self._fp_indexed = (kb, fp)          # the start-up sync covers what is there now
+        elif fp == self._fp_last and fp != self._fp_indexed[1] and not self.indexing:
+            self._fp_indexed = (kb, fp)          # changed, and settled since the last look
+            self._start_index(None, explicit=False)
+        self._fp_last = fp
+
     def stop_indexing(self) -> None:
         """Stop after the current embedding batch; the files finished so far are kept."""
         if self._index_job is not None:
@@ -820,6 +881,7 @@ class MainWindow(QMainWindow):
                 splitter.restoreState(state)
 
     def closeEvent(self, event):  # noqa: N802 (Qt API)
+        self.watch_timer.stop()
         self.runner.cancel_all()
         self.runner.wait_all(60_000)
         self.settings.save(self.prefs)

@@ -41,6 +41,8 @@ class RagConfig(BaseConfig):
                                    f"{DEFAULT_CHUNK_SIZE}")
     chunk_overlap: int | None = field(None, "characters repeated between consecutive chunks (whole sentences); "
                                       f"unset: the index's own, else {DEFAULT_CHUNK_OVERLAP}")
+    ocr: bool = field(False, "read images (.png .jpg ...) and scanned PDF pages with OCR (rapidocr-onnxruntime, "
+                      "offline; seconds per image on a CPU)")
     max_file_mb: float = field(20.0, "files larger than this (MB) are skipped with a note; raise it for huge "
                                "text dumps (indexing time grows with the size)")
     candidates: int = field(50, "hits taken from each retriever (BM25, dense) before fusion")

@@ -123,19 +123,19 @@ class ScanResult:
     ignored: list[tuple[str, str]] = dc_field(default_factory=list)
 
 
-def classify(path: Path, kb_dir: Path) -> tuple[str, str] | None:
+def classify(path: Path, kb_dir: Path, ocr: bool = False) -> tuple[str, str] | None:
     """None if ``path`` (inside kb_dir by name) may be indexed, else ("skipped"|"ignored", reason)."""
     if path.name.startswith("."):
         return "ignored", "hidden file (name starts with '.')"
     if path.is_symlink() and not inside(path, kb_dir):
         return "skipped", (f"symlink to {display_name(str(path.resolve()))}, outside the knowledge-base "
                            "folder: not read")
-    if not supported(path):
+    if not supported(path, ocr):
         return "ignored", f"not a document type the indexer reads ('{path.suffix or path.name}')"
     return None
 
 
-def scan(kb_dir: Path, index_dir: Path) -> ScanResult:
+def scan(kb_dir: Path, index_dir: Path, ocr: bool = False) -> ScanResult:
     """Every file under ``kb_dir`` sorted into indexable / skipped / ignored; the index folder and
     hidden folders are not entered, and nothing whose real path is outside ``kb_dir`` is read."""
     out = ScanResult()
@@ -163,7 +163,7 @@ def scan(kb_dir: Path, index_dir: Path) -> ScanResult:
         dirs[:] = keep
         for name in sorted(names):
             p = root_p / name
-            verdict = classify(p, kb_dir)
+            verdict = classify(p, kb_dir, ocr)
             if verdict is None:
                 out.files.append(p)
             else:
@@ -173,7 +173,7 @@ def scan(kb_dir: Path, index_dir: Path) -> ScanResult:
 
 def chunk_file(path: Path, rel: str, cfg: RagConfig, first_vid: int) -> tuple[list[Chunk], int]:
     """Load + chunk + tokenize one file. Returns (chunks, pages); raises SkipFile."""
-    doc = load_file(path)
+    doc = load_file(path, ocr=cfg.ocr)
     chunks: list[Chunk] = []
     for page, text in doc.pages:
         for span in chunk_text(text, cfg.chunk_size, cfg.chunk_overlap):
@@ -287,7 +287,7 @@ class _Run:
         self.report.skipped.append((rel, self.old_skipped[rel]["reason"]))
 
     def skip(self, rel: str, digest: str | None, reason: str) -> None:
-        entry = {"sha256": digest, "reason": reason}
+        entry = {"sha256": digest, "reason": reason, "ocr": self.cfg.ocr}
         if self.old_skipped.get(rel) != entry:
             self.dirty = True
         self.skipped[rel] = entry
@@ -437,7 +437,7 @@ def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = 
         run = _Run(cfg, embedder, progress, cancel, report)
         _clean_leftovers(index_dir, run.version)
         if only is None:
-            found = scan(kb_dir, index_dir)
+            found = scan(kb_dir, index_dir, cfg.ocr)
             candidates = found.files
             report.skipped += found.skipped
             report.ignored += found.ignored
@@ -455,7 +455,7 @@ def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = 
                         run.skipped.pop(rel, None)
                         report.deleted += 1
                     continue
-                verdict = classify(p, kb_dir)
+                verdict = classify(p, kb_dir, cfg.ocr)
                 if verdict is None:
                     candidates.append(p)
                 else:
@@ -476,7 +476,8 @@ def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = 
             if rel in run.old_files and run.old_files[rel]["sha256"] == digest:
                 run.keep_old(rel)
                 report.unchanged += 1
-            elif rel in run.old_skipped and run.old_skipped[rel]["sha256"] == digest:
+            elif rel in run.old_skipped and run.old_skipped[rel]["sha256"] == digest \
+                    and run.old_skipped[rel].get("ocr", False) == cfg.ocr:   # turning OCR on retries
                 run.keep_old_skip(rel)
             else:
                 if rel in run.old_files:      # searchable as it was until its new version is in

@@ -62,7 +62,7 @@ class KnowledgeBase:
                 return True
         except Exception:  # noqa: BLE001 (an unreadable index is reported by the search itself)
             return True
-        return bool(scan(self.config.kb_dir, self.config.index_dir).files)
+        return bool(scan(self.config.kb_dir, self.config.index_dir, self.config.ocr).files)
 
     # -- indexing ---------------------------------------------------------------------------
     def index(self, progress: Progress | None = None, *, only: list[str] | None = None,
@@ -98,7 +98,7 @@ class KnowledgeBase:
             if not src.is_file():
                 raise FileNotFoundError(f"{display_name(str(src))}: no such file")
             if src.is_relative_to(kb_dir.absolute()):        # named inside the knowledge base
-                verdict = classify(src, kb_dir)
+                verdict = classify(src, kb_dir, self.config.ocr)
                 rel = src.relative_to(kb_dir.absolute()).as_posix()
                 if verdict is None:
                     rels.append(rel)
@@ -108,7 +108,7 @@ class KnowledgeBase:
             if inside(src, kb_dir):                           # a path from outside that leads inside
                 rels.append(src.resolve().relative_to(kb_dir.resolve()).as_posix())
                 continue
-            verdict = classify(src, src.parent)
+            verdict = classify(src, src.parent, self.config.ocr)
             if verdict is not None and verdict[0] == "ignored":
                 ignored.append((src.name, verdict[1]))
                 continue
@@ -213,7 +213,7 @@ class KnowledgeBase:
         path = self.config.kb_dir / source
         if not inside(path, self.config.kb_dir) or not path.is_file():
             raise FileNotFoundError(f"{display_name(source)}: not a file in {self.config.kb_dir}")
-        for p, text in load_file(path).pages:
+        for p, text in load_file(path, ocr=self.config.ocr).pages:
             if p == page or page is None:
                 return text
         raise FileNotFoundError(f"{display_name(source)}: no page {page}")

@@ -97,16 +97,27 @@ from .formats import FORMAT_LOADERS  # noqa: E402 (DOCX/HTML/EPUB/PPTX/XLSX; the
 LOADERS.update(FORMAT_LOADERS)
 
 
-def supported(path: Path) -> bool:
-    return path.suffix.lower() in LOADERS
+def supported(path: Path, ocr: bool = False) -> bool:
+    from .ocr import OCR_SUFFIXES
+
+    return path.suffix.lower() in LOADERS or (ocr and path.suffix.lower() in OCR_SUFFIXES)
 
 
-def load_file(path: Path) -> LoadedDoc:
-    """Load one file or raise SkipFile with the reason."""
-    loader = LOADERS.get(path.suffix.lower())
+def load_file(path: Path, ocr: bool = False) -> LoadedDoc:
+    """Load one file or raise SkipFile with the reason. ``ocr``: images and scanned PDF pages are
+    read by OCR (multi_agent.rag.ocr)."""
+    from . import ocr as ocr_mod
+
+    suffix = path.suffix.lower()
+    loader = LOADERS.get(suffix) or (ocr_mod.load_image if ocr and suffix in ocr_mod.OCR_SUFFIXES else None)
     if loader is None:
         raise SkipFile(f"unsupported file type '{path.suffix}' (supported: {', '.join(sorted(LOADERS))})")
     try:
-        return loader(path)
+        try:
+            return loader(path)
+        except SkipFile as e:
+            if ocr and suffix in PDF_SUFFIXES and str(e).startswith("no extractable text"):
+                return ocr_mod.load_scanned_pdf(path)
+            raise
     except OSError as e:
         raise SkipFile(f"cannot read file ({e.strerror or e})") from None

@@ -171,3 +171,15 @@ def test_headless_ask_with_an_image_in_the_kb_exits_zero(settings_file, kb_dir, 
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "[error]" not in out
+
+
+def test_files_changed_in_the_folder_are_indexed_automatically(make_window, make_assistant, ui, qtbot, kb_dir):
+    """#22 (several knowledge bases): watch the folders and re-index changed files automatically."""
+    w = make_window(make_assistant(ui.scripted()))
+    w.watch_timer.setInterval(100)
+    qtbot.waitUntil(lambda: w._fp_indexed is not None, timeout=10_000)
+    (kb_dir / "capybara.md").write_text("Capybaras are the largest rodents.\n", encoding="utf-8")
+    qtbot.waitUntil(lambda: "capybara.md" in w.kb_panel.file_names(), timeout=60_000)
+    (kb_dir / "moelora.md").unlink()
+    qtbot.waitUntil(lambda: "moelora.md" not in w.kb_panel.file_names(), timeout=60_000)
+    assert not [m for m in w.chat.messages if m.role == "error"]
