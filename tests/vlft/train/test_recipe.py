@@ -393,7 +393,9 @@ def test_cuda_default_path_smoke(tiny_model_dir, caption_json, tmp_path):
                       report_to="none", num_sample_predictions=1, max_new_tokens=4)
     from vlft.train.plan import make_plan
     assert not make_plan(cfg, 100, n_train=4).compile  # auto: 2 steps do not pay for compiling
-    cfg = cfg.replace(compile=True)
+    # no dropout: Triton 3.6 failed to build the fused RMSNorm + dropout reduction kernel at the tiny
+    # model's width (64) on an H100 ("PassManager::run failed"); the 4B width compiles (bench/RESULTS.md)
+    cfg = cfg.replace(compile=True, lora_dropout=0.0)
     try:
         summary = train(cfg)
     finally:
