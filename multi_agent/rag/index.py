@@ -14,7 +14,6 @@ at any moment leaves CURRENT on the previous, complete version.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from vlft.utils.io import atomic_write, write_json
+from vlft.utils.io import atomic_write, sha256_file, write_json
 
 from .chunking import chunk_text
 from .config import RagConfig
@@ -92,14 +91,6 @@ def load_snapshot(cfg: RagConfig, with_store: bool = True) -> Snapshot | None:
 
 
 # -- scanning -------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def display_name(rel: str) -> str:
     """A path as shown to people: control characters (a newline in a file name) escaped."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in rel)

@@ -69,6 +69,17 @@ async def _client(url: str, body, headers: dict | None = None):
                 return await body(s)
 
 
+def test_streamable_http_transport_lists_and_calls_the_tools(tmp_path):
+    async def body(s):
+        names = {t.name for t in (await s.list_tools()).tools}
+        return names, await s.call_tool("ask", {"question": "Hello?", "use_kb": False})
+
+    with http_server(tmp_path) as url:
+        names, result = anyio.run(_client, url, body)
+    assert names == {"ask", "search_knowledge_base", "index_documents", "save_session_summary"}
+    assert _payload(result)["answer"] == "This is the answer."
+
+
 def test_two_http_clients_keep_their_own_dialogue(tmp_path):
     """Client B's summary contained client A's question: every client now has its own session."""
     with http_server(tmp_path) as url:

@@ -151,46 +151,6 @@ def test_stdio_server_on_the_tiny_local_model(tiny_model_dir, tmp_path):
     assert ans["review"]["rewrites"] <= 1 and isinstance(ans["answer"], str)
 
 
-def test_streamable_http_transport(tmp_path):
-    import socket
-    import subprocess
-    import time
-
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "multi_agent.mcp_server", "--transport", "http", "--port",
-                             str(port), "--backend", "scripted", "--kb_dir", str(tmp_path / "kb"),
-                             "--reports_dir", str(tmp_path / "reports")], cwd=str(REPO_DIR),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.time() < deadline, "server did not start"
-                time.sleep(0.3)
-
-        async def main():
-            async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as streams:
-                async with ClientSession(streams[0], streams[1]) as s:
-                    await s.initialize()
-                    names = {t.name for t in (await s.list_tools()).tools}
-                    return names, await s.call_tool("ask", {"question": "Hello?", "use_kb": False})
-
-        names, result = anyio.run(main)
-        assert names == TOOLS and payload(result)["answer"] == "This is the answer."
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
 @pytest.mark.slow
 def test_index_documents_touches_only_the_given_files(tmp_path):
     """#22.5: index_documents(paths=[one file]) synced the whole folder and deleted another file's

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from vlft.config import BaseConfig, field, require
-from vlft.utils.io import write_json, write_jsonl
+from vlft.utils.io import sha256_file, write_json, write_jsonl
 
 from . import export
 from .curate import CurateConfig, Pair, curate, language_of
@@ -27,7 +27,7 @@ from .extract import ExtractConfig, Extracted, Figure, extract, image_name
 from .generate import (CAPTION_QUESTION, GenerationCache, Generator, Prompt, generate_cached, make_generator,
                        parse_pairs, parse_verdict, render)
 from .sources import (IMAGE_TYPES, Document, FetchConfig, Fetcher, SourceError, expand_sources, fetch_document,
-                      is_url, load_state, local_document, sha256_file, site_links)
+                      is_url, load_state, local_document, site_links)
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, int, int, str], None]

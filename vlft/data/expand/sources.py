@@ -133,14 +133,6 @@ def local_document(origin: str, root: Path | None) -> Document:
     return Document(origin=origin, path=p, root=root)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # -- web ---------------------------------------------------------------------------------------
 @dataclass
 class FetchConfig:
