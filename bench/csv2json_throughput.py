@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # `python -m bench.csv2json_throughput`: the same as `python -m bench.csv2json_throughput`
+if __name__ == "__main__" and not __package__:  # `python bench/csv2json_throughput.py`: the same as `python -m bench.csv2json_throughput`
     os.execve(sys.executable, [sys.executable, "-m", "bench.csv2json_throughput", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 

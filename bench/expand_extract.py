@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # `python bench/expand_extract.py`: the same as `python -m bench.expand_extract`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.expand_extract", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 from vlft.data.expand import ExpandConfig, Expander  # noqa: E402
 from vlft.paths import COCO_SAMPLE_DIR  # noqa: E402

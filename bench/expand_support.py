@@ -14,12 +14,15 @@ and prints, per threshold, the share of each kept by the support filter.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # `python bench/expand_support.py`: the same as `python -m bench.expand_support`
+    os.execve(sys.executable, [sys.executable, "-m", "bench.expand_support", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
 from multi_agent.rag.chunking import chunk_text, sentence_spans  # noqa: E402
 from vlft.data.expand.curate import support  # noqa: E402

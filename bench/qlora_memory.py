@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # `python -m bench.qlora_memory`: the same as `python -m bench.qlora_memory`
+if __name__ == "__main__" and not __package__:  # `python bench/qlora_memory.py`: the same as `python -m bench.qlora_memory`
     os.execve(sys.executable, [sys.executable, "-m", "bench.qlora_memory", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 

@@ -34,7 +34,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if __name__ == "__main__" and not __package__:  # `python -m bench.rag_benchmark`: the same as `python -m bench.rag_benchmark`
+if __name__ == "__main__" and not __package__:  # `python bench/rag_benchmark.py`: the same as `python -m bench.rag_benchmark`
     os.execve(sys.executable, [sys.executable, "-m", "bench.rag_benchmark", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 

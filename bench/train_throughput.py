@@ -31,7 +31,7 @@ import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:  # `python -m bench.train_throughput`: the same as `python -m bench.train_throughput`
+if __name__ == "__main__" and not __package__:  # `python bench/train_throughput.py`: the same as `python -m bench.train_throughput`
     os.execve(sys.executable, [sys.executable, "-m", "bench.train_throughput", *sys.argv[1:]], {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)})
 
