@@ -11,16 +11,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import BAD_INPUT, run_stage
-    from vlft.data.convert import Csv2JsonConfig, csv_to_json
-
-    rc, result = run_stage(Csv2JsonConfig, csv_to_json, argv)
-    if rc:
-        return rc
-    if result.rejects_path is not None:
-        print(f"skipped rows are listed in {result.rejects_path}")
-    print(result.summary())
-    return 0 if result.n_train else BAD_INPUT  # every row was bad
+    from vlft.stages import csv2json
+    return csv2json(argv)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import BAD_INPUT, run_stage
-    from vlft.data.collect import DownloadDataConfig, collect
-
-    rc, result = run_stage(DownloadDataConfig, collect, argv)
-    if rc:
-        return rc
-    if sum(result.skipped.values()):
-        print(f"rejected rows are listed in {result.rejects}")
-    print(result.summary())
-    return 0 if result.written else BAD_INPUT  # every record was bad
+    from vlft.stages import download_data
+    return download_data(argv)
 
 
 if __name__ == "__main__":

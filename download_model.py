@@ -13,14 +13,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import run_stage
-    from vlft.hub import DownloadModelConfig, fetch_model
-
-    rc, path = run_stage(DownloadModelConfig, fetch_model, argv)
-    if rc:
-        return rc
-    print(f"model ready: {path}")
-    return 0
+    from vlft.stages import download_model
+    return download_model(argv)
 
 
 if __name__ == "__main__":

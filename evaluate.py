@@ -15,16 +15,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import BAD_INPUT, run_stage
-    from vlft.eval.run import EvalConfig, evaluate
-
-    rc, report = run_stage(EvalConfig, evaluate, argv, errors=(ValueError,))
-    if rc:
-        return rc
-    print(open(report["paths"]["markdown"], encoding="utf-8").read())
-    print(f"report: {report['paths']['markdown']} (and report.json)")
-    failed = [n for n, s in report["systems"].items() if s.get("error")]
-    return BAD_INPUT if failed else 0  # an adapter that did not load: the others are scored, the run still fails
+    from vlft.stages import evaluate
+    return evaluate(argv)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import BAD_INPUT, run_stage
-    from vlft.data.expand import ExpandConfig, run_expand
-
-    rc, report = run_stage(ExpandConfig, run_expand, argv, errors=(ValueError, OSError))
-    if rc:
-        return rc
-    print(report.summary())
-    return 0 if report.written or report.result.unchanged else BAD_INPUT
+    from vlft.stages import expand
+    return expand(argv)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import run_stage
-    from vlft.export import ExportConfig, export_merged
-
-    rc, out = run_stage(ExportConfig, export_merged, argv)
-    if rc:
-        return rc
-    print(f"merged model written: {out}")
-    return 0
+    from vlft.stages import export
+    return export(argv)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vlft.cli import run_stage
-    from vlft.infer import InferConfig, run_inference
-
-    rc, result = run_stage(InferConfig, run_inference, argv, errors=(ValueError,))
-    return rc or result
+    from vlft.stages import infer
+    return infer(argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Every stage script answers bad input the same way: one line naming it, exit code 2.
+"""The stage commands (vlft.stages and the training CLI): every stage script answers bad input the same
+way, one line naming it and exit code 2, and every stage has an installable entry point.
 
 (expand_data.py takes many sources and skips a bad one with a line; with nothing left it exits 2 too.)"""
 
@@ -39,3 +40,17 @@ def test_bad_input_is_one_line_and_exit_2(script, tmp_path, capsys):
     named = [line for line in (out.out + out.err).splitlines() if MISSING in line]
     assert len(named) == 1 and named[0].startswith(("error: ", "skipped ")), named
     assert "Traceback" not in out.err
+
+
+def test_every_stage_has_an_entry_point_that_runs():
+    """[project.scripts] names every stage; each target is the function its top-level script calls."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((REPO_DIR / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert len(scripts) == 9
+    for name, target in scripts.items():
+        module, fn = target.split(":")
+        with pytest.raises(SystemExit) as e:
+            getattr(importlib.import_module(module), fn)(["--help"])
+        assert e.value.code == 0, name
