@@ -39,7 +39,8 @@ def model_notice(model_dir: str | Path | None) -> str | None:
         return TINY_NOTICE
     from vlft.models.tiny import is_tiny
     if is_tiny(model_dir):
-        return f"{model_dir} is the tiny random-weight test model: answers are noise."
+        return (f"{model_dir} is the tiny random-weight test model: its answers check that the chain "
+                "works, not what a real model would say.")
     return None
 
 

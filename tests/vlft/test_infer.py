@@ -222,3 +222,13 @@ def test_batch_output_over_the_split_is_refused(tmp_path, capsys):
         _cli().main(["--model", str(tmp_path / "m"), "--data_path", str(split), "--output", str(split)])
     assert e.value.code == 2 and "would be overwritten" in capsys.readouterr().err
     assert split.read_text(encoding="utf-8") == '{"id": "a"}\n'
+
+
+def test_test_py_prints_the_answer_without_library_warnings(tiny_model_dir):
+    """A user's `python test.py ...` printed transformers' FutureWarning about the min_pixels/max_pixels
+    spelling on every run (the quiet-mode warning filter sat in the verbose branch)."""
+    p = subprocess.run([sys.executable, "test.py", "--model", str(tiny_model_dir), "--image",
+                        str(REPO_DIR / "image" / "demo.jpg"), "--max_new_tokens", "2"],
+                       cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Warning" not in p.stderr, p.stderr[-2000:]

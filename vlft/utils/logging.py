@@ -26,8 +26,10 @@ def setup_logging(verbose: bool = False) -> None:
         # "Failed to load CPU gemm_4bit_forward ..." on every 4-bit load); errors still show.
         for noisy in THIRD_PARTY_LOGGERS:
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        # Libraries' deprecation notices (e.g. transformers' min_pixels/max_pixels spelling, which the
+        # Qwen2.5-VL limits need) are for developers, not for a user running a stage.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     else:
         for noisy in THIRD_PARTY_LOGGERS:   # verbose after a quiet run in the same process: all back
             logging.getLogger(noisy).setLevel(logging.NOTSET)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
