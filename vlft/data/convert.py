@@ -175,6 +175,8 @@ def csv_to_json(cfg: Csv2JsonConfig) -> ConvertResult:
     """Read, clean, group by image, split, write. Bad rows are skipped and counted, never fatal."""
     csv_path = Path(cfg.csv)
     rows, enc = read_caption_csv(csv_path, cfg.encoding)
+    if not rows:  # a header alone: nothing to convert, and no empty training file to leave behind
+        raise CsvError(f"{csv_path}: no data rows under the header")
     root = Path(cfg.image_root) if cfg.image_root else csv_path.parent
     out = Path(cfg.json)
     val_out = (Path(cfg.val_json) if cfg.val_json else val_path_for(out)) if cfg.val_ratio > 0 else None

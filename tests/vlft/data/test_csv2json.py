@@ -139,6 +139,16 @@ def test_missing_columns_one_clear_error(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
 
 
+def test_header_only_csv_is_one_error_and_writes_nothing(tmp_path):
+    """Beyond the issue's list: a CSV with only its header wrote an empty train.json and exited 2."""
+    csv_path = tmp_path / "header.csv"
+    csv_path.write_text("image_path,caption\n", encoding="utf-8")
+    p = subprocess.run([sys.executable, str(REPO_DIR / "csv2json.py"), "--csv", str(csv_path),
+                        "--json", str(tmp_path / "o.json")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "no data rows" in p.stderr and p.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_val_naming():
     assert val_path_for("d/train.json") == Path("d/val.json")
     assert val_path_for("d/coco_train.jsonl") == Path("d/coco_val.jsonl")
