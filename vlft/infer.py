@@ -23,7 +23,6 @@ from vlft.config import BaseConfig, require
 from vlft.data.images import URL_TIMEOUT_S, ImageError, load_image  # noqa: F401 (re-exported)
 from vlft.data.vocab import IMAGE_EXTENSIONS, message_text
 from vlft.config import field as cfield
-from vlft.errors import UserError
 from vlft.models.loading import (DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, Precision, load_model,
                                  load_processor, resolve_precision)
 from vlft.paths import DEFAULT_CAPTION_PROMPT
@@ -80,7 +79,7 @@ def strip_answers(messages: Conversation) -> Conversation:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 # -- streaming and cancellation ----------------------------------------------------------------
@@ -277,7 +276,7 @@ def predict(generator: "VLGenerator", items: Sequence[dict], batch_size: int = 8
             try:
                 convs.append(_with_loaded_images(strip_answers(it["messages"])))
                 ready.append(it)
-            except ImageLoadError as e:
+            except ImageError as e:
                 res.errors.append(f"{it.get('id', '?')}: {e}")
                 log.debug("skipped %s: %s", it.get("id", "?"), e)
         if convs:
@@ -296,7 +295,7 @@ def items_from_folder(folder: str | Path, prompt: str) -> list[dict]:
     """One caption item per image file in ``folder`` (sorted by name)."""
     imgs = list_images(folder)
     if not imgs:
-        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTS)})")
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return [{"id": p.stem, "image": str(p), "messages": caption_messages([str(p.resolve())], prompt)}
             for p in imgs]
 
@@ -398,7 +397,7 @@ def run_inference(cfg: InferConfig, out=None) -> int:
     out = out or sys.stdout
     for src in cfg.image:  # fail before the (slow) model load
         if not src.startswith(("http://", "https://")) and not Path(src.removeprefix("file://")).exists():
-            raise ImageLoadError(f"{src}: image file not found")
+            raise ImageError(f"{src}: image file not found")
     gen = VLGenerator(cfg.model, adapter=cfg.adapter, precision=cfg.quant, max_pixels=cfg.max_pixels,
                       min_pixels=cfg.min_pixels)
     sampling = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)

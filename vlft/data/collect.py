@@ -19,7 +19,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 from vlft.config import BaseConfig, field, require
 from vlft.data.convert import clean_caption, read_caption_csv

@@ -21,7 +21,7 @@ from typing import Literal
 from vlft.config import BaseConfig, field, require
 from vlft.data.encoding import read_text
 from vlft.data.images import image_problem
-from vlft.data.vocab import SKIP_REASONS, find_special_token, skip_counts
+from vlft.data.vocab import find_special_token, skip_counts
 from vlft.errors import UserError
 from vlft.paths import DEFAULT_CAPTION_PROMPT
 from vlft.utils.io import atomic_write, write_json, write_jsonl

@@ -145,18 +145,21 @@ def training_overlap(data_path: str | Path, items: list[dict], systems: dict[str
     from vlft.data.dataset import load_samples
     from vlft.eval.plots import SUMMARY_FILE
 
-    scored = set().union(*(_image_paths(it.get("image")) for it in items)) if items else set()
     out: dict = {"path": str(data_path), "n_images": len(items), "in_training_data": {}}
+    trained_images: dict[tuple, set] = {}
     for name, s in systems.items():
         count = None
         summary_path = Path(s["adapter"]) / SUMMARY_FILE if s.get("adapter") else None
         if summary_path is not None and summary_path.is_file():
             try:
                 cfg = json.loads(summary_path.read_text(encoding="utf-8")).get("config") or {}
-                loaded = load_samples(cfg["data_path"], image_folder=cfg.get("image_folder"))
-                trained = set().union(*(_image_paths([p.get("image") for m in smp["messages"]
-                                                      for p in m["content"] if isinstance(p, dict)])
-                                        for smp in loaded.samples))
+                key = (cfg["data_path"], cfg.get("image_folder"))
+                if key not in trained_images:  # adapters trained on the same file: read it once
+                    loaded = load_samples(key[0], image_folder=key[1])
+                    trained_images[key] = set().union(*(
+                        _image_paths([p.get("image") for m in smp["messages"] for p in m["content"]
+                                      if isinstance(p, dict)]) for smp in loaded.samples))
+                trained = trained_images[key]
                 count = sum(1 for it in items if _image_paths(it.get("image")) & trained)
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.warning("%s: cannot read the training data it names (%s)", summary_path, e)

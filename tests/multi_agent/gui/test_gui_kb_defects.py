@@ -7,10 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from PyQt5.QtWidgets import QApplication
 
 from multi_agent.assistant import Assistant, AssistantConfig
-from multi_agent.gui.settings import AppSettings, Prefs
 from multi_agent.rag import KnowledgeBase, RagConfig
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 
 def test_compiling_points_pytorchs_caches_at_the_planned_folder(tiny_model_dir, tmp_path, monkeypatch):
     import torch._dynamo

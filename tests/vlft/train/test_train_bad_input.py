@@ -34,7 +34,7 @@ def test_truncated_jpeg_is_skipped_named_once_and_the_run_saves_an_adapter(tiny_
     summary = json.loads((out / "training_summary.json").read_text(encoding="utf-8"))
     assert list(summary["bad_images"]["files"]) == [str(cut)]
     assert summary["bad_images"]["rows"] >= 1
-    assert f"unreadable image(s)" in captured.out and str(cut) in captured.out
+    assert "unreadable image(s)" in captured.out and str(cut) in captured.out
     named = [r for r in caplog.records if str(cut) in r.getMessage()]
     assert len(named) == 1   # named once however many times the row comes back
 
