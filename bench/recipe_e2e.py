@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,10 +91,24 @@ def coco_like(work: Path, pad_words: int = 0) -> tuple[Path, Path]:
     return coco_json, images
 
 
-def run(cmd: list[str], log: Path, timeout: float) -> float:
+def run(cmd: list[str], log: Path, timeout: float, env: dict | None = None, cwd: Path = ROOT) -> float:
+    """Wall seconds of ``cmd``; its output goes to ``log``, each line stamped with the seconds since the
+    start (the timeline shows what a run spends before its first line and after its last one)."""
     t = time.perf_counter()
-    with log.open("w") as f:
-        subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, check=True)
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as f, subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True, errors="replace") as p:
+        killer = threading.Timer(timeout, p.kill)  # a run that hangs without printing is stopped too
+        killer.start()
+        try:
+            for line in p.stdout:
+                f.write(f"[{time.perf_counter() - t:7.2f}s] {line}")
+            p.wait()
+        finally:
+            killer.cancel()
+        f.write(f"[{time.perf_counter() - t:7.2f}s] (exited {p.returncode})\n")
+    if p.returncode:
+        raise subprocess.CalledProcessError(p.returncode, cmd)  # killed by the timer: a negative code
     return time.perf_counter() - t
 
 
@@ -151,12 +166,9 @@ def seed_once(script: Path, model: Path, train: Path, val: Path, work: Path, arg
     shutil.copy(script, folder / "seed_lora.py")
     env = {**os.environ, "T0": f"{time.time():.6f}", "SEED_EPOCHS": str(int(args.epochs))}
     log = work / "seed.log"
-    t = time.perf_counter()
-    with log.open("w") as f:
-        subprocess.run([sys.executable, "seed_lora.py"], cwd=folder, env=env, stdout=f, stderr=subprocess.STDOUT,
-                       timeout=args.timeout, check=True)
-    wall = time.perf_counter() - t
-    done = [l.split() for l in log.read_text(errors="replace").splitlines() if l.startswith("SEED_DONE")]
+    wall = run([sys.executable, "seed_lora.py"], log, args.timeout, env=env, cwd=folder)
+    lines = [l.split("] ", 1)[-1] for l in log.read_text(errors="replace").splitlines()]  # without the time stamps
+    done = [l.split() for l in lines if l.startswith("SEED_DONE")]
     return dict(adapter="seed", cache="", compile_mode="seed", wall_s=round(wall, 1),
                 seed_done_s=float(done[-1][1]) if done else None, n_train=len(records) - 4,
                 epochs=int(args.epochs))
@@ -289,9 +301,10 @@ def main(argv=None) -> int:
               f"loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}, eval {r['eval_loss']}; {r['wall_s']} s",
               flush=True)
         ph = r["phases"] or {}
-        outside = r["wall_s"] - ph.get("total", 0.0)  # interpreter start, imports, argument parsing
+        # the phases start at the process start ("startup"); what is left is the process ending
+        outside = r["wall_s"] - ph.get("total", 0.0)
         print(f"{tag} {'compiled' if r['compiled'] else 'eager'}{' (' + r['compile_decision'] + ')' if r['compile_decision'] else ''}; phases: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()) + f" s, + {outside:.1f} s before the recipe", flush=True)
+              + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()) + f" s, + {outside:.1f} s after the summary (exit)", flush=True)
     print(f"all runs: {time.perf_counter() - t_all:.0f} s")
     if args.seed_script or args.cache:
         print(ratio_line(rows), flush=True)

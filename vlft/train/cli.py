@@ -9,6 +9,9 @@ def main(config_cls, argv: Sequence[str] | None = None) -> int:
     from vlft.cli import run_stage
     from vlft.train import train
 
+    if argv is None:  # a command: its phase breakdown includes the process start-up
+        from vlft.train.phases import note_command_start
+        note_command_start()
     rc, _ = run_stage(config_cls, train, argv)
     return rc
 

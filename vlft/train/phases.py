@@ -18,8 +18,9 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-# the order of the printed line; "other" is the rest of the wall time (imports of the run, SwanLab, ...)
-PHASES = ("load", "data", "compile", "train", "eval", "save", "predict", "other")
+# the order of the printed line; "startup" is what a command spent before the recipe (interpreter, imports,
+# flags), "other" the rest of the wall time (SwanLab, the Trainer's own set-up, ...)
+PHASES = ("startup", "load", "data", "compile", "train", "eval", "save", "predict", "other")
 # a step counts as warm-up when it takes this many times the median step (noise stays below it)
 WARMUP_FACTOR = 1.5
 
@@ -47,12 +48,40 @@ def compiler_seconds() -> float:
         return 0.0
 
 
+_command_start: float | None = None  # perf_counter() value of the process start, set by note_command_start()
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc), None where that cannot be read."""
+    import os
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            # field 22, after the parenthesised command name (which may hold spaces): start time in clock ticks
+            started = int(f.read().rsplit(b")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime", "rb") as f:
+            return max(float(f.read().split()[0]) - started, 0.0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def note_command_start() -> None:
+    """Called by a stage run as a command (not from Python): the next PhaseClock counts the time since
+    the process started as its "startup" phase."""
+    global _command_start
+    age = process_age()
+    _command_start = None if age is None else time.perf_counter() - age
+
+
 class PhaseClock:
-    """Seconds per phase of one run, from construction on."""
+    """Seconds per phase of one run, from construction on (from the process start for a command)."""
 
     def __init__(self):
+        global _command_start
         self.start = time.perf_counter()
         self.seconds: dict[str, float] = {}
+        if _command_start is not None:  # one command, one run: only the first clock counts it
+            self.seconds["startup"] = self.start - _command_start
+            self.start, _command_start = _command_start, None
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + max(float(seconds), 0.0)

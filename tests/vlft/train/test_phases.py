@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from vlft.train import phases
 from vlft.train.phases import PHASES, PhaseClock, split_warmup
 
 
@@ -37,7 +38,17 @@ def test_clock_splits_the_loop_and_accounts_for_the_whole_wall_time():
     c2.add_training_loop(loop_s=20.0, step_seconds=[6.0, 6.0, 6.0], eval_s=0.0, save_s=0.0, compiled_s=15.0)
     assert (c2.as_dict()["compile"], c2.as_dict()["train"]) == (15.0, 5.0)
     line = clock.line()
-    assert line.startswith("phases: load ") and "compile 8.0 s" in line and line.endswith(f"total {d['total']:.1f} s")
+    assert line.startswith("phases: startup 0.0 s, load ") and "compile 8.0 s" in line and line.endswith(f"total {d['total']:.1f} s")
+
+
+def test_a_command_counts_its_start_up_once():
+    age = phases.process_age()
+    assert age is not None and age > 0  # this pytest process has been running for a while
+    phases.note_command_start()
+    first, second = PhaseClock(), PhaseClock()
+    assert first.as_dict()["startup"] == pytest.approx(age, abs=1.0)
+    assert first.as_dict()["total"] >= first.as_dict()["startup"]
+    assert second.as_dict()["startup"] == 0.0  # the next run in the same process starts from its own start
 
 
 def test_lora_py_prints_and_stores_the_phase_breakdown(tiny_model_dir, caption_json, tmp_path, capsys):
@@ -59,4 +70,5 @@ def test_lora_py_prints_and_stores_the_phase_breakdown(tiny_model_dir, caption_j
     for name in ("load", "train", "eval", "save", "predict"):
         assert ph[name] > 0, name  # every part of this run was timed
     assert ph["data"] >= 0  # 4 samples: a few milliseconds
+    assert ph["startup"] == 0.0  # called from Python, not run as a command
     assert sum(v for k, v in ph.items() if k != "total") == pytest.approx(ph["total"], abs=0.05)
