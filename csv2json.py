@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import sys
-
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.stages import csv2json
@@ -16,4 +14,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlft.cli import exit_now
+    exit_now(main())  # no interpreter teardown once the work is saved (vlft.cli.exit_now)

@@ -9,8 +9,6 @@ offline model.
 
 from __future__ import annotations
 
-import sys
-
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.stages import download_model
@@ -18,4 +16,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlft.cli import exit_now
+    exit_now(main())  # no interpreter teardown once the work is saved (vlft.cli.exit_now)

@@ -11,8 +11,6 @@ Writes report.md, report.json and predictions_<system>.jsonl to --output_dir and
 
 from __future__ import annotations
 
-import sys
-
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.stages import evaluate
@@ -20,4 +18,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlft.cli import exit_now
+    exit_now(main())  # no interpreter teardown once the work is saved (vlft.cli.exit_now)

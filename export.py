@@ -10,8 +10,6 @@ MoE-LoRA adapters are refused (their routing depends on each token): keep using 
 
 from __future__ import annotations
 
-import sys
-
 
 def main(argv: list[str] | None = None) -> int:
     from vlft.stages import export
@@ -19,4 +17,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlft.cli import exit_now
+    exit_now(main())  # no interpreter teardown once the work is saved (vlft.cli.exit_now)

@@ -4,8 +4,6 @@
         --output_dir ./output/Qwen3-VL-4Blora [--adapter lora|dora|ia3] [--config configs/lora.yaml]
 """
 
-import sys
-
 
 def main(argv=None) -> int:
     from vlft.train.cli import lora_main
@@ -13,4 +11,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vlft.cli import exit_now
+    exit_now(main())  # no interpreter teardown once the work is saved (vlft.cli.exit_now)

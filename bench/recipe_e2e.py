@@ -174,6 +174,23 @@ def seed_once(script: Path, model: Path, train: Path, val: Path, work: Path, arg
                 epochs=int(args.epochs))
 
 
+def unsloth_once(path: Path, batch: int, model: Path, train: Path, work: Path, args) -> dict:
+    """bench/unsloth_peer.py in its own process (Unsloth's pinned transformers on PYTHONPATH first),
+    timed from outside like every other row; its own timings come from its UNSLOTH_RESULT line."""
+    log = work / f"unsloth-b{batch}.log"
+    env = {**os.environ, "PYTHONPATH": str(path), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(ROOT / "bench" / "unsloth_peer.py"), "--model", str(model), "--train_json", str(train),
+           "--batch", str(batch), "--epochs", str(args.epochs), "--output_dir", str(work / f"unsloth-b{batch}")]
+    try:
+        wall = run(cmd, log, args.timeout, env=env)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        tail = [l for l in log.read_text(errors="replace").splitlines() if l.strip()][-3:] if log.is_file() else []
+        return dict(adapter="unsloth", batch=batch, error=f"{type(e).__name__}: " + " | ".join(tail))
+    lines = [l.split("] ", 1)[-1] for l in log.read_text(errors="replace").splitlines()]
+    result = json.loads(next(l for l in reversed(lines) if l.startswith("UNSLOTH_RESULT "))[len("UNSLOTH_RESULT "):])
+    return dict(result, adapter="unsloth", cache="", inner_wall_s=result["wall_s"], wall_s=round(wall, 1))
+
+
 def ratio_line(rows: list[dict]) -> str:
     """The issue-18 line from one invocation's rows (n/a where a row is missing or failed)."""
     def wall(adapter: str, cache: str) -> float | None:
@@ -188,8 +205,13 @@ def ratio_line(rows: list[dict]) -> str:
     vs = [seed / w if seed and w else None for w in (wall("lora", "cold"), wall("lora", "warm"))]
     caches = [c for c in ("warm", "cold", "") if wall("lora", c) and wall("moelora", c)]
     r = wall("moelora", caches[0]) / wall("lora", caches[0]) if caches else None
-    return (f"time to adapter vs the seed's own lora.py: {fmt(vs[0])} (cold), {fmt(vs[1])} (warm); "
+    line = (f"time to adapter vs the seed's own lora.py: {fmt(vs[0])} (cold), {fmt(vs[1])} (warm); "
             f"MoE-LoRA/LoRA wall: {fmt(r, '')}" + (f" ({caches[0] or 'default'} cache)" if caches else ""))
+    peers = sorted((r["batch"], r["wall_s"]) for r in rows if r.get("adapter") == "unsloth" and "error" not in r)
+    ours = wall("lora", "cold") or wall("lora", "")
+    if peers and ours:
+        line += "; Unsloth wall / lora.py wall: " + ", ".join(f"{w / ours:.2f} (batch {b})" for b, w in peers)
+    return line
 
 
 def steady_rate(history: list[dict], skip: int) -> float:
@@ -257,6 +279,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed-script", dest="seed_script", default=None,
                     help="the seed project's own lora.py (../shared/baselines/seed_lora.py; on a GPU machine a "
                          "copy inside the checkout, e.g. .device/seed_lora.py): timed on the same records/epochs")
+    ap.add_argument("--unsloth-path", dest="unsloth_path", default=None,
+                    help="a folder holding Unsloth and its dependencies (pip install --target): runs "
+                         "bench/unsloth_peer.py with it on PYTHONPATH, on the same records/epochs (the peer)")
+    ap.add_argument("--unsloth-batch", dest="unsloth_batch", default="24",
+                    help="comma list of the peer's batch sizes (24 = lora.py's CUDA batch; larger = same memory)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default="bench/out/recipe_e2e.json")
     args = ap.parse_args(argv)
@@ -281,6 +308,13 @@ def main(argv=None) -> int:
             if log.is_file():
                 print("\n".join(log.read_text(errors="replace").splitlines()[-30:]))
             rows.append(dict(adapter="seed", cache="", error=type(e).__name__))
+    for batch in (args.unsloth_batch.split(",") if args.unsloth_path else []):
+        rows.append(unsloth_once(Path(args.unsloth_path), int(batch), model, train, work, args))
+        r = rows[-1]
+        print(f"[Unsloth FastVisionModel, batch {batch}] " + (f"{r['wall_s']} s wall: " + ", ".join(
+            f"{k} {r[k]}" for k in ("imports_s", "load_s", "first_step_s", "train_s", "steady_samples_per_s",
+                                    "peak_reserved_gb", "final_loss")) if "error" not in r else f"failed: {r['error']}"),
+              flush=True)
     runs = [(m, a, i, c) for i in range(args.repeat) for c in (args.cache.split(",") if args.cache else [""])
             for m in args.compile_mode.split(",") for a in args.adapters.split(",")]
     for mode, adapter, i, cache in runs:

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, NoReturn, Sequence, TypeVar
 
 from vlft.config import BaseConfig, parse_config
 from vlft.errors import BAD_INPUT, UserError
 
 C = TypeVar("C", bound=BaseConfig)
-__all__ = ["BAD_INPUT", "UserError", "run_stage"]
+__all__ = ["BAD_INPUT", "UserError", "exit_now", "run_stage"]
+
+
+def exit_now(rc: int | None) -> NoReturn:
+    """End a stage command whose work is done and saved: run the atexit handlers (logging, SwanLab,
+    multiprocessing's clean-up of worker processes), flush, then leave without the interpreter's
+    teardown. That teardown (garbage-collecting torch/transformers, joining a DataLoader's persistent
+    workers one status interval at a time) is seconds on a CPU and was tens of seconds after a GPU run,
+    spent after the adapter was saved (bench/RESULTS.md, issue 18). Only for ``__main__`` blocks and
+    command entry points: a caller in Python gets ``main()``'s return value instead."""
+    import atexit
+    import os
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing left to say
+                pass
+        os._exit(rc if isinstance(rc, int) else 1 if rc else 0)
 
 
 def run_stage(config_cls: type[C], stage: Callable[[C], Any], argv: Sequence[str] | None = None,

@@ -54,3 +54,32 @@ def test_every_stage_has_an_entry_point_that_runs():
         with pytest.raises(SystemExit) as e:
             getattr(importlib.import_module(module), fn)(["--help"])
         assert e.value.code == 0, name
+
+
+def test_a_finished_command_exits_at_once_with_its_code_after_the_atexit_handlers(tmp_path):
+    """vlft.cli.exit_now: the exit code, what was printed and the atexit handlers (logging, SwanLab,
+    multiprocessing) survive skipping the interpreter's teardown; objects' finalizers do not run."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, logging, sys\n"
+            "from vlft.cli import exit_now\n"
+            f"logging.basicConfig(filename={str(tmp_path / 'run.log')!r})\n"
+            "logging.getLogger('x').warning('logged')\n"
+            "atexit.register(print, 'handler ran')\n"
+            "class Slow:\n"
+            "    def __del__(self): print('teardown ran')\n"
+            "keep = Slow()\n"
+            "print('work done', end='')\n"
+            "exit_now(3)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO_DIR, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stderr
+    assert p.stdout == "work donehandler ran\n"  # teardown ran would follow a normal exit
+    assert "logged" in (tmp_path / "run.log").read_text()
+
+
+@pytest.mark.parametrize("script", ["lora.py", "MoeLORA.py", "csv2json.py", "download_data2csv.py", "download_model.py",
+                                    "evaluate.py", "expand_data.py", "export.py", "test.py"])
+def test_every_stage_script_ends_through_exit_now(script):
+    text = (REPO_DIR / script).read_text(encoding="utf-8")
+    assert 'if __name__ == "__main__":\n    from vlft.cli import exit_now\n    exit_now(main())' in text

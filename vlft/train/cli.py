@@ -24,14 +24,26 @@ def _grow_cuda_segments() -> None:
 
 
 def lora_main(argv: Sequence[str] | None = None) -> int:
-    """``vlft-lora`` ([project.scripts]): the same as ``python lora.py``."""
+    """lora.py's stage; returns the exit code."""
     _grow_cuda_segments()
     from vlft.train.config import TrainConfig
     return main(TrainConfig, argv)
 
 
 def moelora_main(argv: Sequence[str] | None = None) -> int:
-    """``vlft-moelora``: the same as ``python MoeLORA.py``."""
+    """MoeLORA.py's stage; returns the exit code."""
     _grow_cuda_segments()
     from vlft.train.config import MoeTrainConfig
     return main(MoeTrainConfig, argv)
+
+
+def lora_command(argv: Sequence[str] | None = None) -> None:
+    """``vlft-lora`` ([project.scripts]): ``python lora.py``, ending as that script does."""
+    from vlft.cli import exit_now
+    exit_now(lora_main(argv))
+
+
+def moelora_command(argv: Sequence[str] | None = None) -> None:
+    """``vlft-moelora``: ``python MoeLORA.py``."""
+    from vlft.cli import exit_now
+    exit_now(moelora_main(argv))

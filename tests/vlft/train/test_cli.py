@@ -79,7 +79,7 @@ def test_installed_entry_points_run_the_same_mains():
     from vlft.train import cli
 
     scripts = tomllib.loads((REPO_DIR / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
-    assert scripts["vlft-lora"] == "vlft.train.cli:lora_main" and scripts["vlft-moelora"] == "vlft.train.cli:moelora_main"
+    assert scripts["vlft-lora"] == "vlft.train.cli:lora_command" and scripts["vlft-moelora"] == "vlft.train.cli:moelora_command"
     for fn in (cli.lora_main, cli.moelora_main):
         with pytest.raises(SystemExit) as e:
             fn(["--help"])
