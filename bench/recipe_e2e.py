@@ -308,13 +308,6 @@ def main(argv=None) -> int:
             if log.is_file():
                 print("\n".join(log.read_text(errors="replace").splitlines()[-30:]))
             rows.append(dict(adapter="seed", cache="", error=type(e).__name__))
-    for batch in (args.unsloth_batch.split(",") if args.unsloth_path else []):
-        rows.append(unsloth_once(Path(args.unsloth_path), int(batch), model, train, work, args))
-        r = rows[-1]
-        print(f"[Unsloth FastVisionModel, batch {batch}] " + (f"{r['wall_s']} s wall: " + ", ".join(
-            f"{k} {r[k]}" for k in ("imports_s", "load_s", "first_step_s", "train_s", "steady_samples_per_s",
-                                    "peak_reserved_gb", "final_loss")) if "error" not in r else f"failed: {r['error']}"),
-              flush=True)
     runs = [(m, a, i, c) for i in range(args.repeat) for c in (args.cache.split(",") if args.cache else [""])
             for m in args.compile_mode.split(",") for a in args.adapters.split(",")]
     for mode, adapter, i, cache in runs:
@@ -339,6 +332,13 @@ def main(argv=None) -> int:
         outside = r["wall_s"] - ph.get("total", 0.0)
         print(f"{tag} {'compiled' if r['compiled'] else 'eager'}{' (' + r['compile_decision'] + ')' if r['compile_decision'] else ''}; phases: "
               + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()) + f" s, + {outside:.1f} s after the summary (exit)", flush=True)
+    for batch in (args.unsloth_batch.split(",") if args.unsloth_path else []):
+        rows.append(unsloth_once(Path(args.unsloth_path), int(batch), model, train, work, args))
+        r = rows[-1]
+        print(f"[Unsloth FastVisionModel, batch {batch}] " + (f"{r['wall_s']} s wall: " + ", ".join(
+            f"{k} {r[k]}" for k in ("imports_s", "load_s", "first_step_s", "train_s", "steady_samples_per_s",
+                                    "peak_reserved_gb", "final_loss")) if "error" not in r else f"failed: {r['error']}"),
+              flush=True)
     print(f"all runs: {time.perf_counter() - t_all:.0f} s")
     if args.seed_script or args.cache:
         print(ratio_line(rows), flush=True)
