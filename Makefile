@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test screenshots clean-demo
 
 install: $(STAMP)
 
@@ -70,6 +70,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The README pictures of the desktop assistant (docs/app.md): the real window, offscreen, over the
+# sample knowledge base, on the scripted demo backend. The Chinese one needs a CJK font (else one line says so).
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) scripts/screenshots.py --lang en
+	QT_QPA_PLATFORM=offscreen $(PY) scripts/screenshots.py --lang zh
 
 clean-demo:
 	rm -rf $(DEMO)

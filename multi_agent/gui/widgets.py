@@ -610,6 +610,9 @@ class KnowledgePanel(QWidget):
     def set_folder(self, kb_dir: str) -> None:
         self.kb_dir = str(kb_dir)
         shown = self.kb_dir.replace(str(Path.home()), "~", 1)
+        cwd = Path.cwd()
+        if cwd != Path(cwd.anchor) and Path(kb_dir).is_relative_to(cwd) and Path(kb_dir) != cwd:
+            shown = str(Path(kb_dir).relative_to(cwd))  # as typed from where the app started (the repo root)
         if len(shown) > 42:
             shown = "…" + shown[-41:]
         self.folder.setText(self.tr_("kb.folder", path=shown))

@@ -3,7 +3,6 @@ the real Assistant (scripted or tiny local model) and a window that never opens 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,5 +148,4 @@ def ui(qtbot):
     return SimpleNamespace(
         wait_idle=lambda w, timeout=60_000: wait_idle(qtbot, w, timeout),
         ask=lambda w, q, timeout=60_000: ask(qtbot, w, q, timeout),
-        drop_files=drop_files, scripted=scripted, answer_md=ANSWER_MD,
-        update_readme_image=os.environ.get("VLFT_UPDATE_APP_PNG") == "1")
+        drop_files=drop_files, scripted=scripted, answer_md=ANSWER_MD)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from PyQt5.QtCore import Qt, QUrl
 from PyQt5.QtWidgets import QFileDialog
 
-from vlft.paths import COCO_SAMPLE_DIR, REPO_DIR
+from vlft.paths import COCO_SAMPLE_DIR
 
 
 def test_ask_streams_answer_and_evidence(make_window, make_assistant, ui, qtbot, opened, shoot, kb_dir):
@@ -59,13 +59,7 @@ def test_ask_streams_answer_and_evidence(make_window, make_assistant, ui, qtbot,
     assert opened and opened[-1] == QUrl.fromLocalFile(str((kb_dir / item.text(1)).resolve()))
     w.viewer.close()
 
-    path = shoot(w, "answer")
-    if ui.update_readme_image:  # 128-colour palette: ~60 KB instead of ~200 KB in git
-        from PIL import Image
-
-        Image.open(path).convert("RGB").quantize(128, method=Image.Quantize.MEDIANCUT,
-                                                 dither=Image.Dither.NONE).save(
-            REPO_DIR / "image" / "app.png", optimize=True)
+    shoot(w, "answer")  # tests/.artifacts only: the README pictures come from scripts/screenshots.py
 
 
 def test_enter_many_times_runs_one_request(make_window, make_assistant, ui, qtbot):
