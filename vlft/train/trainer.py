@@ -94,6 +94,28 @@ class VlftTrainer(Trainer):
             return super().train(*args, **kwargs)
         finally:
             self._flush_tokens()
+            self.release_data_workers()
+
+    def get_train_dataloader(self):
+        return self._track_loader(super().get_train_dataloader())
+
+    def _track_loader(self, loader):
+        if not hasattr(self, "_loaders"):
+            self._loaders = []
+        self._loaders.append(loader)
+        return loader
+
+    def release_data_workers(self) -> None:
+        """Stop the worker processes that persistent DataLoaders (training and evaluation) keep between
+        epochs, once the loop is done. Left to the interpreter's exit, torch 2.11 joined each one with a
+        5-s timeout without first telling it to stop: 8 workers kept lora.py waiting 40 s after the
+        adapter was saved (bench/RESULTS.md, run 26). A later evaluation starts new workers."""
+        for loader in getattr(self, "_loaders", []):
+            it = getattr(loader, "_iterator", None)
+            if it is not None and hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()  # tells the workers to stop, then joins them
+            loader._iterator = None
+        self._loaders = []
 
     def _flush_tokens(self) -> None:
         if self._tokens is not None:
@@ -147,7 +169,7 @@ class VlftTrainer(Trainer):
         if hasattr(collator, "without_row_padding"):
             self.data_collator = collator.without_row_padding()
         try:
-            return super().get_eval_dataloader(eval_dataset)
+            return self._track_loader(super().get_eval_dataloader(eval_dataset))
         finally:
             self.data_collator = collator
 

@@ -64,6 +64,22 @@ def test_qlora_4bit_on_cpu_with_eval_set(make_cfg, caption_json):
     assert (Path(cfg.output_dir) / "checkpoint-2" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow  # data-loading worker processes start (fork) for training and evaluation
+def test_no_data_worker_outlives_the_training_loop(make_cfg, caption_json):
+    """Persistent workers (training + evaluation) are stopped when the loop ends, not left to the exit,
+    where torch 2.11 joined each one with a 5-s timeout (40 s after a GPU run had saved its adapter)."""
+    import multiprocessing
+
+    cfg = make_cfg(num_train_epochs=2, max_steps=-1, dataloader_num_workers=2, eval_data_path=str(caption_json),
+                   save_strategy="steps", save_steps=2)  # an evaluation at every save
+    rec = R.FinetuneRecipe(cfg).setup()
+    assert rec.trainer.args.dataloader_persistent_workers
+    before = set(multiprocessing.active_children())
+    rec.train()
+    assert rec.trainer.state.global_step == 4 and rec.train_output.metrics["epoch"] == 2
+    assert set(multiprocessing.active_children()) <= before  # every worker started by the loop is gone
+
+
 def test_qlora_gradients_survive_an_evaluation(make_cfg, caption_json):
     """bitsandbytes repacks 4-bit weights in place for its CPU inference kernel (AVX512-BF16 CPUs)
     on eval-mode no-grad forwards, and that layout has no backward: after the first evaluation the
