@@ -102,16 +102,29 @@ def cached_meta(model_dir: str | Path, quantize: bool) -> dict | None:
         return None
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _file_digest(p: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for the life of the process."""
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        from vlft.utils.io import sha256_file
+
+        _DIGESTS[key] = sha256_file(p)
+    return _DIGESTS[key]
+
+
 def cache_key(model_dir: Path, quantize: bool) -> str:
-    """Changes with the model's files (names, sizes, mtimes), the recipe, and the runtime version."""
+    """Changes with the model's files (by content: the same model in another folder, such as a
+    test's seeded tiny model, reuses its export), the recipe, and the runtime version."""
     from importlib.metadata import version
 
-    h = hashlib.sha256(f"{EXPORT_VERSION}|{OPSET}|{quantize}|{version('onnxruntime')}|{model_dir.resolve()}"
-                       .encode())
+    h = hashlib.sha256(f"{EXPORT_VERSION}|{OPSET}|{quantize}|{version('onnxruntime')}".encode())
     for p in sorted(model_dir.rglob("*")):
-        if p.is_file() and not p.name.startswith("."):
-            st = p.stat()
-            h.update(f"|{p.relative_to(model_dir).as_posix()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        if p.is_file() and not p.name.startswith(".") and p.suffix not in (".md", ".onnx"):
+            h.update(f"|{p.relative_to(model_dir).as_posix()}:{_file_digest(p)}".encode())
     return f"{model_dir.name}-{'int8' if quantize else 'fp32'}-{h.hexdigest()[:16]}"
 
 
