@@ -14,6 +14,7 @@ at any moment leaves CURRENT on the previous, complete version.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ from .tokenize import tokenize
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+SEEN_CAP = 20_000    # vectors remembered per run for repeated chunk texts (~30 MB at 384 dims)
 CURRENT = "CURRENT"
 Progress = Callable[[IndexProgress], None]
 
@@ -269,6 +271,7 @@ class _Run:
         self.skipped: dict[str, dict] = {}
         self.removed_vids: list[int] = []
         self.pending: list[tuple[str, dict, list[Chunk]]] = []   # chunked, not yet embedded
+        self.seen: dict[bytes, np.ndarray] = {}    # text digest -> vector, for repeated chunks
         self.dirty = False
         self.files_done = self.files_total = 0
         self.chunks_done = self.chunks_known = 0
@@ -331,35 +334,46 @@ class _Run:
 
     @property
     def block(self) -> int:
-        """Chunks embedded together: enough to sort into batches of similar length, few enough to
-        keep memory flat."""
-        return max(256, self.cfg.batch_size * 8)
+        return self.cfg.batch_size * 8
 
     def flush(self) -> None:
         """Embed every pending chunk (batch by batch, cancellable) and move finished files into the state."""
         if not self.pending:
             return
         todo = [c for _, _, cs in self.pending for c in cs]
-        # Identical texts (licence headers, boilerplate) are embedded once per block.
+        # Identical texts (licence paragraphs, boilerplate) are embedded once per run.
         unique: dict[str, int] = {}
         slot = [unique.setdefault(c.text, len(unique)) for c in todo]
         texts = list(unique)
+        keys = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts]
+        need = [i for i, k in enumerate(keys) if k not in self.seen]
         vecs: np.ndarray | None = None
+        if len(need) < len(texts):
+            dim = len(next(self.seen[k] for k in keys if k in self.seen))
+            vecs = np.empty((len(texts), dim), dtype=np.float32)
+            for i, k in enumerate(keys):
+                if k in self.seen:
+                    vecs[i] = self.seen[k]
         done = 0
-        for rows, batch in _batches(self.embedder, texts, self.cfg.batch_size):
+        for rows, batch in _batches(self.embedder, [texts[i] for i in need], self.cfg.batch_size):
             if vecs is None:
                 vecs = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
-            vecs[rows] = batch
+            at = [need[r] for r in rows]
+            vecs[at] = batch
+            for i, v in zip(at, batch):
+                if len(self.seen) < SEEN_CAP:
+                    self.seen[keys[i]] = v
             done += len(rows)
-            self.chunks_done = self.chunks_known - len(todo) + round(len(todo) * done / len(texts))
-            self.in_flight = (done, len(texts), len(self.pending))
+            self.chunks_done = self.chunks_known - len(todo) + round(len(todo) * done / len(need))
+            self.in_flight = (done, len(need), len(self.pending))
             self.tell(self.pending[-1][0], "embedding")
-            if self.cancelled() and done < len(texts):
+            if self.cancelled() and done < len(need):
                 self.chunks_known -= len(todo)
                 self.chunks_done = self.chunks_known
                 self.pending.clear()           # unfinished files: the next run does them
                 self.in_flight = (0, 0, 0)
                 return
+        self.chunks_done = self.chunks_known
         self.in_flight = (0, 0, 0)
         if todo:
             self._store(int(vecs.shape[1])).add(np.array([c.vid for c in todo], dtype=np.int64), vecs[slot])

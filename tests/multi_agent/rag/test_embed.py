@@ -111,18 +111,24 @@ def test_an_index_from_before_the_backend_setting_keeps_torch(kb_dir, torch_embe
 
 
 def test_identical_chunks_are_embedded_once(tmp_path, embedder):
+    """Repeated texts (licence paragraphs) are embedded once per run, also across embedding blocks
+    (batch_size 1: blocks of 8 chunks), and every copy is still found."""
     kb_dir = tmp_path / "kb"
     kb_dir.mkdir()
     text = "Licence boilerplate repeated in every file. Each copy must still be found.\n"
-    for name in ("a.txt", "b.txt", "c.txt"):
+    names = [f"copy{i:02d}.txt" for i in range(12)]
+    for name in names:
         (kb_dir / name).write_text(text, encoding="utf-8")
-    (kb_dir / "d.txt").write_text("Something else entirely about learning rates.\n", encoding="utf-8")
+    (kb_dir / "other.txt").write_text("Something else entirely about learning rates.\n", encoding="utf-8")
     n0 = embedder.n_embedded
-    rep = KnowledgeBase(RagConfig(kb_dir=kb_dir, reranker=None)).index()
-    assert rep.embedded == rep.chunks == 4 and embedder.n_embedded - n0 == 2
-    hits = KnowledgeBase(RagConfig(kb_dir=kb_dir, reranker=None)).search("licence boilerplate", k=3,
-                                                                           rerank=False)
-    assert {h.source for h in hits} == {"a.txt", "b.txt", "c.txt"}
+    cfg = RagConfig(kb_dir=kb_dir, reranker=None, batch_size=1)
+    rep = KnowledgeBase(cfg).index()
+    assert rep.embedded == rep.chunks == 13 and embedder.n_embedded - n0 == 2
+    hits = KnowledgeBase(cfg).search("licence boilerplate", k=12, rerank=False)
+    assert {h.source for h in hits} == set(names)
+    snap = KnowledgeBase(cfg)._snapshot()
+    vecs = np.stack([snap.store._index.reconstruct(int(c.vid)) for c in snap.chunks])
+    assert _cos(vecs, embedder.encode([c.text for c in snap.chunks])).min() >= 0.9999
 
 
 def test_without_onnxruntime_the_torch_path_is_used(monkeypatch, caplog, torch_embedder):
