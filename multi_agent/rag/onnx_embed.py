@@ -75,10 +75,9 @@ def missing_package(model_dir: str | Path, quantize: bool) -> str | None:
             return f"{module} is not installed"
     if not (Path(model_dir) / "tokenizer.json").is_file():
         return f"{model_dir} has no tokenizer.json"
-    if cached_meta(model_dir, quantize) is None:
-        for module in ("onnx", "torch", "sentence_transformers"):
-            if not _installed(module):
-                return f"{module} is not installed (needed once, to export the model)"
+    missing = [m for m in ("onnx", "torch", "sentence_transformers") if not _installed(m)]
+    if missing and cached_meta(model_dir, quantize) is None:       # (hashes the model: only when needed)
+        return f"{missing[0]} is not installed (needed once, to export the model)"
     return None
 
 

@@ -175,3 +175,26 @@ def test_export_failure_leaves_no_cache_entry_and_success_is_renamed_in(tmp_path
     assert oct(folder.stat().st_mode & 0o777) != oct(0o700)       # the umask's mode, not mkdtemp's
     monkeypatch.setattr(onnx_embed, "_export", broken)            # cached: never exported again
     assert onnx_embed.exported_model(model_dir, quantize=False) == folder
+
+
+def test_without_the_exporter_and_no_cached_export_torch_is_expected(tmp_path, monkeypatch):
+    """What an index records is decided before loading: with onnx (the exporter's dependency)
+    missing and nothing cached, the backend is torch; with a cached export it stays onnx."""
+    from multi_agent.rag.embed import expected_backend
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setenv("MULTI_AGENT_ONNX_CACHE", str(tmp_path / "empty-cache"))
+    assert expected_backend(DEFAULT_EMBEDDER, None, "onnx") == "torch"
+    monkeypatch.delenv("MULTI_AGENT_ONNX_CACHE")
+    get_embedder(DEFAULT_EMBEDDER).dim       # noqa: B018 (the default export exists in the user cache)
+    assert expected_backend(DEFAULT_EMBEDDER, None, "onnx") == "onnx"
+    assert expected_backend(DEFAULT_EMBEDDER, "cuda", "onnx") == "torch"
+
+
+def test_asking_for_another_backend_rebuilds_the_index(kb_dir, embedder, torch_embedder):
+    cfg = RagConfig(kb_dir=kb_dir, reranker=None, chunk_size=200)
+    first = KnowledgeBase(cfg).index()
+    rep = KnowledgeBase(cfg.replace(embed_backend="torch")).index()
+    assert rep.embedded == rep.chunks == first.chunks
+    assert KnowledgeBase(cfg).settings().embed_backend == "torch"
+    assert KnowledgeBase(cfg).index().embedded == 0              # and then it is the index's own
