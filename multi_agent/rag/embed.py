@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -116,10 +117,16 @@ BACKENDS: dict[str, Callable[[str, str | None], Backend]] = {
 
 
 def _wants_gpu(device: str | None) -> bool:
-    """An explicit non-CPU device, or none with an NVIDIA driver present (torch then picks CUDA):
-    the ONNX backends run on the CPU only. Checked without importing torch."""
+    """An explicit non-CPU device, or none with a GPU present (torch then picks CUDA): the ONNX
+    backends run on the CPU only. Checked without importing torch (unless it is imported already)."""
     if device is not None:
         return not device.startswith("cpu")
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch, "cuda", None) is not None:
+        try:
+            return bool(torch.cuda.is_available())
+        except Exception:  # noqa: BLE001 (a broken CUDA setup: the CPU it is)
+            return False
     return Path("/proc/driver/nvidia/version").exists()
 
 
