@@ -118,6 +118,22 @@ def recall(results: list[list[str]], needles: list[str]) -> float:
     return round(sum(any(n in t for t in texts) for texts, n in zip(results, needles)) / len(needles), 3)
 
 
+def timed_batches(batches, add):
+    """Wrap an embedder's ``batches`` generator: ``add(seconds)`` for the time spent producing each batch."""
+    def wrapper(*a, **k):
+        it = batches(*a, **k)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                add(time.perf_counter() - t)
+                return
+            add(time.perf_counter() - t)
+            yield item
+    return wrapper
+
+
 def profile_index(kb_dir: Path, embedder: str = "default") -> dict:
     """A first index of ``kb_dir`` (into a temp index folder), timed per stage: where does it go?"""
     import collections
@@ -148,12 +164,12 @@ def profile_index(kb_dir: Path, embedder: str = "default") -> dict:
                                      embedder=None if embedder == "default" else embedder))
         emb = kb.embedder
         emb.model  # noqa: B018 (loading the model is not indexing)
-        encode = emb.encode
-        emb.encode = timed("embed", encode)
+        batches = emb.batches
+        emb.batches = timed_batches(batches, lambda dt: spent.__setitem__("embed", spent["embed"] + dt))
         t = time.perf_counter()
         rep = kb.index()
         total = time.perf_counter() - t
-        emb.encode = encode
+        emb.batches = batches
     finally:
         ix.chunk_file, ix.sha256_file, ix._Run.commit = patches["chunk_file"], patches["sha256_file"], commit
         shutil.rmtree(work, ignore_errors=True)
@@ -219,14 +235,8 @@ def main(argv=None) -> int:
         res["embedder_load_s"] = round(time.perf_counter() - t, 2)
         embed_s = [0.0]
         encode = embedder.encode
-
-        def timed_encode(texts, **kw):  # how much of the build is the (shared) model forward
-            t0 = time.perf_counter()
-            out = encode(texts, **kw)
-            embed_s[0] += time.perf_counter() - t0
-            return out
-
-        embedder.encode = timed_encode
+        # How much of the build is the (shared) model forward: the indexer embeds through batches().
+        embedder.batches = timed_batches(embedder.batches, lambda dt: embed_s.__setitem__(0, embed_s[0] + dt))
 
         # ---- ours: build, restart (load), incremental ---------------------------------------
         cfg = RagConfig(kb_dir=kb_dir, embedder=embedder_name, reranker=str(ce_dir), chunk_size=chunk_size,

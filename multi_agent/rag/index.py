@@ -14,6 +14,7 @@ at any moment leaves CURRENT on the previous, complete version.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import numpy as np
 from vlft.utils.io import atomic_write, sha256_file, write_json
 
 from .chunking import chunk_text
-from .config import RagConfig
+from .config import LEGACY_EMBED_BACKEND, RagConfig
 from .embed import Embedder
 from .loaders import SkipFile, load_file, supported
 from .schema import Chunk, IndexProgress, IndexReport
@@ -41,6 +42,7 @@ from .tokenize import tokenize
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+SEEN_CAP = 20_000    # vectors remembered per run for repeated chunk texts (~30 MB at 384 dims)
 CURRENT = "CURRENT"
 Progress = Callable[[IndexProgress], None]
 
@@ -196,10 +198,15 @@ def _lock(index_dir: Path) -> Iterator[None]:
 
 def _settings(cfg: RagConfig) -> dict:
     """Anything that, when changed, invalidates every stored chunk or vector."""
-    return {"format": FORMAT, "embedder": cfg.embedder, "chunk_size": cfg.chunk_size,
-            "chunk_overlap": cfg.chunk_overlap, "store": cfg.store,
+    return {"format": FORMAT, "embedder": cfg.embedder, "embed_backend": cfg.embed_backend,
+            "chunk_size": cfg.chunk_size, "chunk_overlap": cfg.chunk_overlap, "store": cfg.store,
             "milvus": [cfg.resolved_milvus_uri, cfg.milvus_collection] if cfg.store == "milvus" else None,
             "tokenizer": 1}
+
+
+def _recorded(manifest: dict) -> dict:
+    """A manifest's settings; one written before ``embed_backend`` existed was embedded with torch."""
+    return {"embed_backend": LEGACY_EMBED_BACKEND, **manifest.get("settings", {})}
 
 
 def recorded_settings(index_dir: Path) -> dict | None:
@@ -242,7 +249,9 @@ class _Run:
         self.index_dir = cfg.index_dir
         self.old = load_snapshot(cfg, with_store=False)
         self.settings = _settings(cfg)
-        self.full = self.old is None or self.old.manifest.get("settings") != self.settings
+        # What the embedder really runs (an ONNX backend falls back to torch where it cannot run).
+        self.settings["embed_backend"] = getattr(embedder, "backend", cfg.embed_backend)
+        self.full = self.old is None or _recorded(self.old.manifest) != self.settings
         if self.old is not None and self.full:
             log.warning("index settings changed (%s): rebuilding every file", cfg.index_dir)
         self.old_files: dict = {} if self.full else dict(self.old.manifest["files"])
@@ -262,6 +271,7 @@ class _Run:
         self.skipped: dict[str, dict] = {}
         self.removed_vids: list[int] = []
         self.pending: list[tuple[str, dict, list[Chunk]]] = []   # chunked, not yet embedded
+        self.seen: dict[bytes, np.ndarray] = {}    # text digest -> vector, for repeated chunks
         self.dirty = False
         self.files_done = self.files_total = 0
         self.chunks_done = self.chunks_known = 0
@@ -330,24 +340,43 @@ class _Run:
         """Embed every pending chunk (batch by batch, cancellable) and move finished files into the state."""
         if not self.pending:
             return
-        # Batches of similar lengths pad less (sentence-transformers sorts only within one call).
-        todo = sorted((c for _, _, cs in self.pending for c in cs), key=lambda c: len(c.text))
-        vectors = []
-        bs = self.cfg.batch_size
-        for i in range(0, len(todo), bs):
-            if self.cancelled():
+        todo = [c for _, _, cs in self.pending for c in cs]
+        # Identical texts (licence paragraphs, boilerplate) are embedded once per run.
+        unique: dict[str, int] = {}
+        slot = [unique.setdefault(c.text, len(unique)) for c in todo]
+        texts = list(unique)
+        keys = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts]
+        need = [i for i, k in enumerate(keys) if k not in self.seen]
+        vecs: np.ndarray | None = None
+        if len(need) < len(texts):
+            dim = len(next(self.seen[k] for k in keys if k in self.seen))
+            vecs = np.empty((len(texts), dim), dtype=np.float32)
+            for i, k in enumerate(keys):
+                if k in self.seen:
+                    vecs[i] = self.seen[k]
+        done = 0
+        for rows, batch in _batches(self.embedder, [texts[i] for i in need], self.cfg.batch_size):
+            if vecs is None:
+                vecs = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+            at = [need[r] for r in rows]
+            vecs[at] = batch
+            for i, v in zip(at, batch):
+                if len(self.seen) < SEEN_CAP:
+                    self.seen[keys[i]] = v
+            done += len(rows)
+            self.chunks_done = self.chunks_known - len(todo) + round(len(todo) * done / len(need))
+            self.in_flight = (done, len(need), len(self.pending))
+            self.tell(self.pending[-1][0], "embedding")
+            if self.cancelled() and done < len(need):
                 self.chunks_known -= len(todo)
+                self.chunks_done = self.chunks_known
                 self.pending.clear()           # unfinished files: the next run does them
                 self.in_flight = (0, 0, 0)
                 return
-            vectors.append(self.embedder.encode([c.text for c in todo[i:i + bs]], batch_size=bs))
-            self.chunks_done += len(todo[i:i + bs])
-            self.in_flight = (i + len(todo[i:i + bs]), len(todo), len(self.pending))
-            self.tell(self.pending[-1][0], "embedding")
+        self.chunks_done = self.chunks_known
         self.in_flight = (0, 0, 0)
         if todo:
-            vecs = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
-            self._store(int(vecs.shape[1])).add(np.array([c.vid for c in todo], dtype=np.int64), vecs)
+            self._store(int(vecs.shape[1])).add(np.array([c.vid for c in todo], dtype=np.int64), vecs[slot])
             self.report.embedded += len(todo)
         for rel, entry, chunks in self.pending:
             if rel in self.old_files:
@@ -410,6 +439,17 @@ class _Run:
         self.version, self.dirty, self.last_commit = version, False, time.monotonic()
         self.report.version, self.report.chunks = version, len(all_chunks)
         log.debug("committed %s: %d files, %d chunks", version, len(self.files), len(all_chunks))
+
+
+def _batches(embedder, texts: list[str], batch_size: int):
+    """The embedder's batches; an object with only ``encode`` (a test stand-in) runs one per call."""
+    if hasattr(embedder, "batches"):
+        yield from embedder.batches(texts, batch_size)
+        return
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        yield rows, embedder.encode([texts[r] for r in rows], batch_size=batch_size)
 
 
 def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = None, *,

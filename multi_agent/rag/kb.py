@@ -52,7 +52,7 @@ class KnowledgeBase:
     @property
     def embedder(self) -> Embedder:
         cfg = self.settings()
-        return get_embedder(cfg.embedder, cfg.device)
+        return get_embedder(cfg.embedder, cfg.device, cfg.embed_backend)
 
     def has_documents(self) -> bool:
         """Is there anything to search: indexed files, or indexable files in the folder (the first
@@ -159,7 +159,7 @@ class KnowledgeBase:
         sparse = [(snap.chunks[row], s) for row, s in snap.sparse.search(tokenize(query), n)]
         dense = []
         if snap.store is not None:
-            qv = get_embedder(cfg.embedder, cfg.device).encode([query])[0]
+            qv = get_embedder(cfg.embedder, cfg.device, cfg.embed_backend).encode([query])[0]
             # Over-fetch: a shared store (Milvus) may still hold ids of an older version.
             for vid, s in snap.store.search(qv, n + 16 if snap.store.shared else n):
                 row = snap.row_of.get(vid)
