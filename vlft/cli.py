@@ -15,10 +15,9 @@ __all__ = ["BAD_INPUT", "UserError", "exit_now", "run_stage"]
 def exit_now(rc: int | None) -> NoReturn:
     """End a stage command whose work is done and saved: run the atexit handlers (logging, SwanLab,
     multiprocessing's clean-up of worker processes), flush, then leave without the interpreter's
-    teardown. That teardown (garbage-collecting torch/transformers, joining a DataLoader's persistent
-    workers one status interval at a time) is seconds on a CPU and was tens of seconds after a GPU run,
-    spent after the adapter was saved (bench/RESULTS.md, issue 18). Only for ``__main__`` blocks and
-    command entry points: a caller in Python gets ``main()``'s return value instead."""
+    teardown, which garbage-collects torch and transformers for seconds after everything is on disk
+    (docs/performance.md, "Time to a trained adapter"). Only for ``__main__`` blocks and command entry
+    points: a caller in Python gets ``main()``'s return value instead."""
     import atexit
     import os
     try:

@@ -109,7 +109,7 @@ class VlftTrainer(Trainer):
         """Stop the worker processes that persistent DataLoaders (training and evaluation) keep between
         epochs, once the loop is done. Left to the interpreter's exit, torch 2.11 joined each one with a
         5-s timeout without first telling it to stop: 8 workers kept lora.py waiting 40 s after the
-        adapter was saved (bench/RESULTS.md, run 26). A later evaluation starts new workers."""
+        adapter was saved (bench/RESULTS.md, run 27). A later evaluation starts new workers."""
         for loader in getattr(self, "_loaders", []):
             it = getattr(loader, "_iterator", None)
             if it is not None and hasattr(it, "_shutdown_workers"):
