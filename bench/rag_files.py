@@ -137,6 +137,21 @@ def evaluate(search, questions: list[Question], repeats: int) -> dict:
         for k in (1, 5):
             out[f"top{k}_{lang}"] = f"{sum(q.file in hits[q.question][:k] for q in qs)}/{len(qs)}"
     out["misses@5"] = [q.file for q in questions if q.file not in hits[q.question][:5]]
+    out["file_rank"] = {q.question: hits[q.question].index(q.file) + 1 if q.file in hits[q.question] else None
+                        for q in questions}
+    return out
+
+
+def both_read(res: dict, questions: list[Question]) -> dict:
+    """Hit rates over the questions whose answer file both sides read: retrieval apart from loading."""
+    read = set(q.file for q in questions) - set(res["ours"]["unreadable"]) - set(res["seed_replica"]["unreadable"])
+    out = {}
+    for side in ("ours", "seed_replica"):
+        ranks = res[side]["query"]["file_rank"]
+        for lang in ("en", "zh"):
+            qs = [q for q in questions if q.lang == lang and q.file in read]
+            for k in (1, 5):
+                out[f"{side}_top{k}_{lang}"] = f"{sum((ranks[q.question] or 99) <= k for q in qs)}/{len(qs)}"
     return out
 
 
@@ -237,6 +252,7 @@ def run(args) -> int:
             f"/{len(zh)}")
         res["seed_replica"] = s
         print("seed replica:", json.dumps(s, ensure_ascii=False), flush=True)
+        res["both_read"] = both_read(res, questions)
         res["load_avg_end"] = os.getloadavg()[0]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -264,6 +280,14 @@ def table(r: dict) -> str:
         ("top-5 file hit EN / ZH", f"{o['query']['top5_en']} / {o['query']['top5_zh']}",
          f"{s['query']['top5_en']} / {s['query']['top5_zh']}"),
     ]
+    b = r["both_read"]
+    rows.append(("top-1 / top-5 file hit EN, files both read",
+                 f"{b['ours_top1_en']} / {b['ours_top5_en']}", f"{b['seed_replica_top1_en']} / {b['seed_replica_top5_en']}"))
+    rows.append(("top-1 / top-5 file hit ZH, files both read",
+                 f"{b['ours_top1_zh']} / {b['ours_top5_zh']}", f"{b['seed_replica_top1_zh']} / {b['seed_replica_top5_zh']}"))
+    old = s["older_textloader"]
+    rows.append(("files read with an older TextLoader (decode errors not wrapped)", "—",
+                 f"{old['read']}/{old['files']} (unreadable: {', '.join(old['unreadable']) or 'none'})"))
     lines = ["| | multi_agent.rag | seed replica (its loader, 600/80 chunks, 0.4/0.6 max fusion) |",
              "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
