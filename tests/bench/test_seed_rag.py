@@ -117,3 +117,31 @@ def test_build_and_search_on_tiny_files(tmp_path):
     assert len(hits) == 3
     assert seed.bm25.invoke("low rank adapters frozen")[0].metadata["source"].endswith("lora.md")
     assert any(h.metadata["source"].endswith("lora.md") for h in hits)
+
+
+def test_files_corpus_and_read_check(tmp_path):
+    """The benchmark's real-files corpus: every question's key phrase survives the re-encoding, and
+    the replica's loader (installed TextLoader) reads exactly the UTF-8 files and the PDFs."""
+    from bench.rag_files import FILES, build_corpus, read_files
+
+    questions, notes = build_corpus(tmp_path)
+    if len(notes) < len(FILES):
+        pytest.skip("some system files of the corpus (licences, man pages, PDFs) are not installed here")
+    assert {n["encoding"] for n in notes.values()} >= {"gbk", "gb2312", "big5", "pdf", "utf-8"}
+    assert all(n.get("chars_dropped", 0) == 0 for n in notes.values())
+    docs, failed = load_folder(tmp_path)
+    loaded: dict[str, str] = {}
+    for d in docs:
+        rel = Path(d.metadata["source"]).relative_to(tmp_path).as_posix()
+        loaded[rel] = loaded.get(rel, "") + d.page_content
+    read = read_files(loaded, questions)
+    non_utf8 = sorted(rel for rel, n in notes.items() if n["encoding"] not in ("utf-8", "pdf"))
+    assert sorted(read["unreadable"]) == non_utf8 == sorted(Path(p).relative_to(tmp_path).as_posix()
+                                                            for p, _ in failed)
+    # The check accepts a file whose text holds all its key phrases, and only that.
+    keys: dict[str, str] = {}
+    for q in questions:
+        keys[q.file] = keys.get(q.file, "") + " " + q.key
+    assert read_files(keys, questions)["unreadable"] == []
+    two = next(q.file for q in questions if sum(x.file == q.file for x in questions) == 2)
+    assert read_files({**keys, two: next(q.key for q in questions if q.file == two)}, questions)["unreadable"] == [two]
