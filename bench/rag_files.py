@@ -239,8 +239,9 @@ def run(args) -> int:
         old = {}
         for d in docs:
             old[rel(d)] = old.get(rel(d), "") + d.page_content
-        s["older_textloader"] = {**read_files(old, questions), "failed": len(failed),
-                                 "start_of_text": {f: old.get(f, "")[:20] for f in read_files(old, questions)["unreadable"]}}
+        old_read = read_files(old, questions)
+        s["older_textloader"] = {**old_read, "failed": len(failed),
+                                 "start_of_text": {f: old.get(f, "")[:20] for f in old_read["unreadable"]}}
         seed.search(questions[0].question, k=5)
         s["query"] = evaluate(lambda q: [rel(d) for d in seed.search(q, k=5, rerank=False)], questions,
                               args.repeats)
@@ -281,10 +282,9 @@ def table(r: dict) -> str:
          f"{s['query']['top5_en']} / {s['query']['top5_zh']}"),
     ]
     b = r["both_read"]
-    rows.append(("top-1 / top-5 file hit EN, files both read",
-                 f"{b['ours_top1_en']} / {b['ours_top5_en']}", f"{b['seed_replica_top1_en']} / {b['seed_replica_top5_en']}"))
-    rows.append(("top-1 / top-5 file hit ZH, files both read",
-                 f"{b['ours_top1_zh']} / {b['ours_top5_zh']}", f"{b['seed_replica_top1_zh']} / {b['seed_replica_top5_zh']}"))
+    for lang in ("en", "zh"):
+        rows.append((f"top-1 / top-5 file hit {lang.upper()}, files both read",
+                     *(f"{b[f'{side}_top1_{lang}']} / {b[f'{side}_top5_{lang}']}" for side in ("ours", "seed_replica"))))
     old = s["older_textloader"]
     rows.append(("files read with an older TextLoader (decode errors not wrapped)", "—",
                  f"{old['read']}/{old['files']} (unreadable: {', '.join(old['unreadable']) or 'none'})"))

@@ -73,7 +73,8 @@ def test_loader_encoding_order_when_decode_errors_come_through(tmp_path):
     """With decode errors unwrapped (an older TextLoader): utf-8, utf-16, gbk, ... in that order, on
     UnicodeDecodeError only. Python's utf-16 stream decoder never returns text for a file without a
     BOM: invalid UTF-16 -> UnicodeDecodeError (gbk is tried next and reads GBK right; Big5 comes
-    out as mojibake of gbk, gb2312 or latin-1); valid UTF-16 -> UnicodeError "does not start with BOM", which is not caught: skipped."""
+    out as mojibake of gbk, gb2312 or latin-1); valid UTF-16 -> UnicodeError "does not start with
+    BOM", which is not caught: skipped."""
     (tmp_path / "u16bytes_gbk.txt").write_bytes("中文".encode("gbk"))   # 4 bytes, valid UTF-16 LE, no BOM
     (tmp_path / "gbk.txt").write_bytes("中文说明书".encode("gbk") + b"!")  # odd length: invalid UTF-16
     big5 = "繁體中文說明，請按下鍵盤。"
