@@ -118,6 +118,19 @@ def test_build_and_search_on_tiny_files(tmp_path):
     assert len(hits) == 3
     assert seed.bm25.invoke("low rank adapters frozen")[0].metadata["source"].endswith("lora.md")
     assert any(h.metadata["source"].endswith("lora.md") for h in hits)
+    # Rerank: a cross-encoder over every fused chunk, best first, then the first k.
+    from sentence_transformers import CrossEncoder
+
+    from multi_agent.rag.embed import resolve_model_path
+    from multi_agent.rag.testing import build_tiny_cross_encoder
+
+    seed.reranker = CrossEncoder(str(build_tiny_cross_encoder(tmp_path / "ce", resolve_model_path("default"))))
+    q = "checkpoints and tokenizers"
+    fused = fuse(seed.bm25.invoke(q), seed.dense.invoke(q))
+    scores = seed.reranker.predict([(q, d.page_content) for d in fused])
+    want = [d.page_content for _, d in sorted(zip(scores, fused), key=lambda t: -t[0])][:2]
+    assert texts(seed.search(q, k=2)) == want
+    assert texts(seed.search(q, k=2, rerank=False)) == texts(fused[:2])
 
 
 def test_files_corpus_and_read_check(tmp_path):
