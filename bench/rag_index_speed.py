@@ -54,6 +54,7 @@ ROWS = {
     "torch, batch 32, overlap 40": ("today", {"embed_backend": "torch", "batch_size": 32, "chunk_overlap": 40}),
     "onnx float, batch 8, overlap 80": ("today", {"embed_backend": "onnx", "batch_size": 8, "chunk_overlap": 80}),
     OPTIMIZED_ROW: ("today", {"embed_backend": "onnx", "chunk_overlap": 80}),
+    "onnx float, batch 8, overlap 40": ("today", {"batch_size": 8}),
     "new defaults (onnx float, batch 16, overlap 40)": ("today", {}),
 }
 
