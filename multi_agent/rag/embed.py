@@ -54,6 +54,13 @@ def embed_threads() -> int:
         return 0
 
 
+def by_length(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Row positions in batches of ``batch_size``, shortest first: similar lengths pad less."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    for i in range(0, len(order), batch_size):
+        yield order[i:i + batch_size]
+
+
 class Backend(Protocol):
     """What an embedding backend provides: its vector size and, for a list of texts, the batches
     of (row positions, L2-normalised float32 vectors) in the order it ran them."""
@@ -78,10 +85,8 @@ class TorchBackend:
         self.dim = int(get() or self.model.encode(["x"]).shape[1])
 
     def batches(self, texts, batch_size):
-        # Similar lengths pad less; sentence-transformers would sort only within one call.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for i in range(0, len(order), batch_size):
-            rows = order[i:i + batch_size]
+        # sorted across the whole call (sentence-transformers would sort only within one encode call)
+        for rows in by_length([len(t) for t in texts], batch_size):
             vecs = self.model.encode([texts[r] for r in rows], batch_size=batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
             yield rows, np.ascontiguousarray(vecs, dtype=np.float32)
@@ -103,9 +108,7 @@ class OnnxBackend:
 
     def batches(self, texts, batch_size):
         ids = self.session.tokenize(texts)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for i in range(0, len(order), batch_size):
-            rows = order[i:i + batch_size]
+        for rows in by_length([len(x) for x in ids], batch_size):
             yield rows, self.session.run([ids[r] for r in rows])
 
 

@@ -355,7 +355,7 @@ class _Run:
                 if k in self.seen:
                     vecs[i] = self.seen[k]
         done = 0
-        for rows, batch in _batches(self.embedder, [texts[i] for i in need], self.cfg.batch_size):
+        for rows, batch in self.embedder.batches([texts[i] for i in need], self.cfg.batch_size):
             if vecs is None:
                 vecs = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
             at = [need[r] for r in rows]
@@ -439,17 +439,6 @@ class _Run:
         self.version, self.dirty, self.last_commit = version, False, time.monotonic()
         self.report.version, self.report.chunks = version, len(all_chunks)
         log.debug("committed %s: %d files, %d chunks", version, len(self.files), len(all_chunks))
-
-
-def _batches(embedder, texts: list[str], batch_size: int):
-    """The embedder's batches; an object with only ``encode`` (a test stand-in) runs one per call."""
-    if hasattr(embedder, "batches"):
-        yield from embedder.batches(texts, batch_size)
-        return
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for i in range(0, len(order), batch_size):
-        rows = order[i:i + batch_size]
-        yield rows, embedder.encode([texts[r] for r in rows], batch_size=batch_size)
 
 
 def build_index(cfg: RagConfig, embedder: Embedder, progress: Progress | None = None, *,

@@ -273,10 +273,10 @@ class OnnxSession:
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+        from .embed import by_length
+
         ids = self.tokenize(texts)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        for i in range(0, len(order), batch_size):
-            rows = order[i:i + batch_size]
+        for rows in by_length([len(x) for x in ids], batch_size):
             out[rows] = self.run([ids[r] for r in rows])
         return out

@@ -44,6 +44,7 @@ class VlftTrainer(Trainer):
 
     def __init__(self, *args, hooks: TrainingHooks | None = None, loss_impl: str = "hf", loss_chunk_size: int = 256,
                  cudagraphs: bool = False, compiled: bool | None = None, **kwargs):
+        self._loaders: list = []  # the DataLoaders handed out, whose workers release_data_workers() stops
         super().__init__(*args, **kwargs)
         self.cudagraphs = cudagraphs
         self.compiled = cudagraphs if compiled is None else compiled  # decoder layers run through torch.compile
@@ -100,9 +101,8 @@ class VlftTrainer(Trainer):
         return self._track_loader(super().get_train_dataloader())
 
     def _track_loader(self, loader):
-        if not hasattr(self, "_loaders"):
-            self._loaders = []
-        self._loaders.append(loader)
+        if all(loader is not known for known in self._loaders):  # an eval loader is cached and handed out again
+            self._loaders.append(loader)
         return loader
 
     def release_data_workers(self) -> None:
@@ -110,7 +110,7 @@ class VlftTrainer(Trainer):
         epochs, once the loop is done. Left to the interpreter's exit, torch 2.11 joined each one with a
         5-s timeout without first telling it to stop: 8 workers kept lora.py waiting 40 s after the
         adapter was saved (bench/RESULTS.md, run 27). A later evaluation starts new workers."""
-        for loader in getattr(self, "_loaders", []):
+        for loader in self._loaders:
             it = getattr(loader, "_iterator", None)
             if it is not None and hasattr(it, "_shutdown_workers"):
                 it._shutdown_workers()  # tells the workers to stop, then joins them

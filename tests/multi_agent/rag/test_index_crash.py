@@ -82,9 +82,9 @@ def test_killed_indexing_process_leaves_loadable_index(kb_dir, embedder, tmp_pat
 
         class HashEmbedder:  # stands in for the model only: this run never commits its vectors
             dim = {embedder.dim}
-            def encode(self, texts, batch_size=32, progress=False):
+            def batches(self, texts, batch_size=16):
                 v = np.random.default_rng(len(texts)).standard_normal((len(texts), self.dim))
-                return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype("float32")
+                yield list(range(len(texts))), (v / np.linalg.norm(v, axis=1, keepdims=True)).astype("float32")
 
         def hang(at):
             if at == "chunks-written":

@@ -99,10 +99,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
+    @staticmethod
+    def etag(path: str) -> str:
+        return '"' + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] + '"'
+
     def end_headers(self):
         path = self.translate_path(self.path)
         if os.path.isfile(path):
-            self.send_header("ETag", '"' + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] + '"')
+            self.send_header("ETag", self.etag(path))
         super().end_headers()
 
     def send_head(self):
@@ -112,8 +116,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             time.sleep(2)
         path = self.translate_path(self.path)
         if os.path.isfile(path) and self.headers.get("If-None-Match"):
-            etag = '"' + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] + '"'
-            if self.headers["If-None-Match"] == etag:
+            if self.headers["If-None-Match"] == self.etag(path):
                 self.send_response(304)
                 self.end_headers()
                 return None
