@@ -15,6 +15,7 @@ DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANKER = "BAAI/bge-reranker-base"
 TEXT_SUFFIXES = (".txt", ".md", ".mdx", ".csv", ".log")
 PDF_SUFFIXES = (".pdf",)
+INDEX_DIRNAME = ".index"   # a knowledge base's own index folder, inside it unless index_dir says otherwise
 DEFAULT_CHUNK_SIZE = 500
 DEFAULT_CHUNK_OVERLAP = 40
 # How a new index embeds (see multi_agent/rag/embed.py BACKENDS); indexes built before the setting
@@ -75,7 +76,7 @@ class RagConfig(BaseConfig):
         # Remembered so that replace(kb_dir=...) moves a derived index along with its folder.
         self._index_derived = self.index_dir is None
         if self.index_dir is None:
-            self.index_dir = self.kb_dir / ".index"
+            self.index_dir = self.kb_dir / INDEX_DIRNAME
         self.index_dir = Path(self.index_dir).expanduser()
         if isinstance(self.embedder, str) and not self.embedder.strip():
             self.embedder = None

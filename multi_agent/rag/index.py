@@ -32,7 +32,7 @@ import numpy as np
 from vlft.utils.io import atomic_write, sha256_file, write_json
 
 from .chunking import chunk_text
-from .config import LEGACY_EMBED_BACKEND, RagConfig
+from .config import INDEX_DIRNAME, LEGACY_EMBED_BACKEND, RagConfig
 from .embed import Embedder
 from .loaders import SkipFile, load_file, supported
 from .schema import Chunk, IndexProgress, IndexReport
@@ -129,8 +129,8 @@ def classify(path: Path, kb_dir: Path, ocr: bool = False) -> tuple[str, str] | N
 
 
 def scan(kb_dir: Path, index_dir: Path, ocr: bool = False) -> ScanResult:
-    """Every file under ``kb_dir`` sorted into indexable / skipped / ignored; the index folder and
-    hidden folders are not entered, and nothing whose real path is outside ``kb_dir`` is read."""
+    """Every file under ``kb_dir`` sorted into indexable / skipped / ignored; index folders (uncounted)
+    and hidden folders (counted) are not entered, and nothing whose real path is outside ``kb_dir`` is read."""
     out = ScanResult()
     if not kb_dir.is_dir():
         return out
@@ -141,8 +141,8 @@ def scan(kb_dir: Path, index_dir: Path, ocr: bool = False) -> ScanResult:
         for d in sorted(dirs):
             p = root_p / d
             rel = p.relative_to(kb_dir).as_posix()
-            if p.resolve() == index_dir:
-                continue
+            if p.resolve() == index_dir or (root_p == kb_dir and d == INDEX_DIRNAME):
+                continue  # an index (this one, or the folder's own when this one lives elsewhere): not content
             if d.startswith("."):
                 out.ignored.append((rel + "/", "hidden folder (name starts with '.')"))
             elif p.is_symlink():

@@ -33,6 +33,19 @@ def test_index_report_counts_and_skip_reasons(indexed_kb):
     assert files["report.pdf"]["pages"] == 3 and files["zh_gbk.txt"]["pages"] == 1
 
 
+def test_the_folders_own_index_is_not_counted_when_the_index_lives_elsewhere(tmp_path):
+    """An index built elsewhere (an app profile, the screenshot script) over a folder that also has its
+    own .index: that folder is no document, not even an ignored one; other hidden folders still count."""
+    kb_dir = tmp_path / "kb"
+    (kb_dir / ".index" / "v1").mkdir(parents=True)
+    (kb_dir / ".index" / "v1" / "chunks.jsonl").write_text("{}\n", encoding="utf-8")
+    (kb_dir / ".drafts").mkdir()
+    (kb_dir / "guide.md").write_text(EN_GUIDE, encoding="utf-8")
+    report = KnowledgeBase(_cfg(kb_dir, index_dir=tmp_path / "elsewhere")).index()
+    assert report.added == 1
+    assert [p for p, _ in report.ignored] == [".drafts/"]
+
+
 @pytest.mark.parametrize("query", list(QUERIES))
 def test_named_queries_find_the_right_chunk_top1(indexed_kb, query):
     kb, _ = indexed_kb
