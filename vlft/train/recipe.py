@@ -395,7 +395,6 @@ class FinetuneRecipe:
     # the whole stage --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """setup -> train -> save -> predict, logged to SwanLab; returns the summary ({} off rank 0)."""
-        from vlft.train import fast
         from vlft.reporting import finish_swanlab, init_swanlab
 
         cfg = self.cfg
@@ -408,7 +407,9 @@ class FinetuneRecipe:
             with self.clock.phase("save"):
                 self.save()
             # generation's growing KV cache would make compiled layers recompile (CUDA graphs: record)
-            # for every new length: the few sample predictions run eagerly
+            # for every new length: the few sample predictions run eagerly. Imported here, not at the
+            # top of run(): its torch import then falls in "load", where the phase line says it is.
+            from vlft.train import fast
             fast.uncompile_decoder_layers(self.model)
             with self.clock.phase("predict"):
                 self.predict()
