@@ -213,8 +213,10 @@ class FinetuneRecipe:
 
     def __init__(self, cfg: TrainConfig):
         from vlft.adapters.methods import get_method
+        self.clock = PhaseClock()  # where the run's wall time goes (vlft.train.phases)
         self.cfg = cfg
-        self.method = get_method(cfg.adapter)  # LoRA, DoRA, IA3, MoE-LoRA: vlft.adapters.methods.METHODS
+        with self.clock.phase("load"):  # a method's module may be the first to import torch (seconds)
+            self.method = get_method(cfg.adapter)  # LoRA, DoRA, IA3, MoE-LoRA: vlft.adapters.methods.METHODS
         self.spec = adapter_spec(cfg)
         self.processor = None
         self.data: TrainingData | None = None
@@ -225,7 +227,6 @@ class FinetuneRecipe:
         self.train_output = None
         self.summary: dict[str, Any] = {}
         self.swanlab_dir: Path | None = None
-        self.clock = PhaseClock()  # where the run's wall time goes (vlft.train.phases)
 
     # 1. everything up to the first step -----------------------------------------------------------
     def setup(self) -> "FinetuneRecipe":

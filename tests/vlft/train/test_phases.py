@@ -4,7 +4,10 @@ run on the tiny model (printed once, stored in training_summary.json)."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
@@ -72,3 +75,31 @@ def test_lora_py_prints_and_stores_the_phase_breakdown(tiny_model_dir, caption_j
     assert ph["data"] >= 0  # 4 samples: a few milliseconds
     assert ph["startup"] == 0.0  # called from Python, not run as a command
     assert sum(v for k, v in ph.items() if k != "total") == pytest.approx(ph["total"], abs=0.05)
+
+
+@pytest.mark.parametrize("config", ["TrainConfig", "MoeTrainConfig"])
+def test_the_first_torch_import_falls_inside_a_phase(config):
+    """The process's first torch import (seconds) counts as "load" for lora.py and MoeLORA.py alike: not
+    as "startup" (MoeLORA.py's method module imported torch before the clock existed) nor as "other"
+    (lora.py's run() imported it before setup()). A fresh process: no torch until the clock runs."""
+    code = f"""
+import sys
+from vlft.train import recipe
+from vlft.train.config import {config}
+assert "torch" not in sys.modules
+seen = {{}}
+init = recipe.PhaseClock.__init__
+recipe.PhaseClock.__init__ = lambda self: (seen.setdefault("clock", "torch" in sys.modules), init(self))[1]
+r = recipe.FinetuneRecipe({config}())
+torch_in_method = "torch" in sys.modules
+def setup():
+    seen["setup"] = "torch" in sys.modules and not torch_in_method
+    print(seen)
+    raise SystemExit(0)
+r.setup = setup
+r.run()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "{'clock': False, 'setup': False}"
