@@ -105,6 +105,7 @@ def _index(kb) -> int:
 
 
 def _watch(kb, interval: float) -> int:
+    import signal
     import threading
     import time
 
@@ -121,11 +122,24 @@ def _watch(kb, interval: float) -> int:
             print(f"skipped {display_name(path)}: {reason}")
         print(f"{time.strftime('%H:%M:%S')} {report.summary()}", flush=True)
 
+    # Ctrl+C sets the stop flag instead of raising wherever the main thread happens to be (inside an
+    # index pass, a C extension, a print): the pass is cancelled at its next check, keeping the files
+    # it finished, and the loop returns normally. A second Ctrl+C raises as usual.
     stop = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         watch(kb, interval=interval, stop=stop, on_report=show)
     except KeyboardInterrupt:
-        stop.set()
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print("stopped", flush=True)
     return 0
 
 

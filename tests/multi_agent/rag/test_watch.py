@@ -54,11 +54,17 @@ def test_watch_command_starts_indexes_and_stops_on_ctrl_c(tmp_path, tiny_embedde
     proc = subprocess.Popen([sys.executable, "-m", "multi_agent.rag", "watch", "--kb", str(kb_dir), "--embedder",
                              tiny_embedder, "--reranker", "none", "--interval", "0.2"], cwd=str(REPO_DIR),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO_DIR)})
+                            env={**os.environ, "PYTHONPATH": str(REPO_DIR), "PYTHONFAULTHANDLER": "1"})
     try:
         assert proc.stdout.readline().startswith("watching")
         assert "1 added" in proc.stdout.readline()
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:   # where it hangs: faulthandler prints every thread's stack
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"watch did not stop on Ctrl+C within 60 s; its stacks:\n{err[-4000:]}")
     assert proc.returncode == 0, err
+    assert out.strip().splitlines()[-1] == "stopped"

@@ -36,7 +36,8 @@ def test_moelora_seed_command_logs_to_swanlab_offline(tiny_model_dir, caption_js
         assert key in log, key
     assert list((runs[0] / "media").rglob("*.png")) or list((runs[0] / "media").rglob("*.jp*g"))
     phases = json.loads((out / "training_summary.json").read_text())["phases"]
-    assert phases["startup"] > 0.5  # a command counts its interpreter start and imports (torch alone is more)
+    # a command counts its interpreter start; its first torch import is part of loading
+    assert 0 < phases["startup"] < phases["load"]
     preds = [json.loads(l) for l in (out / "sample_predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 2 and all(Path(r["image"]).is_file() for r in preds)
 
