@@ -105,6 +105,7 @@ def _index(kb) -> int:
 
 
 def _watch(kb, interval: float) -> int:
+    import _thread
     import signal
     import threading
     import time
@@ -126,11 +127,15 @@ def _watch(kb, interval: float) -> int:
     # index pass, a C extension, a print): the pass is cancelled at its next check, keeping the files
     # it finished, and the loop returns normally. A second Ctrl+C raises as usual.
     stop = threading.Event()
+    pressed: list[bool] = []
 
     def on_sigint(signum, frame) -> None:
-        if stop.is_set():
+        if pressed:
             raise KeyboardInterrupt
-        stop.set()
+        pressed.append(True)
+        # Event.set() takes the lock that the interrupted main thread may be holding inside
+        # Event.wait(): set it from a new bare thread (no threading bookkeeping lock), never here.
+        _thread.start_new_thread(stop.set, ())
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:

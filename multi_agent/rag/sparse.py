@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import bm25s
 import numpy as np
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # "Building index from tokens" per build
+# After bm25s's own import, which sets its logger to DEBUG ("Building index from tokens" per build).
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 class SparseIndex:
@@ -21,8 +23,6 @@ class SparseIndex:
 
     @classmethod
     def build(cls, token_lists: list[list[str]]) -> "SparseIndex":
-        import bm25s
-
         if not token_lists:
             return cls(None)
         bm25 = bm25s.BM25()  # lucene variant, k1=1.5, b=0.75
@@ -49,8 +49,6 @@ class SparseIndex:
 
     @classmethod
     def load(cls, path: Path) -> "SparseIndex":
-        import bm25s
-
         if not (path / "params.index.json").exists():
             return cls(None)
         return cls(bm25s.BM25.load(str(path)))
