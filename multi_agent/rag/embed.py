@@ -220,7 +220,7 @@ class Embedder:
             self.n_embedded += len(rows)
             yield rows, vecs
 
-    def encode(self, texts: list[str], batch_size: int = 16, progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for rows, vecs in self.batches(texts, batch_size):
             out[rows] = vecs
