@@ -17,8 +17,6 @@ apart. Rows:
 * ``OPTIMIZED_ROW``: the float export passed through ``onnxruntime.transformers.optimizer``
   (model_type bert: fused EmbedLayerNormalization / Attention / SkipLayerNormalization / BiasGelu),
   saved into a cache folder of its own (``$MULTI_AGENT_ONNX_CACHE`` of that row only).
-* ``ALL_INT8_ROW``: the int8 model with every MatMul quantised (``onnx-int8`` keeps the feed-forward
-  down projections float), likewise in a cache folder of its own.
 
 Threads: by default (``--threads 0``) each row gets what a user gets (no OMP_NUM_THREADS: torch
 and ONNX Runtime one thread per core). CPU seconds (user + system, all threads) are reported too,
@@ -46,22 +44,22 @@ REPO = Path(__file__).resolve().parents[1]
 BASELINE_REF = "49165f8"     # main before the first-index speed work (issue 22)
 # Runs the float export rewritten offline by onnxruntime.transformers.optimizer (a copy in its own cache).
 OPTIMIZED_ROW = "onnx float, transformers optimizer graph, batch 16, overlap 80"
-# Every MatMul int8, the feed-forward down projections too (onnx-int8 keeps those float), from a cache
-# folder of its own: what 3x costs in vector quality.
-ALL_INT8_ROW = "onnx int8, every MatMul (down projections too), batch 16, overlap 80"
 ROWS = {
     # name: (code, settings); the baseline code ignores keys it does not know
     "old": ("baseline", {"embed_backend": None, "batch_size": 32, "chunk_overlap": 80}),
     "old settings, today's code (torch)": ("today", {"embed_backend": "torch", "batch_size": 32,
                                                      "chunk_overlap": 80}),
-    "onnx float, batch 16, overlap 80": ("today", {"embed_backend": "onnx", "chunk_overlap": 80}),
-    "onnx int8 (opt-in), batch 16, overlap 80": ("today", {"embed_backend": "onnx-int8", "chunk_overlap": 80}),
+    "onnx float, batch 16, overlap 80": ("today", {"embed_backend": "onnx", "batch_size": 16,
+                                                   "chunk_overlap": 80}),
+    "onnx int8, batch 16, overlap 80": ("today", {"embed_backend": "onnx-int8", "batch_size": 16,
+                                                  "chunk_overlap": 80}),
     "torch, batch 32, overlap 40": ("today", {"embed_backend": "torch", "batch_size": 32, "chunk_overlap": 40}),
     "onnx float, batch 8, overlap 80": ("today", {"embed_backend": "onnx", "batch_size": 8, "chunk_overlap": 80}),
-    OPTIMIZED_ROW: ("today", {"embed_backend": "onnx", "chunk_overlap": 80}),
-    "onnx float, batch 8, overlap 40": ("today", {"batch_size": 8}),
-    ALL_INT8_ROW: ("today", {"embed_backend": "onnx-int8", "chunk_overlap": 80}),
-    "new defaults (onnx float, batch 16, overlap 40)": ("today", {}),
+    OPTIMIZED_ROW: ("today", {"embed_backend": "onnx", "batch_size": 16, "chunk_overlap": 80}),
+    "onnx float, batch 8, overlap 40": ("today", {"embed_backend": "onnx"}),
+    "previous defaults (onnx float, batch 16, overlap 40)": ("today", {"embed_backend": "onnx", "batch_size": 16}),
+    "onnx int8, batch 16, overlap 40": ("today", {"batch_size": 16}),
+    "new defaults (onnx int8, batch 8, overlap 40)": ("today", {}),
 }
 
 
@@ -164,26 +162,6 @@ def optimized_cache(work: Path, env: dict) -> tuple[Path, dict]:
     return root, {k: v for k, v in model.get_fused_operator_statistics().items() if v}
 
 
-def all_int8_cache(work: Path, env: dict) -> None:
-    """A copy of the default model's int8 cache entry whose model has every MatMul quantised (the
-    shipped recipe keeps the feed-forward down projections float), same key, in a folder of its own."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from multi_agent.rag.embed import resolve_model_path
-    from multi_agent.rag.onnx_embed import cache_key, cache_root
-
-    model_dir = Path(resolve_model_path("default"))
-    root = Path(env.get("MULTI_AGENT_ONNX_CACHE") or cache_root())
-    src, fp32 = root / cache_key(model_dir, True), root / cache_key(model_dir, False)
-    dest = work / "onnx-all-int8" / src.name
-    shutil.copytree(src, dest)
-    logging.disable(logging.WARNING)
-    quantize_dynamic(str(fp32 / "model.onnx"), str(dest / "model.onnx"), per_channel=True, reduce_range=True,
-                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
-
-
 def baseline_tree(ref: str, work: Path) -> Path | None:
     """The project's code at ``ref`` (multi_agent + vlft), or None where git cannot give it."""
     dest = work / "baseline"
@@ -227,8 +205,6 @@ def main(argv=None) -> int:
         for a in ("--kb", "--index", "--settings", "--queries"):
             p.add_argument(a)
         return one_row(p.parse_args(argv[1:]))
-    if argv[:1] == ["--all-int8"]:            # a child process: the all-int8 model's cache
-        all_int8_cache(Path(argv[1]), dict(os.environ))
         return 0
     if argv[:1] == ["--optimize"]:            # a child process: the optimized model's cache
         print(json.dumps(optimized_cache(Path(argv[1]), dict(os.environ))[1]))
@@ -265,10 +241,6 @@ def main(argv=None) -> int:
                                   capture_output=True, text=True)
             res["optimizer_fused_ops"] = json.loads(proc.stdout.splitlines()[-1])
             row_env[OPTIMIZED_ROW] = {"MULTI_AGENT_ONNX_CACHE": str(work / "onnx-optimized")}
-        if ALL_INT8_ROW in args.rows:
-            subprocess.run([sys.executable, "-m", "bench.rag_index_speed", "--all-int8", str(work)],
-                           cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, check=True)
-            row_env[ALL_INT8_ROW] = {"MULTI_AGENT_ONNX_CACHE": str(work / "onnx-all-int8")}
         for name in args.rows:
             code, settings = ROWS[name]
             root = base if code == "baseline" and base is not None else REPO

