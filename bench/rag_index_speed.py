@@ -205,7 +205,6 @@ def main(argv=None) -> int:
         for a in ("--kb", "--index", "--settings", "--queries"):
             p.add_argument(a)
         return one_row(p.parse_args(argv[1:]))
-        return 0
     if argv[:1] == ["--optimize"]:            # a child process: the optimized model's cache
         print(json.dumps(optimized_cache(Path(argv[1]), dict(os.environ))[1]))
         return 0

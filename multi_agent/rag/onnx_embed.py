@@ -145,11 +145,11 @@ def exported_model(model_dir: str | Path, quantize: bool) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(root, ".export-")
     try:
-        log.warning("exporting %s to ONNX%s (once; cached in %s)", model_dir.name,
-                    " + int8" if quantize else "", root)
         shutil.copy2(model_dir / "tokenizer.json", tmp / "tokenizer.json")
         meta = _quantize_cached_float(model_dir, tmp) if quantize else None
         if meta is None:
+            log.warning("exporting %s to ONNX%s (once; cached in %s)", model_dir.name,
+                        " + int8" if quantize else "", root)
             meta = _export(model_dir, tmp, quantize)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         try:
@@ -206,7 +206,6 @@ def _export(model_dir: Path, out: Path, quantize: bool) -> dict:
             "pad_id": int(st.tokenizer.pad_token_id or 0), "export_version": EXPORT_VERSION}
     if quantize:
         meta.update(_quantize(fp32, out / "model.onnx", meta))
-        fp32.unlink()
     return meta
 
 
@@ -216,16 +215,17 @@ def _quantize_cached_float(model_dir: Path, out: Path) -> dict | None:
     float_dir = cache_root() / cache_key(model_dir, False)
     if not (float_dir / "meta.json").is_file():
         return None
+    log.warning("quantising %s's cached ONNX export to int8 (once; cached in %s)", model_dir.name, float_dir.parent)
     meta = json.loads((float_dir / "meta.json").read_text(encoding="utf-8"))
     fp32 = out / "model-fp32.onnx"
     shutil.copy2(float_dir / "model.onnx", fp32)
     meta.update(_quantize(fp32, out / "model.onnx", meta))
-    fp32.unlink()
     return meta
 
 
 def _quantize(fp32: Path, int8: Path, meta: dict) -> dict:
-    """int8 copy of ``fp32`` at ``int8`` (or the float model moved there if the probes disagree)."""
+    """int8 copy of ``fp32`` at ``int8`` (or the float model moved there if the probes disagree);
+    ``fp32`` is gone afterwards either way."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # reduce_range (7-bit weights): AVX2 without VNNI sums u8 x s8 pairs in int16, which 8-bit
@@ -244,6 +244,7 @@ def _quantize(fp32: Path, int8: Path, meta: dict) -> dict:
                     MIN_COSINE)
         os.replace(fp32, int8)
         return {"quantized": False, "probe_min_cosine": round(cos, 5)}
+    fp32.unlink()
     return {"quantized": True, "probe_min_cosine": round(cos, 5), "int8_recipe": INT8_RECIPE}
 
 

@@ -241,3 +241,22 @@ def test_the_int8_export_quantises_a_cached_float_export_without_exporting_again
     assert meta["quantized"] and meta["probe_min_cosine"] >= onnx_embed.MIN_COSINE
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json"]
     assert sorted(p.name for p in cache.iterdir()) == sorted([float_dir.name, folder.name])
+
+
+def test_an_int8_model_that_fails_the_probe_check_is_replaced_by_float(tmp_path, monkeypatch, float_embedder):
+    """Below MIN_COSINE on the probes the int8 slot holds the float model, and the backend says so."""
+    from multi_agent.rag.embed import expected_backend, resolve_model_path
+
+    model_dir = Path(resolve_model_path("default"))
+    float_dir = onnx_embed.exported_model(model_dir, quantize=False)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MULTI_AGENT_ONNX_CACHE", str(cache))
+    shutil.copytree(float_dir, cache / float_dir.name)
+    monkeypatch.setattr(onnx_embed, "MIN_COSINE", 1.01)
+    folder = onnx_embed.exported_model(model_dir, quantize=True)
+    assert not json.loads((folder / "meta.json").read_text())["quantized"]
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json"]
+    assert (folder / "model.onnx").read_bytes() == (float_dir / "model.onnx").read_bytes()
+    assert expected_backend(DEFAULT_EMBEDDER, None, "onnx-int8") == "onnx"
+    e = Embedder(DEFAULT_EMBEDDER, None, "onnx-int8")
+    assert _cos(e.encode(TEXTS), float_embedder.encode(TEXTS)).min() >= 0.9999 and e.backend == "onnx"
