@@ -152,6 +152,9 @@ def _query(kb, query: str, k: int, rerank: bool) -> int:
     from .index import display_name
     from .kb import IndexMismatch
 
+    if not query.strip():
+        print("error: the question is empty", file=sys.stderr)
+        return 2
     try:
         hits = kb.search(query, k=k, rerank=rerank)
     except IndexMismatch as e:

@@ -199,6 +199,8 @@ def test_cli_index_and_query(kb_dir, embedder, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("#1 report.pdf p.3  score=")
     assert sum(line.startswith("#") for line in out) == 2
+    assert main(["query", "  ", "--no-rerank", *args]) == 2       # not "is the knowledge base empty?"
+    assert capsys.readouterr().err.strip() == "error: the question is empty"
 
 
 def test_config_validation():
